@@ -1,0 +1,118 @@
+"""Engines (CPU, CUDA) behind one interface, and the choice between them.
+
+An engine turns :class:`~gpucurate.columns.TextBuffers` into the CSR of
+matches: ``offsets`` (int64, one more than rows) and ``ids`` (int32, sorted and
+distinct within each caption). Device choice follows cuDF's order: an explicit
+argument beats ``$GPUCURATE_DEVICE``, which beats ``auto``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .columns import TextBuffers
+from .errors import ConfigError, DeviceError
+from .log import logger
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def default_threads() -> int:
+    env = os.environ.get("GPUCURATE_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class CpuEngine:
+    """The numba CPU engine, parallel over contiguous caption ranges."""
+
+    name = "cpu"
+
+    def __init__(self, trie, threads: int | None = None):
+        from .kernels import cpu
+
+        self._k = cpu
+        self.trie = trie
+        self.args = trie.arrays()
+        self.threads = threads or default_threads()
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def _range(self, tb: TextBuffers, lo: int, hi: int):
+        return self._k.match_range(tb.data, tb.offsets, tb.valid, lo, hi, *self.args)
+
+    def match(self, tb: TextBuffers) -> tuple[np.ndarray, np.ndarray]:
+        n = len(tb)
+        if self._pool is None or n < 2048:
+            return self._range(tb, 0, n)
+        pieces = min(n // 512, self.threads * 8)
+        bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
+        parts = list(self._pool.map(lambda r: self._range(tb, int(r[0]), int(r[1])),
+                                    zip(bounds[:-1], bounds[1:])))
+        sizes = np.array([p[1].size for p in parts], np.int64)
+        shift = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        offsets = np.concatenate([parts[0][0][:1]] + [p[0][1:] + s for p, s in zip(parts, shift)])
+        return offsets, np.concatenate([p[1] for p in parts])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def gpu_status() -> tuple[bool, str]:
+    """Whether a CUDA GPU is usable by gpucurate, and why (not)."""
+    try:
+        from numba import cuda
+    except ImportError as exc:  # pragma: no cover - numba-cuda ships with numba here
+        return False, f"numba.cuda cannot be imported ({exc}); install gpucurate[gpu-cu13]"
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return True, "Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correct but slow"
+    try:
+        import numba_cuda  # noqa: F401
+    except ImportError:
+        return False, "numba-cuda is not installed; install gpucurate[gpu-cu13] or [gpu-cu12]"
+    try:
+        if not cuda.is_available():
+            return False, "no CUDA driver or device found"
+        dev = cuda.get_current_device()
+        cc = dev.compute_capability
+    except Exception as exc:  # noqa: BLE001 - any driver failure means "not usable"
+        return False, f"CUDA is not usable: {exc}"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False, "CuPy is not installed; install gpucurate[gpu-cu13] or [gpu-cu12]"
+    name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+    return True, f"{name} (compute capability {cc[0]}.{cc[1]})"
+
+
+def resolve_device(device: str | None) -> str:
+    """'cpu' or 'gpu' for an explicit choice, ``$GPUCURATE_DEVICE`` or auto."""
+    device = device or os.environ.get("GPUCURATE_DEVICE") or "auto"
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cpu":
+        return "cpu"
+    ok, why = gpu_status()
+    if device == "gpu":
+        if not ok:
+            raise DeviceError(f"--device gpu: no usable GPU: {why}. Use --device cpu or auto.")
+        return "gpu"
+    if not ok:
+        logger.info("falling back to CPU: %s", why)
+        return "cpu"
+    return "gpu"
+
+
+def make_engine(trie, device: str | None = "auto", threads: int | None = None):
+    if resolve_device(device) == "gpu":
+        from .gpu import GpuEngine
+
+        return GpuEngine(trie)
+    return CpuEngine(trie, threads)

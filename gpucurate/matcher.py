@@ -1,0 +1,66 @@
+"""The public matching API: :class:`Matcher`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .columns import buffers, chunks_of
+from .engine import make_engine
+from .metadata import load_metadata
+from .trie import load_trie
+
+
+def csr_to_arrow(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
+    """A ListArray (LargeListArray past 2**31 - 1 ids) of int32 ids."""
+    values = pa.array(ids, pa.int32())
+    if offsets[-1] < 2**31:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
+
+
+class Matcher:
+    """Exact MetaCLIP matching of captions against one metadata list.
+
+    ``metadata``: a list of str or a path (``.json`` list, or one entry per
+    line). ``device``: ``"auto"`` (GPU when usable, else CPU, logging why),
+    ``"cpu"`` or ``"gpu"`` (an error when no GPU is usable). The trie is built
+    once (or loaded from the on-disk cache) and, on a GPU, uploaded once.
+    """
+
+    def __init__(self, metadata, device: str = "auto", threads: int | None = None,
+                 cache: bool = True):
+        self.metadata = load_metadata(metadata)
+        self.trie = load_trie(self.metadata, cache=cache)
+        self.engine = make_engine(self.trie, device, threads)
+
+    @property
+    def device(self) -> str:
+        return self.engine.name
+
+    def match_buffers(self, tb):
+        """CSR (offsets, ids) of Arrow-layout buffers (host NumPy in, host out)."""
+        return self.engine.match(tb)
+
+    def match(self, texts):
+        """One row per caption: the sorted distinct int32 ids of its matches.
+
+        ``texts``: a list of ``str | None``, a pyarrow ``string``/``large_string``
+        Array or ChunkedArray, or (GPU engine) a cudf string Series. Returns a
+        pyarrow ListArray (LargeListArray past 2**31 ids), or a cudf list Series
+        for cudf input. Null captions give empty lists.
+        """
+        if type(texts).__module__.startswith("cudf"):
+            return self.engine.match_cudf(texts)
+        parts, row = [], 0
+        for chunk in chunks_of(texts):
+            tb = buffers(chunk, where=f"captions (chunk from row {row})")
+            parts.append(self.engine.match(tb))
+            row += len(chunk)
+        if not parts:
+            return csr_to_arrow(np.zeros(1, np.int64), np.zeros(0, np.int32))
+        if len(parts) == 1:
+            return csr_to_arrow(*parts[0])
+        shift = np.cumsum([0] + [p[0][-1] for p in parts[:-1]])
+        offsets = np.concatenate([[0]] + [p[0][1:] + s for p, s in zip(parts, shift)])
+        return csr_to_arrow(offsets, np.concatenate([p[1] for p in parts]))

@@ -1,0 +1,9 @@
+"""gpucurate.kernels: the array layer.
+
+Knows byte buffers, offsets, CSR tries and entry ids, nothing of captions,
+files or configuration. ``routines`` holds the single source of every hot
+routine; ``cpu`` compiles it with ``numba.njit`` and drives it over caption
+ranges; ``cuda`` compiles it with ``numba.cuda.jit(device=True)`` and launches
+it as kernels (imported only when a GPU path is used); ``trie_build`` builds the
+flat trie arrays on the host.
+"""

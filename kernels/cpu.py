@@ -1,0 +1,107 @@
+"""CPU engine: the routines of ``routines.py`` compiled with numba.njit.
+
+``match_range`` matches a contiguous range of captions given as Arrow-layout
+buffers (``data`` bytes, ``offsets``, ``valid``) and returns that range's CSR
+(offsets relative to the range, distinct sorted int32 ids). It releases the GIL,
+so the host layer runs ranges on several threads.
+"""
+
+import numba
+import numpy as np
+
+from .routines import build
+from .targets import cpu_jit
+
+R = build(cpu_jit)
+# numba resolves module globals, not attributes of a namespace: bind them.
+match_caption, sort_unique, key_mix, keep_caption, fnv1a = (
+    R.match_caption, R.sort_unique, R.key_mix, R.keep_caption, R.fnv1a)
+
+
+@numba.njit(cache=True, nogil=True)
+def match_range(data, offsets, valid, lo, hi, vslots, vmask, voff, vbytes,
+                ekeys, evals, emask, toff, tids, hasch):
+    n = hi - lo
+    res_off = np.zeros(n + 1, np.int64)
+    cap = max(1024, 4 * n)
+    out = np.empty(cap, np.int32)
+    pos = 0
+    for i in range(lo, hi):
+        res_off[i - lo] = pos
+        if valid[i] == 0:
+            continue
+        a = offsets[i]
+        b = offsets[i + 1]
+        while True:
+            end = match_caption(data, a, b, vslots, vmask, voff, vbytes,
+                                  ekeys, evals, emask, toff, tids, hasch, out, pos, cap)
+            if end <= cap:
+                break
+            cap = max(2 * cap, end + 1024)
+            grown = np.empty(cap, np.int32)
+            grown[:pos] = out[:pos]
+            out = grown
+        pos = sort_unique(out, pos, end)
+    res_off[n] = pos
+    return res_off, out[:pos].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def count_entries(ids, counts):
+    """counts[e] += 1 for every id (uint64 accumulation in place)."""
+    one = np.uint64(1)
+    for i in range(ids.size):
+        counts[ids[i]] += one
+
+
+@numba.njit(cache=True, nogil=True)
+def keep_range(ids, offsets, keys, prob, seed, keep):
+    """keep[i] = the pinned keep decision of caption i (see routines.keep_caption)."""
+    for i in range(offsets.size - 1):
+        keep[i] = keep_caption(ids, offsets[i], offsets[i + 1], prob, key_mix(seed, keys[i]))
+
+
+@numba.njit(cache=True, nogil=True)
+def fnv1a_rows(data, offsets, out):
+    """64-bit FNV-1a of each row of an Arrow-layout binary column."""
+    for i in range(offsets.size - 1):
+        out[i] = fnv1a(data, offsets[i], offsets[i + 1])
+
+
+@numba.njit(cache=True, nogil=True)
+def first_invalid_utf8(data, offsets, valid):
+    """Index of the first valid (non-null) row that is not UTF-8, or -1."""
+    for i in range(offsets.size - 1):
+        if valid[i] == 0:
+            continue
+        p = offsets[i]
+        end = offsets[i + 1]
+        while p < end:
+            b = data[p]
+            if b < 0x80:
+                p += 1
+                continue
+            if 0xC2 <= b <= 0xDF:
+                n = 1
+                lo, hi = 0x80, 0xBF
+            elif 0xE0 <= b <= 0xEF:
+                n = 2
+                lo = 0xA0 if b == 0xE0 else 0x80
+                hi = 0x9F if b == 0xED else 0xBF
+            elif 0xF0 <= b <= 0xF4:
+                n = 3
+                lo = 0x90 if b == 0xF0 else 0x80
+                hi = 0x8F if b == 0xF4 else 0xBF
+            else:
+                return i
+            if p + n >= end:
+                return i
+            c = data[p + 1]
+            if c < lo or c > hi:
+                return i
+            for k in range(2, n + 1):
+                c = data[p + k]
+                if c < 0x80 or c > 0xBF:
+                    return i
+            p += n + 1
+    return -1

@@ -1,0 +1,287 @@
+"""The hot routines of gpucurate, written once and compiled per target.
+
+Everything that decides a result lives here as plain Python, inside one factory
+:func:`build`. ``build(jit)`` defines each routine in dependency order, wraps it
+with ``jit`` and returns them in a namespace:
+
+* ``build(cpu_jit)``: ``numba.njit`` for the CPU engine (``gpucurate.kernels.cpu``);
+* ``build(device_jit)``: ``numba.cuda.jit(device=True)`` for the CUDA kernels
+  (``gpucurate.kernels.cuda``);
+* ``build(lambda f: f)``: the same code run by the Python interpreter, used by
+  the tests to step through a routine.
+
+Rules for code in this file (so that one source compiles for both targets):
+scalars and preallocated arrays in, integers out; no allocation, containers,
+strings or exceptions; explicit ``np.uint64`` arithmetic for hashes; every write
+bounded by a capacity argument.
+
+The matching rule (MetaCLIP 1, ``metaclip1/substr_matching.py``)
+-----------------------------------------------------------------
+``spacing(text)`` pads the text with a space on each side, wraps each of
+``, . ; : ? ! ``` in spaces and turns ``\\t \\n \\r`` into spaces. Entry ``e``
+matches when ``" " + e + " "`` occurs in ``spacing(text)``.
+
+Word-level form used here: let ``M`` be the text with those replacements (no
+padding). Then ``spacing(text) = " " + M + " "`` and its tokens between single
+spaces, without the first and last (always empty) ones, are exactly
+``M.split(" ")``. Entry ``e`` matches iff ``e.split(" ")`` occurs as a contiguous
+run of those tokens. The tokens of ``M`` are read straight off the raw caption
+bytes by :func:`scan_token`, so the spaced text is never materialized.
+
+A token-scan *state* is one int64: ``2 * p + w`` where ``p`` is a raw byte
+position and ``w == 1`` means "the next token is the wrapped character at p".
+``-1`` means there is no further token.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+# FNV-1a, 64 bit.
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+# splitmix64 finalizer constants.
+MIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+MIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX_M2 = np.uint64(0x94D049BB133111EB)
+
+# Byte classes of the spacing rule, as bit masks over byte values < 64.
+# Class 1 (turned into a space): \t \n \r and the space itself.
+SPACE_MASK = np.uint64((1 << 9) | (1 << 10) | (1 << 13) | (1 << 32))
+# Class 2 (wrapped in spaces): , . ; : ? ! (and the backtick, 96, tested apart).
+WRAP_MASK = np.uint64((1 << 44) | (1 << 46) | (1 << 59) | (1 << 58) | (1 << 63) | (1 << 33))
+
+EMPTY_EDGE = np.uint64(0xFFFFFFFFFFFFFFFF)
+LOW32 = np.uint64(0xFFFFFFFF)
+SHIFT11 = np.uint64(11)
+SHIFT32 = np.uint64(32)
+TWO_POW_M53 = 1.0 / 9007199254740992.0
+
+# Below this many ids a caption's list is sorted by insertion, else by heapsort.
+INSERTION_SORT_MAX = 24
+
+
+def build(jit):
+    """Compile every routine with ``jit`` and return them as a namespace."""
+
+    # ------------------------------------------------------------------ hashing
+    @jit
+    def mix64(x):
+        """splitmix64's finalizer (x += gamma first), over uint64."""
+        x = np.uint64(x) + MIX_GAMMA
+        x = (x ^ (x >> np.uint64(30))) * MIX_M1
+        x = (x ^ (x >> np.uint64(27))) * MIX_M2
+        return x ^ (x >> np.uint64(31))
+
+    @jit
+    def fnv1a_step(h, b):
+        return (h ^ np.uint64(b)) * FNV_PRIME
+
+    @jit
+    def fnv1a(buf, start, end):
+        """64-bit FNV-1a over buf[start:end]."""
+        h = FNV_OFFSET
+        for i in range(start, end):
+            h = fnv1a_step(h, buf[i])
+        return h
+
+    # ------------------------------------------------------------ spacing rule
+    @jit
+    def byte_class(b):
+        """0: ordinary byte, 1: becomes a space, 2: wrapped in spaces."""
+        if b < 64:
+            bit = np.uint64(1) << np.uint64(b)
+            if SPACE_MASK & bit:
+                return 1
+            if WRAP_MASK & bit:
+                return 2
+            return 0
+        if b == 96:
+            return 2
+        return 0
+
+    @jit
+    def scan_token(buf, state, end):
+        """Read the token at ``state`` of the caption ending at ``end``.
+
+        Returns ``(start, stop, hash, next_state)``: the token is
+        ``buf[start:stop]`` (possibly empty), ``hash`` its FNV-1a, and
+        ``next_state`` the state of the following token or -1.
+        """
+        p = state >> 1
+        if state & 1:
+            return p, p + 1, fnv1a_step(FNV_OFFSET, buf[p]), (p + 1) << 1
+        h = FNV_OFFSET
+        q = p
+        c = 0
+        while q < end:
+            b = buf[q]
+            c = byte_class(b)
+            if c != 0:
+                break
+            h = fnv1a_step(h, b)
+            q += 1
+        if q >= end:
+            nxt = -1
+        elif c == 1:
+            nxt = (q + 1) << 1
+        else:
+            nxt = (q << 1) | 1
+        return p, q, h, nxt
+
+    # ------------------------------------------------------------- the trie
+    # Vocabulary table: open addressing, linear probing. A slot holds
+    # (hash >> 32) << 32 | (token_id + 1); 0 is an empty slot. A fingerprint
+    # hit is confirmed by comparing the bytes with the vocabulary blob.
+    @jit
+    def lookup_token(buf, start, stop, h, vslots, vmask, voff, vbytes):
+        """Token id of buf[start:stop], or -1 when it is no entry's token."""
+        i = h & vmask
+        fp = h >> SHIFT32
+        n = stop - start
+        while True:
+            s = vslots[i]
+            if s == 0:
+                return -1
+            if (s >> SHIFT32) == fp:
+                tid = np.int64(s & LOW32) - 1
+                a = voff[tid]
+                if voff[tid + 1] - a == n:
+                    k = 0
+                    while k < n and vbytes[a + k] == buf[start + k]:
+                        k += 1
+                    if k == n:
+                        return tid
+            i = (i + np.uint64(1)) & vmask
+
+    @jit
+    def edge_slot(node, tid, emask):
+        return mix64((np.uint64(node) << SHIFT32) | np.uint64(tid)) & emask
+
+    @jit
+    def child(node, tid, ekeys, evals, emask):
+        """Child of ``node`` along token ``tid``, or -1. Root children are
+        direct: node ``tid + 1``; deeper edges live in a hash table."""
+        if node == 0:
+            return tid + 1
+        key = (np.uint64(node) << SHIFT32) | np.uint64(tid)
+        i = edge_slot(node, tid, emask)
+        while True:
+            k = ekeys[i]
+            if k == key:
+                return np.int64(evals[i])
+            if k == EMPTY_EDGE:
+                return -1
+            i = (i + np.uint64(1)) & emask
+
+    @jit
+    def emit(node, toff, tids, out, n, cap):
+        """Append the entry ids ending at ``node`` to out[n:cap]; return new n.
+        Ids past ``cap`` are counted, not written."""
+        for k in range(toff[node], toff[node + 1]):
+            if n < cap:
+                out[n] = tids[k]
+            n += 1
+        return n
+
+    @jit
+    def match_caption(buf, start, end, vslots, vmask, voff, vbytes,
+                      ekeys, evals, emask, toff, tids, hasch, out, n, cap):
+        """Every (not yet distinct) entry id matching caption buf[start:end].
+
+        Walks the trie from each token of the caption. Writes ids into
+        out[n:cap] and returns n plus the number of ids found, so a call with
+        ``cap == n`` only counts.
+        """
+        s = start << 1
+        while s >= 0:
+            a, b, h, nxt = scan_token(buf, s, end)
+            tid = lookup_token(buf, a, b, h, vslots, vmask, voff, vbytes)
+            if tid >= 0:
+                node = tid + 1
+                n = emit(node, toff, tids, out, n, cap)
+                t = nxt
+                while hasch[node] != 0 and t >= 0:
+                    a, b, h, t = scan_token(buf, t, end)
+                    tid = lookup_token(buf, a, b, h, vslots, vmask, voff, vbytes)
+                    if tid < 0:
+                        break
+                    node = child(node, tid, ekeys, evals, emask)
+                    if node < 0:
+                        break
+                    n = emit(node, toff, tids, out, n, cap)
+            s = nxt
+        return n
+
+    # ------------------------------------------------ per-caption id lists
+    @jit
+    def sift_down(a, lo, root, count):
+        while True:
+            c = 2 * root + 1
+            if c >= count:
+                return
+            if c + 1 < count and a[lo + c] < a[lo + c + 1]:
+                c += 1
+            if a[lo + root] >= a[lo + c]:
+                return
+            t = a[lo + root]
+            a[lo + root] = a[lo + c]
+            a[lo + c] = t
+            root = c
+
+    @jit
+    def sort_unique(a, lo, hi):
+        """Sort a[lo:hi] ascending in place, drop repeats; return the new hi."""
+        count = hi - lo
+        if count <= 1:
+            return hi
+        if count <= INSERTION_SORT_MAX:
+            for i in range(lo + 1, hi):
+                v = a[i]
+                j = i - 1
+                while j >= lo and a[j] > v:
+                    a[j + 1] = a[j]
+                    j -= 1
+                a[j + 1] = v
+        else:
+            for r in range(count // 2 - 1, -1, -1):
+                sift_down(a, lo, r, count)
+            for end in range(count - 1, 0, -1):
+                t = a[lo]
+                a[lo] = a[lo + end]
+                a[lo + end] = t
+                sift_down(a, lo, 0, end)
+        w = lo + 1
+        for i in range(lo + 1, hi):
+            if a[i] != a[w - 1]:
+                a[w] = a[i]
+                w += 1
+        return w
+
+    # ------------------------------------------------------------- balancing
+    @jit
+    def key_mix(seed, key):
+        """mix(mix(seed) ^ key): the per-caption part of the pinned draw."""
+        return mix64(mix64(np.uint64(seed)) ^ np.uint64(key))
+
+    @jit
+    def draw(kmix, entry):
+        """u = (mix(kmix ^ entry) >> 11) * 2**-53, uniform in [0, 1)."""
+        return np.float64(mix64(kmix ^ np.uint64(entry)) >> SHIFT11) * TWO_POW_M53
+
+    @jit
+    def keep_caption(ids, lo, hi, prob, kmix):
+        """1 when some entry e of ids[lo:hi] draws u < prob[e], else 0."""
+        for i in range(lo, hi):
+            e = ids[i]
+            if draw(kmix, e) < prob[e]:
+                return 1
+        return 0
+
+    return SimpleNamespace(
+        mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
+        scan_token=scan_token, lookup_token=lookup_token, edge_slot=edge_slot,
+        child=child, emit=emit, match_caption=match_caption, sift_down=sift_down,
+        sort_unique=sort_unique, key_mix=key_mix, draw=draw, keep_caption=keep_caption,
+    )

@@ -1,0 +1,114 @@
+"""CPU engine against the references: real captions and adversarial strings."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import CAPTION_FILES, caption_file
+from gpucurate import InputError, Matcher, MetadataError
+from gpucurate.reference import match_naive
+
+ALPHABET = list("ab ,.;:?!`\t\n\r") + ["\u00a0", "\u3000", "猫", "é", "😀", "\u0301", "\x0b", "\x0c"]
+
+
+@pytest.mark.parametrize("name", CAPTION_FILES)
+def test_every_real_caption_matches_reference(name, real_matcher, ac_reference):
+    texts = pq.read_table(caption_file(name), columns=["text"]).column("text")
+    got = real_matcher.match(texts)
+    assert len(got) == len(texts)
+    got = got.to_pylist()
+    for i, t in enumerate(texts.to_pylist()):
+        if got[i] != ac_reference.match(t):
+            pytest.fail(f"{name} row {i}: {t!r}: {got[i]} != {ac_reference.match(t)}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(ALPHABET, min_size=1, max_size=6), min_size=1, max_size=16),
+       st.lists(st.one_of(st.none(), st.text(ALPHABET, max_size=40)), min_size=1, max_size=10),
+       st.integers(1, 2))
+def test_adversarial_equals_oracle(entries, texts, threads):
+    m = Matcher(entries, device="cpu", threads=threads, cache=False)
+    got = m.match(texts).to_pylist()
+    assert got == [match_naive(t, entries) for t in texts]
+
+
+def test_structured_adversarial():
+    entries = ["a", "a b", "a b c", "b", "b c", "a", ",", "a ,", ", b", "!", "a  b", " a", "a ",
+               "猫", "é", "x.y", "c", "c d e f g"]
+    texts = ["a b c", "a,b", "a ,b", "a  b", " a", "a ", "  a  ", "a\tb\nc\rd", "!!", "a!b",
+             "猫 猫", "é\u0301", "x.y", "a\u00a0b", "", None, "a b c d e f g", ",a,", "a" * 3]
+    m = Matcher(entries, device="cpu", threads=1, cache=False)
+    assert m.match(texts).to_pylist() == [match_naive(t, entries) for t in texts]
+
+
+def test_big_caption_and_arrow_layouts():
+    entries = ["dog", "hot dog", "cat", "dog cat"]
+    big = ("hot dog cat, " * 80000)[:1_000_000]
+    texts = ["dog", None, big, "cat"] * 3
+    m = Matcher(entries, device="cpu", threads=2, cache=False)
+    want = [match_naive(t, entries) for t in texts]
+    assert m.match(texts).to_pylist() == want
+    arr = pa.array(texts, pa.string())
+    assert m.match(arr.slice(2, 7)).to_pylist() == want[2:9]
+    chunked = pa.chunked_array([arr.slice(0, 5), arr.slice(5)])
+    assert m.match(chunked).to_pylist() == want
+    assert m.match(pa.array(texts, pa.large_string())).type == pa.list_(pa.int32())
+
+
+def test_many_captions_parallel_equals_serial():
+    entries = ["a", "b", "a b", "c"]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(list("abcd,"), rng.integers(0, 8))) for _ in range(20000)]
+    one = Matcher(entries, device="cpu", threads=1, cache=False).match(texts)
+    two = Matcher(entries, device="cpu", threads=2, cache=False).match(texts)
+    assert one.equals(two)
+    assert one.to_pylist()[:500] == [match_naive(t, entries) for t in texts[:500]]
+
+
+def test_invalid_utf8_names_the_row():
+    arr = pa.array([b"ok", b"also ok", b"bad \xff byte"], pa.binary()).cast(pa.string(), safe=False)
+    with pytest.raises(InputError, match="row 2 is not valid UTF-8"):
+        Matcher(["ok"], device="cpu", cache=False).match(arr)
+
+
+def test_metadata_errors(tmp_path):
+    with pytest.raises(MetadataError, match="index 1 is empty"):
+        Matcher(["a", ""], device="cpu")
+    p = tmp_path / "m.json"
+    p.write_text('{"a": 1}')
+    with pytest.raises(MetadataError, match="not a list"):
+        Matcher(str(p), device="cpu")
+    p.write_text('["a", 3]')
+    with pytest.raises(MetadataError, match="index 1 is int"):
+        Matcher(str(p), device="cpu")
+    t = tmp_path / "m.txt"
+    t.write_bytes(b"dog\r\nhot dog\n\nx\n")
+    with pytest.raises(MetadataError, match="line 3 is empty"):
+        Matcher(str(t), device="cpu")
+    t.write_bytes(b"dog\r\nhot dog\n")
+    assert Matcher(str(t), device="cpu", cache=False).match(["a hot dog"]).to_pylist() == [[0, 1]]
+
+
+def test_unmatchable_count_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUCURATE_CACHE_DIR", str(tmp_path))
+    from gpucurate.trie import load_trie
+
+    entries = ["u.s", "a , b", "!", "x\ty", "New Haven, Connecticut", "dog"]
+    first = load_trie(entries)
+    assert first.n_unmatchable == 3
+    files = list((tmp_path / "trie").iterdir())
+    assert len(files) == 1
+    again = load_trie(entries)
+    for a, b in zip(first.arrays(), again.arrays()):
+        assert np.array_equal(a, b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(list("a ,.!\t"), min_size=1, max_size=6), min_size=1, max_size=10))
+def test_unmatchable_count_is_exact(entries):
+    from gpucurate.reference import can_ever_match
+    from gpucurate.trie import build_trie
+
+    assert build_trie(entries).n_unmatchable == sum(not can_ever_match(e) for e in entries)
