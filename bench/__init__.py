@@ -1,0 +1,1 @@
+"""gpucurate's benchmark suite: ``python -m bench`` (see bench/README.md)."""

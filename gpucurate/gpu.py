@@ -1,0 +1,173 @@
+"""The CUDA engine: host side of the kernels in ``gpucurate.kernels.cuda``.
+
+Imported only when a GPU path is chosen. Device memory comes from RMM when the
+``rmm`` package is installed (one pool shared by cuDF, CuPy and Numba), else
+from CuPy's and Numba's own allocators. Under Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``, tests only) the same host code runs with NumPy in
+place of CuPy.
+
+Synchronisation points (each marked "sync" below): reading the total number of
+matches after each scan, to size the next allocation, and copying results back
+to the host. Everything else is queued on the default stream.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .columns import TextBuffers
+from .log import logger
+
+_rmm_done = False
+
+
+def setup_rmm() -> bool:
+    """Route CuPy and Numba allocations through RMM when it is installed.
+
+    Must run before the first CUDA context is made (GpuEngine does it first).
+    ``GPUCURATE_RMM_POOL=0`` keeps RMM's plain allocator instead of a pool.
+    """
+    global _rmm_done
+    if _rmm_done:
+        return True
+    try:
+        import rmm
+        from rmm.allocators.cupy import rmm_cupy_allocator
+        from rmm.allocators.numba import RMMNumbaManager
+    except ImportError:
+        return False
+    import cupy
+    from numba import cuda
+
+    rmm.reinitialize(pool_allocator=os.environ.get("GPUCURATE_RMM_POOL", "1") != "0")
+    cupy.cuda.set_allocator(rmm_cupy_allocator)
+    cuda.set_memory_manager(RMMNumbaManager)
+    _rmm_done = True
+    return True
+
+
+def simulated() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+class GpuEngine:
+    """Matching, counting and balancing on one GPU; the trie is uploaded once."""
+
+    name = "gpu"
+
+    def __init__(self, trie, block: int | None = None, max_blocks: int | None = None):
+        from numba import cuda
+
+        if simulated():
+            self.xp = np
+            self.rmm = False
+        else:
+            self.rmm = setup_rmm()
+            import cupy
+
+            self.xp = cupy
+        from .kernels import cuda as kc
+
+        self.k = kc
+        self.cuda = cuda
+        self.block = block or (16 if simulated() else 256)
+        self.max_blocks = max_blocks or (4 if simulated() else 132 * 64)
+        self.trie = trie
+        # Upload once: every array of the trie as a device array, scalars as they are.
+        self.d_trie = tuple(cuda.to_device(a) if isinstance(a, np.ndarray) else a
+                            for a in trie.arrays())
+        self._scratch = self.xp.zeros(1, np.int32)
+        logger.info("trie uploaded to the GPU (%.1f MB)%s", trie.nbytes / 1e6,
+                    ", memory from RMM" if self.rmm else "")
+
+    # -------------------------------------------------------------- helpers
+    def _grid(self, n: int) -> tuple[int, int]:
+        return max(1, min(-(-n // self.block), self.max_blocks)), self.block
+
+    def to_device(self, a):
+        return self.xp.asarray(a)
+
+    def to_host(self, a) -> np.ndarray:
+        return a if self.xp is np else self.xp.asnumpy(a)
+
+    def _scan(self, counts):
+        """Exclusive scan: (offsets of n + 1, total). Reading the total syncs."""
+        off = self.xp.zeros(counts.size + 1, np.int64)
+        if counts.size:
+            self.xp.cumsum(counts, out=off[1:])
+        return off, int(off[-1])  # sync
+
+    # ------------------------------------------------------------- matching
+    def match_device(self, data, offsets, valid):
+        """Device CSR (offsets int64, ids int32) of device-resident captions."""
+        k, xp = self.k, self.xp
+        n = int(valid.size)
+        if n == 0:
+            return xp.zeros(1, np.int64), xp.zeros(0, np.int32)
+        grid = self._grid(n)
+        raw = xp.empty(n, np.int64)
+        k.count_matches[grid](data, offsets, valid, self.d_trie, self._scratch, raw)
+        raw_off, total = self._scan(raw)
+        out = xp.empty(max(total, 1), np.int32)
+        distinct = xp.empty(n, np.int64)
+        k.fill_matches[grid](data, offsets, valid, self.d_trie, raw_off, out, distinct)
+        final_off, total = self._scan(distinct)
+        ids = xp.empty(total, np.int32)
+        if total:
+            k.compact[grid](out, raw_off, final_off, ids)
+        return final_off, ids
+
+    def upload(self, tb: TextBuffers):
+        """Copy host Arrow-layout buffers to the device (only the rows' bytes)."""
+        lo, hi = int(tb.offsets[0]), int(tb.offsets[-1])
+        data = tb.data[lo:hi] if hi > lo else np.zeros(1, np.uint8)
+        return (self.to_device(data), self.to_device(tb.offsets - lo), self.to_device(tb.valid))
+
+    def match(self, tb: TextBuffers):
+        """Host CSR of host buffers: upload, match, copy back (syncs)."""
+        off, ids = self.match_device(*self.upload(tb))
+        return self.to_host(off), self.to_host(ids)
+
+    def match_cudf(self, series):
+        """Match a cudf string Series; returns a cudf list<int32> Series.
+
+        The captions are read in place from the column's offsets, characters
+        and null mask; the result list column is assembled through Arrow on the
+        host. Unverified until it has run on a machine with cuDF.
+        """
+        import cudf
+        import cupy
+
+        col = series._column
+        offsets = cupy.asarray(col.children[0]).astype(np.int64)
+        data = cupy.asarray(col.data).view(np.uint8) if col.data is not None else \
+            cupy.zeros(1, np.uint8)
+        valid = (~series.isnull()).values.astype(np.uint8)
+        off, ids = self.match_device(data, offsets, valid)
+        arrow = _csr_arrow(cupy.asnumpy(off), cupy.asnumpy(ids))
+        return cudf.Series.from_arrow(arrow)
+
+    # ------------------------------------------------------ count, balance
+    def count_into(self, ids, counts) -> None:
+        """counts[e] += 1 per id, with atomics into the preallocated uint64 array."""
+        if ids.size:
+            self.k.count_entries[self._grid(int(ids.size))](ids, counts)
+
+    def keep(self, ids, offsets, keys, prob, seed: int):
+        """Device uint8 keep decision per caption (pinned draw)."""
+        n = int(keys.size)
+        keep = self.xp.zeros(max(n, 1), np.uint8)[:n]
+        if n:
+            self.k.keep_captions[self._grid(n)](ids, offsets, keys, prob, np.uint64(seed), keep)
+        return keep
+
+    def close(self) -> None:
+        pass
+
+
+def _csr_arrow(off, ids):
+    from .matcher import csr_to_arrow
+
+    return csr_to_arrow(off, ids)

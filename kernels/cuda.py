@@ -1,0 +1,104 @@
+"""CUDA kernels: the routines of ``routines.py`` compiled as device functions.
+
+Launch layout: one thread per caption over a grid-stride loop (so any grid size
+covers any number of captions, and a caption of megabytes is simply a long
+thread). Matching is count, scan, fill: ``count_matches`` counts each caption's
+(not yet distinct) ids, the host layer scans the counts into offsets,
+``fill_matches`` writes the ids and sorts/deduplicates them in place, and
+``compact`` packs the distinct ids into the final CSR. ``count_entries``
+accumulates entry counts into one preallocated uint64 array with atomics, and
+``keep_captions`` takes the pinned keep decision per caption.
+
+The trie travels as one tuple (``WordTrie.arrays()``, uploaded once) and is
+unpacked into ``match_caption``'s arguments, so the kernels do not depend on
+the trie's layout. ``signatures`` lists every kernel with concrete argument
+types; the tests compile each one to sm_90 PTX without a GPU.
+"""
+
+import numpy as np
+from numba import cuda, types
+
+from .routines import build
+from .targets import device_jit
+
+R = build(device_jit)
+match_caption, sort_unique, key_mix, keep_caption = (
+    R.match_caption, R.sort_unique, R.key_mix, R.keep_caption)
+
+
+@cuda.jit
+def count_matches(data, offsets, valid, trie, scratch, counts):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = valid.size
+    while i < n:
+        c = 0
+        if valid[i] != 0:
+            c = match_caption(data, offsets[i], offsets[i + 1], *trie, scratch, 0, 0)
+        counts[i] = c
+        i += stride
+
+
+@cuda.jit
+def fill_matches(data, offsets, valid, trie, raw_off, out, distinct):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = valid.size
+    while i < n:
+        lo = raw_off[i]
+        hi = raw_off[i + 1]
+        d = 0
+        if valid[i] != 0 and hi > lo:
+            match_caption(data, offsets[i], offsets[i + 1], *trie, out, lo, hi)
+            d = sort_unique(out, lo, hi) - lo
+        distinct[i] = d
+        i += stride
+
+
+@cuda.jit
+def compact(out, raw_off, final_off, ids):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = raw_off.size - 1
+    while i < n:
+        src = raw_off[i]
+        dst = final_off[i]
+        for k in range(final_off[i + 1] - dst):
+            ids[dst + k] = out[src + k]
+        i += stride
+
+
+@cuda.jit
+def count_entries(ids, counts):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < ids.size:
+        cuda.atomic.add(counts, ids[i], np.uint64(1))
+        i += stride
+
+
+@cuda.jit
+def keep_captions(ids, offsets, keys, prob, seed, keep):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = keys.size
+    while i < n:
+        keep[i] = keep_caption(ids, offsets[i], offsets[i + 1], prob, key_mix(seed, keys[i]))
+        i += stride
+
+
+def signatures(trie_args):
+    """Every kernel with concrete argument types, for a trie given as the tuple
+    ``WordTrie.arrays()`` (host arrays suffice: only their types are used)."""
+    import numba
+
+    u8, i32, i64, u64, f64 = (types.Array(t, 1, "C") for t in
+                              (types.uint8, types.int32, types.int64, types.uint64, types.float64))
+    trie = numba.typeof(tuple(trie_args))
+    return {
+        "count_matches": (count_matches, (u8, i64, u8, trie, i32, i64)),
+        "fill_matches": (fill_matches, (u8, i64, u8, trie, i64, i32, i64)),
+        "compact": (compact, (i32, i64, i64, i32)),
+        "count_entries": (count_entries, (i32, u64)),
+        "keep_captions": (keep_captions, (i32, i64, u64, f64, types.uint64, u8)),
+    }

@@ -1,0 +1,65 @@
+"""Run in its own process by test_cuda_sim.py: NUMBA_ENABLE_CUDASIM=1 is set
+before numba is imported. Compares the CUDA kernels (simulated, tiny blocks so
+partial blocks and grid-stride loops occur) with the CPU engine."""
+
+import json
+import os
+import sys
+
+assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from gpucurate.columns import buffers  # noqa: E402
+from gpucurate.engine import CpuEngine  # noqa: E402
+from gpucurate.gpu import GpuEngine  # noqa: E402
+from gpucurate.kernels.cpu import count_entries as cpu_count, keep_range  # noqa: E402
+from gpucurate.trie import build_trie  # noqa: E402
+
+
+def check(entries, texts, label):
+    trie = build_trie(entries)
+    cpu = CpuEngine(trie, threads=1)
+    gpu = GpuEngine(trie, block=8, max_blocks=3)
+    tb = buffers(pa.array(texts, pa.large_string()))
+    c_off, c_ids = cpu.match(tb)
+    g_off, g_ids = gpu.match(tb)
+    assert np.array_equal(c_off, g_off), label
+    assert np.array_equal(c_ids, g_ids), label
+    # counting with atomics into one uint64 array, twice (accumulates)
+    counts = np.zeros(len(entries), np.uint64)
+    gpu.count_into(g_ids, counts)
+    gpu.count_into(g_ids, counts)
+    want = np.zeros(len(entries), np.uint64)
+    cpu_count(c_ids, want)
+    cpu_count(c_ids, want)
+    assert np.array_equal(counts, want), label
+    # balancing: the pinned draw on the device equals the CPU's
+    prob = np.minimum(1.0, 3.0 / np.maximum(want.astype(np.float64), 1.0))
+    keys = np.arange(len(texts), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    keep_c = np.zeros(len(texts), np.uint8)
+    keep_range(c_ids, c_off, keys, prob, np.uint64(7), keep_c)
+    keep_g = gpu.keep(g_ids, g_off, keys, prob, 7)
+    assert np.array_equal(keep_c, keep_g), label
+    return int(c_ids.size)
+
+
+def main():
+    np.seterr(over="ignore")  # uint64 hashes wrap by design; the simulator runs them in NumPy
+    meta_path, captions_path = sys.argv[1], sys.argv[2]
+    entries = json.load(open(meta_path))
+    texts = pq.read_table(captions_path).column("text").to_pylist()
+    n = check(entries, texts, "real")
+    adversarial_entries = ["a", "a b", "a b c", ",", "a ,", "!", "a  b", " a", "a ", "猫", "u.s",
+                           "b", "a"]
+    adversarial = ["a b c", "a,b", "a  b", " a", "a ", "", None, "a\tb\nc\rd", "猫 猫 a",
+                   "!!", "u.s", "a b c " * 40, "a" * 50, "\u00a0a\u00a0", "a,,a"]
+    check(adversarial_entries, adversarial, "adversarial")
+    assert n > len(texts), "too few matches to mean anything"
+    print(f"SIM OK {len(texts)} captions, {n} ids")
+
+
+if __name__ == "__main__":
+    main()
