@@ -19,23 +19,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .log import logger
+from .errors import MetadataError
 from .metadata import Metadata, load_metadata
 
-FORMAT = 1
+FORMAT = 2
+
+# Vocabulary table slots per distinct entry token.
+VOCAB_SLOTS_PER_TOKEN = 2.0
 
 
 @dataclass(frozen=True)
 class WordTrie:
-    """Flat arrays of the trie (all host NumPy; see kernels/trie_build.py)."""
+    """Flat arrays of the trie (all host NumPy; layout in kernels/routines.py)."""
 
-    vslots: np.ndarray   # uint64 vocabulary hash table
+    vrec: np.ndarray     # uint64 vocabulary table, 4 words per slot
     voff: np.ndarray     # int64 vocabulary offsets
     vbytes: np.ndarray   # uint8 vocabulary bytes
-    ekeys: np.ndarray    # uint64 edge keys (node << 32 | token)
-    evals: np.ndarray    # int32 edge children
-    toff: np.ndarray     # int64 terminal offsets per node
-    tids: np.ndarray     # int32 entry ids per node
-    hasch: np.ndarray    # uint8 node has children
+    crec: np.ndarray     # uint64 children tables, 2 words per slot
+    tlist: np.ndarray    # int32 entry-id lists of nodes where several entries end
+    n_nodes: int
     n_entries: int
     n_unmatchable: int
     sha256: str
@@ -45,15 +47,10 @@ class WordTrie:
         return sum(getattr(self, f.name).nbytes for f in fields(self)
                    if isinstance(getattr(self, f.name), np.ndarray))
 
-    @property
-    def n_nodes(self) -> int:
-        return int(self.hasch.size)
-
     def arrays(self) -> tuple:
         """The arrays in the argument order of ``routines.match_caption``."""
-        return (self.vslots, np.uint64(self.vslots.size - 1), self.voff, self.vbytes,
-                self.ekeys, self.evals, np.uint64(self.ekeys.size - 1),
-                self.toff, self.tids, self.hasch)
+        return (self.vrec, np.uint64(self.vrec.size // 4), self.voff, self.vbytes,
+                self.crec, self.tlist)
 
 
 def _pow2(n: int) -> int:
@@ -65,6 +62,8 @@ def build_trie(metadata) -> WordTrie:
     from .kernels import trie_build as tb
 
     md = load_metadata(metadata)
+    if len(md) >= 2**30:
+        raise MetadataError(f"{md.source}: {len(md):,} entries; at most 2**30 - 1 are supported")
     arr = pa.array(md.entries, pa.large_string())
     toks = pc.split_pattern(arr, " ")
     eoff = toks.offsets.to_numpy().astype(np.int64)
@@ -77,25 +76,22 @@ def build_trie(metadata) -> WordTrie:
     vbytes = data[voff[0]: voff[-1]].copy()
     voff = voff - voff[0]
     n_vocab = len(vocab)
-
-    vslots = np.zeros(_pow2(2 * n_vocab), np.uint64)
-    tb.fill_vocab_table(voff, vbytes, vslots)
+    if n_vocab and int(np.diff(voff).max()) >= 2**24:
+        raise MetadataError(f"{md.source}: a word of 16 MiB or more; words (runs between "
+                            "spaces) must be shorter")
 
     ok = tb.matchable_entries(eoff, etok, tb.token_kinds(voff, vbytes))
     n_deep = int(etok.size - len(md))
     ekeys = np.full(_pow2(2 * max(n_deep, 1)), np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64)
     evals = np.zeros(ekeys.size, np.int32)
-    node_of_entry, hasch, n_nodes = tb.insert_entries(eoff, etok, ok, n_vocab, ekeys, evals)
-
-    matched = node_of_entry >= 0
-    ids = np.nonzero(matched)[0]
-    nodes = node_of_entry[ids]
-    order = np.argsort(nodes, kind="stable")
-    tids = ids[order].astype(np.int32)
-    toff = np.zeros(n_nodes + 1, np.int64)
-    np.cumsum(np.bincount(nodes, minlength=n_nodes), out=toff[1:])
-    return WordTrie(vslots, voff, vbytes, ekeys, evals, toff, tids, hasch,
-                    len(md), int(len(md) - ids.size), md.sha256)
+    node_of_entry, n_nodes = tb.insert_entries(eoff, etok, ok, n_vocab, ekeys, evals)
+    vn = max(16, int(n_vocab * VOCAB_SLOTS_PER_TOKEN) + 1)
+    vrec, crec, tlist, n_slots = tb.layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn)
+    if n_slots >= 2**32:
+        raise MetadataError(f"{md.source}: the trie is too large (2**32 child slots or more)")
+    n_matchable = int(np.count_nonzero(node_of_entry >= 0))
+    return WordTrie(vrec, voff, vbytes, crec, tlist, int(n_nodes), len(md),
+                    len(md) - n_matchable, md.sha256)
 
 
 def cache_dir() -> str:
@@ -115,10 +111,9 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
     if cache and os.path.exists(path):
         try:
             with np.load(path) as z:
-                kw = {f.name: z[f.name] for f in fields(WordTrie)
-                      if f.name not in ("n_entries", "n_unmatchable", "sha256")}
-                trie = WordTrie(**kw, n_entries=int(z["n_entries"]),
-                                n_unmatchable=int(z["n_unmatchable"]), sha256=str(z["sha256"]))
+                kw = {f.name: z[f.name] if f.type == "np.ndarray" else
+                      (str if f.type == "str" else int)(z[f.name]) for f in fields(WordTrie)}
+                trie = WordTrie(**kw)
             if trie.sha256 == md.sha256:
                 _report(trie, "loaded from cache", 0.0)
                 return trie

@@ -52,10 +52,11 @@ SPACE_MASK = np.uint64((1 << 9) | (1 << 10) | (1 << 13) | (1 << 32))
 # Class 2 (wrapped in spaces): , . ; : ? ! (and the backtick, 96, tested apart).
 WRAP_MASK = np.uint64((1 << 44) | (1 << 46) | (1 << 59) | (1 << 58) | (1 << 63) | (1 << 33))
 
-EMPTY_EDGE = np.uint64(0xFFFFFFFFFFFFFFFF)
 LOW32 = np.uint64(0xFFFFFFFF)
 SHIFT11 = np.uint64(11)
 SHIFT32 = np.uint64(32)
+SHIFT56 = np.uint64(56)
+LEN_MASK = np.uint64(0xFFFFFF)
 TWO_POW_M53 = 1.0 / 9007199254740992.0
 
 # Below this many ids a caption's list is sorted by insertion, else by heapsort.
@@ -131,63 +132,127 @@ def build(jit):
         return p, q, h, nxt
 
     # ------------------------------------------------------------- the trie
-    # Vocabulary table: open addressing, linear probing. A slot holds
-    # (hash >> 32) << 32 | (token_id + 1); 0 is an empty slot. A fingerprint
-    # hit is confirmed by comparing the bytes with the vocabulary blob.
+    # A token's key: its first 16 bytes as two little-endian words (zero
+    # padded), its length, and a 64-bit hash of all its bytes. The hash only
+    # places a token in a table; a hit is confirmed on the exact bytes.
     @jit
-    def lookup_token(buf, start, stop, h, vslots, vmask, voff, vbytes):
-        """Token id of buf[start:stop], or -1 when it is no entry's token."""
-        i = h & vmask
-        fp = h >> SHIFT32
+    def token_key(buf, start, stop):
+        """(w0, w1, hash) of the token buf[start:stop]."""
+        w0 = np.uint64(0)
+        w1 = np.uint64(0)
+        tail = FNV_OFFSET
         n = stop - start
+        for k in range(n):
+            b = np.uint64(buf[start + k])
+            if k < 8:
+                w0 |= b << np.uint64(8 * k)
+            elif k < 16:
+                w1 |= b << np.uint64(8 * (k - 8))
+            else:
+                tail = fnv1a_step(tail, b)
+        x = mix64(w0 ^ (np.uint64(n) * MIX_M1))
+        if n > 8:
+            x = mix64(x ^ w1 ^ tail)
+        return w0, w1, x
+
+    @jit
+    def scan_token(buf, state, end):
+        """Read the token at ``state`` of the caption ending at ``end``.
+
+        Returns ``(start, stop, next_state)``: the token is ``buf[start:stop]``
+        (possibly empty) and ``next_state`` the state of the following token
+        or -1.
+        """
+        p = state >> 1
+        if state & 1:
+            return p, p + 1, (p + 1) << 1
+        q = p
+        c = 0
+        while q < end:
+            c = byte_class(buf[q])
+            if c != 0:
+                break
+            q += 1
+        if q >= end:
+            nxt = -1
+        elif c == 1:
+            nxt = (q + 1) << 1
+        else:
+            nxt = (q << 1) | 1
+        return p, q, nxt
+
+    # Vocabulary table ``vrec``: ``vn`` records of 4 words, open addressing
+    # with linear probing from slot ((hash & 0xFFFFFFFF) * vn) >> 32.
+    #   word 0, 1: the token's first 16 bytes (little endian, zero padded);
+    #   word 2:    (token id + 1) | length << 32 | lg << 56   (0: empty slot);
+    #   word 3:    term | base << 32, the depth-1 node of the token.
+    # A node is (term, base, lg): its entries (``term``: 0 none, odd: the one
+    # entry id term >> 1, even: a list tlist[i] = count, tlist[i + 1:...] with
+    # i = (term >> 1) - 1) and its children, a table of 2**lg two-word slots at
+    # crec[2 * base:] (lg == 0: no children), probed linearly from
+    # (hash >> 32) & (2**lg - 1):
+    #   word 0: (token id + 1) | lg << 56 of the child (0: empty slot);
+    #   word 1: term | base << 32 of the child.
+    @jit
+    def lookup_token(buf, start, stop, vrec, vn, voff, vbytes):
+        """Record index of the token buf[start:stop] in vrec, or -1 when it is
+        no entry's token."""
+        w0, w1, h = token_key(buf, start, stop)
+        n = stop - start
+        ln = np.uint64(n)
+        i = ((h & LOW32) * vn) >> SHIFT32
         while True:
-            s = vslots[i]
-            if s == 0:
-                return -1
-            if (s >> SHIFT32) == fp:
-                tid = np.int64(s & LOW32) - 1
-                a = voff[tid]
-                if voff[tid + 1] - a == n:
-                    k = 0
-                    while k < n and vbytes[a + k] == buf[start + k]:
-                        k += 1
-                    if k == n:
-                        return tid
-            i = (i + np.uint64(1)) & vmask
+            r = np.int64(i) * 4
+            x = vrec[r + 2]
+            if x == 0:
+                return -1, h
+            if ((x >> SHIFT32) & LEN_MASK) == ln and vrec[r] == w0 and vrec[r + 1] == w1:
+                if n <= 16:
+                    return np.int64(i), h
+                a = voff[np.int64(x & LOW32) - 1] + 16
+                k = 16
+                while k < n and vbytes[a + k - 16] == buf[start + k]:
+                    k += 1
+                if k == n:
+                    return np.int64(i), h
+            i += np.uint64(1)
+            if i == vn:
+                i = np.uint64(0)
 
     @jit
-    def edge_slot(node, tid, emask):
-        return mix64((np.uint64(node) << SHIFT32) | np.uint64(tid)) & emask
-
-    @jit
-    def child(node, tid, ekeys, evals, emask):
-        """Child of ``node`` along token ``tid``, or -1. Root children are
-        direct: node ``tid + 1``; deeper edges live in a hash table."""
-        if node == 0:
-            return tid + 1
-        key = (np.uint64(node) << SHIFT32) | np.uint64(tid)
-        i = edge_slot(node, tid, emask)
+    def child_slot(base, lg, tidp, h, crec):
+        """Slot in crec of the child along token id ``tidp - 1`` of the node
+        whose table is (base, lg), or -1."""
+        mask = (np.uint64(1) << lg) - np.uint64(1)
+        j = (h >> SHIFT32) & mask
         while True:
-            k = ekeys[i]
-            if k == key:
-                return np.int64(evals[i])
-            if k == EMPTY_EDGE:
+            s = np.int64(base + j) * 2
+            t = crec[s] & LOW32
+            if t == tidp:
+                return s
+            if t == 0:
                 return -1
-            i = (i + np.uint64(1)) & emask
+            j = (j + np.uint64(1)) & mask
 
     @jit
-    def emit(node, toff, tids, out, n, cap):
-        """Append the entry ids ending at ``node`` to out[n:cap]; return new n.
-        Ids past ``cap`` are counted, not written."""
-        for k in range(toff[node], toff[node + 1]):
+    def emit(term, tlist, out, n, cap):
+        """Append the entry ids of a node's ``term`` to out[n:cap]; return the
+        new n. Ids past ``cap`` are counted, not written."""
+        if term == 0:
+            return n
+        if term & np.uint64(1):
             if n < cap:
-                out[n] = tids[k]
+                out[n] = np.int32(term >> np.uint64(1))
+            return n + 1
+        i = np.int64(term >> np.uint64(1)) - 1
+        for k in range(i + 1, i + 1 + tlist[i]):
+            if n < cap:
+                out[n] = tlist[k]
             n += 1
         return n
 
     @jit
-    def match_caption(buf, start, end, vslots, vmask, voff, vbytes,
-                      ekeys, evals, emask, toff, tids, hasch, out, n, cap):
+    def match_caption(buf, start, end, vrec, vn, voff, vbytes, crec, tlist, out, n, cap):
         """Every (not yet distinct) entry id matching caption buf[start:end].
 
         Walks the trie from each token of the caption. Writes ids into
@@ -195,22 +260,43 @@ def build(jit):
         ``cap == n`` only counts.
         """
         s = start << 1
+        # The token after a walk's start, looked up by the walk, is kept for
+        # the next start: (state, record index, its next state).
+        cs = np.int64(-2)
+        cr = np.int64(-1)
+        cnxt = np.int64(-1)
         while s >= 0:
-            a, b, h, nxt = scan_token(buf, s, end)
-            tid = lookup_token(buf, a, b, h, vslots, vmask, voff, vbytes)
-            if tid >= 0:
-                node = tid + 1
-                n = emit(node, toff, tids, out, n, cap)
+            if s == cs:
+                r = cr
+                nxt = cnxt
+            else:
+                a, b, nxt = scan_token(buf, s, end)
+                r, h = lookup_token(buf, a, b, vrec, vn, voff, vbytes)
+            if r >= 0:
+                x = vrec[r * 4 + 2]
+                y = vrec[r * 4 + 3]
+                n = emit(y & LOW32, tlist, out, n, cap)
+                lg = x >> SHIFT56
                 t = nxt
-                while hasch[node] != 0 and t >= 0:
-                    a, b, h, t = scan_token(buf, t, end)
-                    tid = lookup_token(buf, a, b, h, vslots, vmask, voff, vbytes)
-                    if tid < 0:
+                first = True
+                while lg != 0 and t >= 0:
+                    a, b, t2 = scan_token(buf, t, end)
+                    r2, h2 = lookup_token(buf, a, b, vrec, vn, voff, vbytes)
+                    if first:
+                        cs = t
+                        cr = r2
+                        cnxt = t2
+                        first = False
+                    if r2 < 0:
                         break
-                    node = child(node, tid, ekeys, evals, emask)
-                    if node < 0:
+                    c = child_slot(y >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2, crec)
+                    if c < 0:
                         break
-                    n = emit(node, toff, tids, out, n, cap)
+                    x = crec[c]
+                    y = crec[c + 1]
+                    n = emit(y & LOW32, tlist, out, n, cap)
+                    lg = x >> SHIFT56
+                    t = t2
             s = nxt
         return n
 
@@ -281,7 +367,7 @@ def build(jit):
 
     return SimpleNamespace(
         mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
-        scan_token=scan_token, lookup_token=lookup_token, edge_slot=edge_slot,
-        child=child, emit=emit, match_caption=match_caption, sift_down=sift_down,
+        token_key=token_key, scan_token=scan_token, lookup_token=lookup_token,
+        child_slot=child_slot, emit=emit, match_caption=match_caption, sift_down=sift_down,
         sort_unique=sort_unique, key_mix=key_mix, draw=draw, keep_caption=keep_caption,
     )

@@ -2,35 +2,29 @@
 
 Inputs are arrays only: the vocabulary of distinct entry tokens as offsets +
 bytes, and each entry as a run of token ids (CSR). Outputs are the flat arrays
-that ``routines.match_caption`` walks:
+that ``routines.match_caption`` walks (their layout is described there):
 
-* ``vslots`` (uint64, power-of-two size): vocabulary hash table;
-* ``ekeys`` / ``evals`` (uint64 / int32): hash table of the edges below depth 1
-  (node << 32 | token) -> child; root edges are implicit (child = token + 1);
-* ``hasch`` (uint8 per node): the node has children;
-* ``node_of_entry`` (int64 per entry, -1 for entries that cannot match), from
-  which the caller builds the terminal CSR (``toff``, ``tids``).
+* ``vrec`` (uint64, 4 words per slot): vocabulary table, each record holding
+  the token's first 16 bytes, id, length and depth-1 node;
+* ``crec`` (uint64, 2 words per slot): the children tables of every node, one
+  open-addressing table per node, each slot holding the child's node;
+* ``tlist`` (int32): entry-id lists of the nodes where several entries end.
+
+Construction goes through a temporary global edge table ((node << 32 | token)
+-> child, built by :func:`insert_entries`), then :func:`layout` lays the nodes
+out in the tables.
 """
 
 import numba
 import numpy as np
 
-from .routines import EMPTY_EDGE, build
+from .routines import LOW32, build
 from .targets import cpu_jit
 
 R = build(cpu_jit)
-fnv1a, byte_class, edge_slot = R.fnv1a, R.byte_class, R.edge_slot
+byte_class, token_key, mix64 = R.byte_class, R.token_key, R.mix64
 
-
-@numba.njit(cache=True)
-def fill_vocab_table(voff, vbytes, vslots):
-    mask = np.uint64(vslots.size - 1)
-    for t in range(voff.size - 1):
-        h = fnv1a(vbytes, voff[t], voff[t + 1])
-        i = h & mask
-        while vslots[i] != 0:
-            i = (i + np.uint64(1)) & mask
-        vslots[i] = ((h >> np.uint64(32)) << np.uint64(32)) | np.uint64(t + 1)
+EMPTY_EDGE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @numba.njit(cache=True)
@@ -73,12 +67,12 @@ def matchable_entries(eoff, etok, kind):
 
 @numba.njit(cache=True)
 def insert_entries(eoff, etok, ok, n_vocab, ekeys, evals):
-    """Insert every entry with ok[i] != 0; return (node_of_entry, hasch, n_nodes)."""
+    """Insert every entry with ok[i] != 0 into the temporary edge table
+    (root edges are implicit: the child of the root along token t is t + 1);
+    return (node_of_entry, n_nodes)."""
     emask = np.uint64(ekeys.size - 1)
     n_entries = eoff.size - 1
     node_of_entry = np.full(n_entries, -1, np.int64)
-    max_nodes = n_vocab + 1 + (etok.size - n_entries) + 1
-    hasch = np.zeros(max_nodes, np.uint8)
     next_node = n_vocab + 1
     for e in range(n_entries):
         if ok[e] == 0:
@@ -89,16 +83,107 @@ def insert_entries(eoff, etok, ok, n_vocab, ekeys, evals):
         for k in range(a + 1, b):
             tid = np.int64(etok[k])
             key = (np.uint64(node) << np.uint64(32)) | np.uint64(tid)
-            i = edge_slot(node, tid, emask)
+            i = mix64(key) & emask
             while ekeys[i] != key and ekeys[i] != EMPTY_EDGE:
                 i = (i + np.uint64(1)) & emask
             if ekeys[i] == EMPTY_EDGE:
                 ekeys[i] = key
                 evals[i] = next_node
-                hasch[node] = 1
                 node = next_node
                 next_node += 1
             else:
                 node = np.int64(evals[i])
         node_of_entry[e] = node
-    return node_of_entry, hasch[:next_node].copy(), next_node
+    return node_of_entry, next_node
+
+
+@numba.njit(cache=True)
+def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
+    """The final tables (vrec, crec, tlist) of the trie held by the temporary
+    edge table; ``vn`` vocabulary slots."""
+    n_vocab = voff.size - 1
+    # Keys of the vocabulary tokens.
+    w0s = np.empty(n_vocab, np.uint64)
+    w1s = np.empty(n_vocab, np.uint64)
+    hs = np.empty(n_vocab, np.uint64)
+    for t in range(n_vocab):
+        a, b, h = token_key(vbytes, voff[t], voff[t + 1])
+        w0s[t] = a
+        w1s[t] = b
+        hs[t] = h
+
+    # Entry ids per node: term = 2 * id + 1 for one, a tlist list for several.
+    cnt = np.zeros(n_nodes, np.int64)
+    for e in range(node_of_entry.size):
+        if node_of_entry[e] >= 0:
+            cnt[node_of_entry[e]] += 1
+    lstart = np.full(n_nodes, -1, np.int64)
+    size = 0
+    for v in range(n_nodes):
+        if cnt[v] > 1:
+            lstart[v] = size
+            size += cnt[v] + 1
+    tlist = np.zeros(max(size, 1), np.int32)
+    term = np.zeros(n_nodes, np.uint64)
+    for e in range(node_of_entry.size):
+        v = node_of_entry[e]
+        if v < 0:
+            continue
+        if cnt[v] == 1:
+            term[v] = np.uint64(2 * e + 1)
+        else:
+            i = lstart[v]
+            tlist[i] += 1
+            tlist[i + tlist[i]] = e
+            term[v] = np.uint64(2 * (i + 1))
+
+    # Children tables: 2**lg slots per node with children, lg >= 1 and at
+    # least twice as many slots as children.
+    nch = np.zeros(n_nodes, np.int64)
+    for k in range(ekeys.size):
+        if ekeys[k] != EMPTY_EDGE:
+            nch[np.int64(ekeys[k] >> np.uint64(32))] += 1
+    lg = np.zeros(n_nodes, np.uint64)
+    base = np.zeros(n_nodes, np.uint64)
+    total = 0
+    for v in range(n_nodes):
+        if nch[v] > 0:
+            g = 1
+            while (1 << g) < 2 * nch[v]:
+                g += 1
+            lg[v] = g
+            base[v] = total
+            total += 1 << g
+    crec = np.zeros(2 * max(total, 1), np.uint64)
+    for k in range(ekeys.size):
+        key = ekeys[k]
+        if key == EMPTY_EDGE:
+            continue
+        p = np.int64(key >> np.uint64(32))
+        tid = np.int64(key & LOW32)
+        c = np.int64(evals[k])
+        mask = (np.uint64(1) << lg[p]) - np.uint64(1)
+        j = (hs[tid] >> np.uint64(32)) & mask
+        while crec[2 * np.int64(base[p] + j)] != 0:
+            j = (j + np.uint64(1)) & mask
+        s = 2 * np.int64(base[p] + j)
+        crec[s] = np.uint64(tid + 1) | (lg[c] << np.uint64(56))
+        crec[s + 1] = term[c] | (base[c] << np.uint64(32))
+
+    # Vocabulary table.
+    vrec = np.zeros(4 * vn, np.uint64)
+    uvn = np.uint64(vn)
+    for t in range(n_vocab):
+        i = ((hs[t] & LOW32) * uvn) >> np.uint64(32)
+        while vrec[4 * np.int64(i) + 2] != 0:
+            i += np.uint64(1)
+            if i == uvn:
+                i = np.uint64(0)
+        r = 4 * np.int64(i)
+        v = t + 1
+        vrec[r] = w0s[t]
+        vrec[r + 1] = w1s[t]
+        vrec[r + 2] = (np.uint64(t + 1) | (np.uint64(voff[t + 1] - voff[t]) << np.uint64(32))
+                       | (lg[v] << np.uint64(56)))
+        vrec[r + 3] = term[v] | (base[v] << np.uint64(32))
+    return vrec, crec, tlist, total
