@@ -60,6 +60,29 @@ class CpuEngine:
         offsets = np.concatenate([parts[0][0][:1]] + [p[0][1:] + s for p, s in zip(parts, shift)])
         return offsets, np.concatenate([p[1] for p in parts])
 
+    # The array-level interface the curation stages use (shared with GpuEngine):
+    # arrays live in the engine's memory (host NumPy here).
+    def match_native(self, tb: TextBuffers):
+        return self.match(tb)
+
+    def to_device(self, a):
+        return a
+
+    def to_host(self, a) -> np.ndarray:
+        return a
+
+    def zeros(self, n: int, dtype):
+        return np.zeros(n, dtype)
+
+    def count_into(self, ids, counts) -> None:
+        """counts[e] += 1 for every id (uint64, in place)."""
+        self._k.count_entries(ids, counts)
+
+    def keep(self, ids, offsets, keys, prob, seed: int):
+        out = np.zeros(keys.size, np.uint8)
+        self._k.keep_range(ids, offsets, keys, prob, np.uint64(seed), out)
+        return out
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()

@@ -125,6 +125,13 @@ class GpuEngine:
         data = tb.data[lo:hi] if hi > lo else np.zeros(1, np.uint8)
         return (self.to_device(data), self.to_device(tb.offsets - lo), self.to_device(tb.valid))
 
+    def match_native(self, tb: TextBuffers):
+        """Device CSR of host buffers (uploads the text)."""
+        return self.match_device(*self.upload(tb))
+
+    def zeros(self, n: int, dtype):
+        return self.xp.zeros(n, dtype)
+
     def match(self, tb: TextBuffers):
         """Host CSR of host buffers: upload, match, copy back (syncs)."""
         off, ids = self.match_device(*self.upload(tb))

@@ -1,0 +1,216 @@
+"""Command line: ``python -m gpucurate SUBCOMMAND`` (or the ``gpucurate`` script).
+
+A thin shell over the library: :func:`main` parses ``argv``, builds a
+:class:`~gpucurate.config.CurateConfig` and returns an exit code, so tests
+call it in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .config import DEFAULT_BATCH_BYTES, CurateConfig
+from .errors import GpucurateError
+from .log import configure, logger
+
+
+def _device(p):
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
+                   help="where to match: auto (default; the GPU when one is usable, else the "
+                        "CPU, logging why), cpu, or gpu (an error when no GPU is usable). "
+                        "Default from $GPUCURATE_DEVICE, else auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU engine threads (default: $GPUCURATE_THREADS, else every core)")
+
+
+def _pool_args(p, need_t: bool):
+    p.add_argument("--metadata", required=True,
+                   help="metadata list: MetaCLIP's .json (a list of strings, id = index), or "
+                        "UTF-8 text with one entry per line")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="caption shards: files, directories or globs of .parquet, .jsonl "
+                        "(.gz, .zst) and WebDataset .tar; processed in sorted path order")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    if need_t:
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--t", type=int, default=None,
+                       help="the balancing threshold: entries matched by more than t captions "
+                            "are sampled down to t in expectation (MetaCLIP: 20000 for a 400M "
+                            "pool, 170000 for 2.5B)")
+        g.add_argument("--tail-fraction", type=float, default=None, metavar="P",
+                       help="derive t as MetaCLIP 2's p_to_t: the count at which the cumulative "
+                            "share of all matches, counts sorted ascending, is nearest P")
+    p.add_argument("--text-column", default="text",
+                   help="caption column (parquet/jsonl) or .json field (tar; default: the .txt "
+                        "member). Default: text")
+    p.add_argument("--key-column", default=None,
+                   help="column of unique sample ids (integers or strings) that keys the "
+                        "random draw, so the curated set does not depend on sharding. Default: "
+                        "shard name and row")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pinned draw (default 0)")
+    _device(p)
+    p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
+                   help=f"caption text per batch, bounding memory (default {DEFAULT_BATCH_BYTES})")
+    p.add_argument("--limit", type=int, default=None,
+                   help="curate only the first N captions of the pool (in shard order)")
+    p.add_argument("--save-matches", action="store_true",
+                   help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, text_id) "
+                        "uint32) in DIR/matches so pass 2 does not match again")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run with another configuration found in DIR")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default) or ray (needs the ray extra)")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: the cluster to join (HOST:PORT or auto); "
+                        "default: a private local Ray")
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    if need_t:
+        p.add_argument("--no-report", action="store_true",
+                       help="do not write DIR/report (the HTML report of the run)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="gpucurate",
+        description="Exact MetaCLIP curation of image-text pools on GPU and CPU.")
+    ap.add_argument("--version", action="version", version=f"gpucurate {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("match", help="match captions against metadata; write entry ids per row",
+                       description="Write OUT.parquet with one column entry_ids (list<int32>, "
+                                   "sorted, distinct) per input row, in input order.")
+    p.add_argument("--metadata", required=True, help="metadata list (.json or one per line)")
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar")
+    p.add_argument("--out", required=True, metavar="OUT.parquet")
+    p.add_argument("--text-column", default="text", help="caption column (default: text)")
+    _device(p)
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+
+    p = sub.add_parser("curate", help="match, count and balance a pool (pass 1 + pass 2)",
+                       description="Curate a caption pool the MetaCLIP way: count the captions "
+                                   "per metadata entry over the pool, then keep each caption "
+                                   "with probability 1 - prod(1 - min(1, t/count[e])).")
+    _pool_args(p, need_t=True)
+
+    p = sub.add_parser("count", help="pass 1 only: entry counts of a pool (or part of one)",
+                       description="Match and count; writes DIR/entry_counts.parquet (entry_id, "
+                                   "entry, count). Sum counts of independent jobs with "
+                                   "merge-counts, then run balance.")
+    _pool_args(p, need_t=False)
+
+    p = sub.add_parser("merge-counts", help="sum entry-count files of independent jobs",
+                       description="Sum entry_counts.parquet files (or MetaCLIP entry_counts "
+                                   "JSON mappings) into one entry_counts.parquet.")
+    p.add_argument("counts", nargs="+", help="count files to add up")
+    p.add_argument("--metadata", required=True, help="the metadata list the counts refer to")
+    p.add_argument("--out", required=True, metavar="FILE", help="merged entry_counts.parquet")
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+
+    p = sub.add_parser("balance", help="pass 2 only: balance a pool with given pool counts",
+                       description="Balance shards with pool counts from --counts (an "
+                                   "entry_counts.parquet or MetaCLIP's entry_counts_*.json).")
+    p.add_argument("--counts", required=True, metavar="FILE", help="pool entry counts")
+    _pool_args(p, need_t=True)
+
+    p = sub.add_parser("demo", help="curate a built-in pool (no network, no data needed)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default: ./gpucurate-demo)")
+    _device(p)
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+
+    p = sub.add_parser("info", help="versions, the device found, and why a GPU is (not) usable")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("report", help="write DIR/report/index.html for a curation output")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    return ap
+
+
+def _config(a, **extra) -> CurateConfig:
+    return CurateConfig(
+        metadata=a.metadata, inputs=tuple(a.input), out=a.out, t=getattr(a, "t", None),
+        tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
+        key_column=a.key_column, seed=a.seed, device=a.device or os.environ.get(
+            "GPUCURATE_DEVICE", "auto"), batch_bytes=a.batch_bytes, threads=a.threads,
+        limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
+        report=not getattr(a, "no_report", False), executor=a.executor, address=a.address,
+        **extra)
+
+
+def _funnel(s: dict) -> str:
+    lines = [f"pool        {s['pool']:>12,}",
+             f"null        {s['null_captions']:>12,}",
+             f"matched     {s['matched']:>12,}"]
+    if "curated" in s:
+        pct = 100.0 * s["curated"] / s["pool"] if s["pool"] else 0.0
+        lines.append(f"curated     {s['curated']:>12,}  ({pct:.1f}% of the pool, t = {s['t']:,})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    configure(quiet=getattr(a, "quiet", False))
+    try:
+        return _dispatch(a)
+    except GpucurateError as exc:
+        logger.error("error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted; rerun the same command to resume")
+        return 130
+
+
+def _dispatch(a) -> int:
+    if a.cmd == "info":
+        from .info import info
+
+        d = info()
+        print(json.dumps(d, indent=1) if a.json else "\n".join(f"{k}: {v}" for k, v in d.items()))
+        return 0
+    if a.cmd == "match":
+        from .matchfile import match_file
+
+        n = match_file(a.metadata, a.input, a.out, a.text_column, a.device, a.threads)
+        logger.info("wrote %s (%s rows)", a.out, f"{n:,}")
+        return 0
+    if a.cmd == "merge-counts":
+        from .curate import merge_count_files
+
+        total = merge_count_files(a.counts, a.metadata, a.out)
+        logger.info("wrote %s: %s matches over %s files", a.out, f"{int(total.sum()):,}",
+                    len(a.counts))
+        return 0
+    if a.cmd == "demo":
+        from .demo import run_demo
+
+        s, out = run_demo(a.out, a.device, a.threads)
+        print(_funnel(s))
+        print(f"outputs in {out}: entry_counts.parquet, curated/, stats/, summary.json"
+              + (", report/index.html" if os.path.exists(os.path.join(out, "report")) else ""))
+        return 0
+    if a.cmd == "report":
+        from .report import write_report
+
+        path = write_report(a.dir)
+        print(path)
+        return 0
+    from .curate import run
+
+    stage = a.cmd
+    cfg = _config(a, counts_file=getattr(a, "counts", None)) if stage == "balance" else _config(a)
+    s = run(cfg, stage)
+    print(_funnel(s))
+    print(f"outputs in {cfg.out}")
+    return 0
+
+
+def entry() -> None:
+    """Console script ``gpucurate``."""
+    sys.exit(main())

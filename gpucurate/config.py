@@ -1,0 +1,87 @@
+"""Curation configuration: one frozen, validated dataclass shared by every stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from .errors import ConfigError
+
+DEFAULT_BATCH_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """What a curation run does. Explicit values beat environment variables
+    (``GPUCURATE_DEVICE``, ``GPUCURATE_THREADS``), which beat defaults."""
+
+    metadata: str
+    inputs: tuple[str, ...]
+    out: str
+    t: int | None = None
+    tail_fraction: float | None = None
+    text_column: str = "text"
+    key_column: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    threads: int | None = None
+    limit: int | None = None
+    save_matches: bool = False
+    overwrite: bool = False
+    report: bool = True
+    executor: str = "local"
+    address: str | None = None
+    counts_file: str | None = None   # balance: pool counts from a file instead of pass 1
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if isinstance(self.inputs, (str, os.PathLike)):
+            object.__setattr__(self, "inputs", (os.fspath(self.inputs),))
+        else:
+            object.__setattr__(self, "inputs", tuple(os.fspath(p) for p in self.inputs))
+        if not self.inputs:
+            raise ConfigError("no input given: pass --input with files, directories or globs")
+        if self.t is not None:
+            if isinstance(self.t, bool) or int(self.t) != self.t or self.t < 1:
+                raise ConfigError(f"--t must be an integer >= 1, not {self.t!r}")
+            object.__setattr__(self, "t", int(self.t))
+        if self.tail_fraction is not None and not (0.0 < self.tail_fraction <= 1.0):
+            raise ConfigError(f"--tail-fraction must be in (0, 1], not {self.tail_fraction!r}")
+        if not (0 <= int(self.seed) < 2**64):
+            raise ConfigError(f"--seed must be in [0, 2**64), not {self.seed!r}")
+        if self.batch_bytes < 1:
+            raise ConfigError(f"--batch-bytes must be >= 1, not {self.batch_bytes}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, not {self.threads}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, not {self.limit}")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray, not {self.executor!r}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ConfigError(f"--device must be auto, cpu or gpu, not {self.device!r}")
+
+    def require_t(self) -> None:
+        if (self.t is None) == (self.tail_fraction is None):
+            raise ConfigError("give exactly one of --t T (an integer >= 1) and "
+                              "--tail-fraction P (0 < P <= 1)")
+
+    def fingerprint(self, metadata_sha: str, shard_paths, stage: str,
+                    counts_sha: str | None = None) -> str:
+        """Hash of everything that decides the outputs (not device, threads or
+        batch size, which never change them)."""
+        doc = {"stage": stage, "metadata": metadata_sha, "inputs": list(shard_paths),
+               "text_column": self.text_column, "key_column": self.key_column,
+               "t": self.t, "tail_fraction": self.tail_fraction, "seed": int(self.seed),
+               "limit": self.limit, "counts": counts_sha}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra", None)
+        d["inputs"] = list(self.inputs)
+        if not isinstance(self.metadata, (str, os.PathLike)):
+            d["metadata"] = f"<list of {len(self.metadata)} entries>"
+        return d

@@ -1,0 +1,35 @@
+"""``python -m gpucurate info``: versions, the device found, why a GPU is (not) usable."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def info() -> dict:
+    import numba
+    import numpy as np
+    import pyarrow as pa
+
+    from . import __version__
+    from .engine import default_threads, gpu_status
+    from .trie import cache_dir
+
+    d = {"gpucurate": __version__, "python": platform.python_version(),
+         "platform": platform.platform(), "numpy": np.__version__, "pyarrow": pa.__version__,
+         "numba": numba.__version__}
+    for mod, dist in (("numba_cuda", "numba-cuda"), ("cupy", "cupy"), ("cudf", "cudf"),
+                      ("rmm", "rmm"), ("ray", "ray")):
+        try:
+            from importlib.metadata import version
+
+            d[dist] = version(dist) if dist != "cupy" else __import__("cupy").__version__
+        except Exception:  # noqa: BLE001 - not installed (or broken): say so
+            d[dist] = "not installed"
+    ok, why = gpu_status()
+    d["gpu"] = ("usable: " if ok else "not usable: ") + why
+    d["default device"] = os.environ.get("GPUCURATE_DEVICE", "auto") + \
+        (" -> gpu" if ok else " -> cpu")
+    d["cpu threads"] = default_threads()
+    d["trie cache"] = cache_dir()
+    return d

@@ -1,0 +1,93 @@
+"""Sample keys and the keep decision, as a public API (host side)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .columns import to_arrow
+from .errors import InputError
+
+
+def fnv1a_str(s: str) -> int:
+    h = 0xCBF29CE484222325
+    for b in s.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def key_hashes(column, where: str = "key column", first_row: int = 0) -> np.ndarray:
+    """uint64 key per row: integers as their two's-complement value, strings
+    (and binary) as FNV-1a of their bytes. A null key raises, naming the row."""
+    from .kernels.keys import hash_rows
+
+    col = to_arrow(column)
+    if col.null_count:
+        isnull = pc.is_null(col)
+        row = int(pc.index(isnull, True).as_py())
+        raise InputError(f"{where}: row {first_row + row} has a null key; every sample needs "
+                         "a key (fill it, or drop --key-column to key by shard and row)")
+    t = col.type
+    if pa.types.is_integer(t):
+        arr = col.to_numpy() if isinstance(col, pa.Array) else col.to_numpy()
+        if pa.types.is_unsigned_integer(t):
+            return arr.astype(np.uint64)
+        return arr.astype(np.int64).view(np.uint64)
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_string_view(t)):
+        raise InputError(f"{where}: keys must be integers or strings, not {t}")
+    out = []
+    col = col.cast(pa.large_binary())
+    for chunk in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+        bufs = chunk.buffers()
+        offs = np.frombuffer(bufs[1], np.int64, count=len(chunk) + 1, offset=chunk.offset * 8)
+        data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None and bufs[2].size else \
+            np.zeros(1, np.uint8)
+        h = np.empty(len(chunk), np.uint64)
+        hash_rows(data, offs, h)
+        out.append(h)
+    return np.concatenate(out) if out else np.zeros(0, np.uint64)
+
+
+def row_key_hashes(shard_name: str, first_row: int, n: int) -> np.ndarray:
+    """Default keys: mix(FNV-1a(shard name) ^ row index), rows first_row.."""
+    from .kernels.keys import row_keys
+
+    out = np.empty(n, np.uint64)
+    row_keys(np.uint64(fnv1a_str(shard_name)), first_row, out)
+    return out
+
+
+def probabilities(counts: np.ndarray, t: float) -> np.ndarray:
+    """prob[e] = t / max(count[e], t): 1.0 for count <= t, zero counts included."""
+    c = np.asarray(counts, dtype=np.float64)
+    return float(t) / np.maximum(c, float(t))
+
+
+def keep(entry_ids, prob, keys, seed: int = 0) -> np.ndarray:
+    """The pinned keep decision per caption, as the curation pipeline takes it.
+
+    ``entry_ids``: per caption, its matched entry ids (a pyarrow list array or
+    a list of lists); ``prob``: per-entry probabilities (:func:`probabilities`);
+    ``keys``: per caption, a uint64 key as :func:`key_hashes` gives (or ints /
+    strings, hashed here). Returns a bool array. A caption is kept when some
+    entry e draws u(seed, key, e) < prob[e]; captions with no match never are.
+    """
+    from .kernels.cpu import keep_range
+
+    lists = entry_ids if isinstance(entry_ids, (pa.Array, pa.ChunkedArray)) else \
+        pa.array(entry_ids, pa.list_(pa.int32()))
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    ids = lists.values.to_numpy(zero_copy_only=False).astype(np.int32)
+    if len(offsets) and offsets[0]:
+        ids = ids[offsets[0]:]
+        offsets = offsets - offsets[0]
+    k = np.asarray(keys)
+    if k.dtype != np.uint64:
+        k = key_hashes(pa.array(list(keys)), where="keys")
+    out = np.zeros(len(lists), np.uint8)
+    keep_range(ids, offsets, k, np.asarray(prob, np.float64), np.uint64(seed), out)
+    return out.astype(bool)

@@ -1,0 +1,45 @@
+"""``python -m gpucurate match``: one caption file in, entry ids per row out."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .columns import buffers, chunks_of
+from .errors import InputError
+from .io import Shard, read_batches, shard_format
+from .matcher import Matcher, csr_to_arrow
+
+SCHEMA = pa.schema([("entry_ids", pa.list_(pa.int32()))])
+
+
+def match_file(metadata, path: str, out: str, text_column: str = "text", device=None,
+               threads=None, batch_bytes: int = 256 << 20) -> int:
+    """Write ``out`` (parquet, one column ``entry_ids``), one row per input row,
+    in input order; written atomically. Returns the number of rows."""
+    fmt = shard_format(path)
+    if not os.path.isfile(path) or fmt is None:
+        raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
+    m = Matcher(metadata, device=device or os.environ.get("GPUCURATE_DEVICE", "auto"),
+                threads=threads)
+    shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
+            for table in read_batches(shard, text_column, batch_bytes):
+                col = table.column(text_column)
+                if pa.types.is_null(col.type):
+                    col = col.cast(pa.large_string())
+                for chunk in chunks_of(col):
+                    off, ids = m.match_buffers(buffers(chunk, where=f"{path} (rows from {rows})"))
+                    w.write_table(pa.table({"entry_ids": csr_to_arrow(off, ids).cast(
+                        pa.list_(pa.int32()))}))
+                    rows += len(chunk)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return rows
