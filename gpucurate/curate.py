@@ -69,16 +69,32 @@ _WORKER: dict = {}
 
 def setup(cfg: CurateConfig):
     """Once per process: metadata, trie and engine (cached across shards)."""
-    from .engine import make_engine
+    from .engine import make_engine, resolve_device
     from .trie import load_trie
 
     key = (cfg.metadata, cfg.device, cfg.threads)
     if _WORKER.get("key") != key:
+        device = resolve_device(cfg.device)  # fail fast, before building anything
         md = load_metadata(cfg.metadata)
         trie = load_trie(md)
         _WORKER.clear()
-        _WORKER.update(key=key, metadata=md, trie=trie, engine=make_engine(trie, cfg.device,
+        _WORKER.update(key=key, metadata=md, trie=trie, engine=make_engine(trie, device,
                                                                            cfg.threads))
+    return _WORKER
+
+
+def install_worker(cfg: CurateConfig, metadata, trie) -> dict:
+    """Like :func:`setup`, with a metadata list and trie built elsewhere (the Ray
+    driver ships them through its object store) instead of loaded from disk.
+    Stages then find this process set up for ``cfg``; a no-op when it already is."""
+    from .engine import make_engine
+
+    key = (cfg.metadata, cfg.device, cfg.threads)
+    if _WORKER.get("key") != key:
+        device = resolve_device(cfg.device)  # fail fast, before building anything
+        _WORKER.clear()
+        _WORKER.update(key=key, metadata=metadata, trie=trie,
+                       engine=make_engine(trie, cfg.device, cfg.threads))
     return _WORKER
 
 
@@ -302,7 +318,10 @@ def _prepare_out(cfg: CurateConfig, out: str, fingerprint: str, stage: str) -> N
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        if old.get("config_fingerprint") != fingerprint:
+        done = [p for d in ("work/pass1", "stats") for p in
+                glob.glob(os.path.join(out, d, "*.json"))]
+        if old.get("config_fingerprint") != fingerprint and (done or os.path.exists(
+                os.path.join(out, "summary.json"))):
             if not cfg.overwrite:
                 raise ConfigError(f"{out} holds a run with another configuration "
                                   f"(fingerprint {old.get('config_fingerprint', '?')[:12]} != "

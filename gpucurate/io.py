@@ -159,12 +159,51 @@ def _parquet(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.Ta
                          "corrupt: re-export it") from None
 
 
-def _open_text(path: str):
-    if path.endswith(".zst"):
+class _ZstdLines(io.RawIOBase):
+    """A zstd file as a raw stream that raises EOFError when the last frame
+    is cut short (zstandard's stream_reader ends silently there)."""
+
+    def __init__(self, path: str):
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
-                                encoding="utf-8", errors="strict", newline="\n")
+        self._zstd = zstandard
+        self._f = open(path, "rb")
+        self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._buf = b""
+        self._fed = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self._buf:
+            chunk = self._f.read(1 << 20)
+            if not chunk:
+                if self._fed and not self._d.eof:
+                    raise EOFError("zstd stream ended before the end of its frame")
+                return 0
+            self._fed = True
+            while chunk:
+                self._buf += self._d.decompress(chunk)
+                chunk = b""
+                if self._d.eof:
+                    chunk = self._d.unused_data
+                    self._d = self._zstd.ZstdDecompressor().decompressobj()
+                    self._fed = bool(chunk)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+def _open_text(path: str):
+    if path.endswith(".zst"):
+        return io.TextIOWrapper(io.BufferedReader(_ZstdLines(path)), encoding="utf-8",
+                                errors="strict", newline="\n")
     if path.endswith(".gz"):
         import gzip
 

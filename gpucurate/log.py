@@ -7,10 +7,22 @@ import time
 logger = logging.getLogger("gpucurate")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure(quiet: bool = False) -> None:
     """Send gpucurate's log to stderr (INFO, or WARNING with ``quiet``)."""
     if not logger.handlers:
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("gpucurate: %(message)s"))
         logger.addHandler(h)
         logger.propagate = False

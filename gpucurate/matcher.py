@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import buffers, chunks_of
-from .engine import make_engine
+from .engine import make_engine, resolve_device
 from .metadata import load_metadata
 from .trie import load_trie
 
@@ -30,6 +30,7 @@ class Matcher:
 
     def __init__(self, metadata, device: str = "auto", threads: int | None = None,
                  cache: bool = True):
+        device = resolve_device(device)  # fail fast, before building anything
         self.metadata = load_metadata(metadata)
         self.trie = load_trie(self.metadata, cache=cache)
         self.engine = make_engine(self.trie, device, threads)

@@ -1,0 +1,60 @@
+"""A run killed between and within shards resumes to identical outputs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+
+from conftest import ROOT, caption_file
+from pool import write_parquet_shards
+from test_curate import same_outputs
+
+
+def _cmd(meta, inp, out):
+    return [sys.executable, "-m", "gpucurate", "curate", "--metadata", str(meta), "--input",
+            str(inp), "--out", str(out), "--t", "200", "--device", "cpu", "--threads", "1",
+            "--batch-bytes", "20000", "--quiet", "--no-report"]
+
+
+def _kill_when(cmd, ready, timeout=120):
+    """Start cmd, SIGKILL it as soon as ready() holds; True if it was killed."""
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < timeout:
+        if ready():
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            return True
+        time.sleep(0.005)
+    p.wait()
+    return False
+
+
+def _count(d, suffix):
+    return len([f for f in os.listdir(d) if f.endswith(suffix)]) if os.path.isdir(d) else 0
+
+
+def test_kill_and_resume(tmp_path, metadata_path):
+    table = pq.read_table(caption_file("redcaps_explore_samples")).slice(0, 160000)
+    write_parquet_shards(table, tmp_path / "in", 6)
+    clean, out = tmp_path / "clean", tmp_path / "killed"
+    r = subprocess.run(_cmd(metadata_path, tmp_path / "in", clean), cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cmd = _cmd(metadata_path, tmp_path / "in", out)
+    pass1, stats = out / "work" / "pass1", out / "stats"
+    # 1. killed in pass 1, right after the first shard's marker: inside shard 2
+    assert _kill_when(cmd, lambda: _count(pass1, ".json") >= 1)
+    assert not (out / "entry_counts.parquet").exists()
+    # 2. killed in pass 2, after the first curated shard
+    assert _kill_when(cmd, lambda: _count(stats, ".json") >= 1)
+    assert _count(stats, ".json") < 6
+    # 3. finished by a third run
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    same_outputs(str(clean), str(out))
+    leftovers = [f for _, _, fs in os.walk(out) for f in fs if ".tmp-" in f]
+    assert not leftovers
