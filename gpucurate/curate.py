@@ -87,14 +87,14 @@ def install_worker(cfg: CurateConfig, metadata, trie) -> dict:
     """Like :func:`setup`, with a metadata list and trie built elsewhere (the Ray
     driver ships them through its object store) instead of loaded from disk.
     Stages then find this process set up for ``cfg``; a no-op when it already is."""
-    from .engine import make_engine
+    from .engine import make_engine, resolve_device
 
     key = (cfg.metadata, cfg.device, cfg.threads)
     if _WORKER.get("key") != key:
-        device = resolve_device(cfg.device)  # fail fast, before building anything
+        device = resolve_device(cfg.device)
         _WORKER.clear()
         _WORKER.update(key=key, metadata=metadata, trie=trie,
-                       engine=make_engine(trie, cfg.device, cfg.threads))
+                       engine=make_engine(trie, device, cfg.threads))
     return _WORKER
 
 
