@@ -7,3 +7,7 @@ ranges; ``cuda`` compiles it with ``numba.cuda.jit(device=True)`` and launches
 it as kernels (imported only when a GPU path is used); ``trie_build`` builds the
 flat trie arrays on the host.
 """
+
+if __name__ != "gpucurate.kernels":  # e.g. `import kernels` from a source checkout
+    raise ImportError("this package is gpucurate.kernels; import it under that name (the "
+                      "numba cache records the module name, so two names would share it)")

@@ -28,7 +28,8 @@ def test_kernels_in_simulator_equal_cpu_engine(tmp_path, metadata_entries, real_
     caps = tmp_path / "caps.parquet"
     pq.write_table(pa.table({"text": rows}), caps)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=HERE)
-    r = subprocess.run([sys.executable, os.path.join(HERE, "sim_match.py"), str(meta), str(caps)],
+    r = subprocess.run([sys.executable, os.path.join(HERE, "sim_match.py"), str(meta), str(caps),
+                        str(tmp_path)],
                        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SIM OK" in r.stdout
