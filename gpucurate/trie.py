@@ -22,17 +22,18 @@ from .log import logger
 from .errors import MetadataError
 from .metadata import Metadata, load_metadata
 
-FORMAT = 2
+FORMAT = 3
 
 # Vocabulary table slots per distinct entry token.
-VOCAB_SLOTS_PER_TOKEN = 2.0
+VOCAB_SLOTS_PER_TOKEN = 1.5
 
 
 @dataclass(frozen=True)
 class WordTrie:
     """Flat arrays of the trie (all host NumPy; layout in kernels/routines.py)."""
 
-    vrec: np.ndarray     # uint64 vocabulary table, 4 words per slot
+    vtag: np.ndarray     # uint8 vocabulary table tags, 1 per slot
+    vrec: np.ndarray     # uint64 vocabulary table records, 4 words per slot
     voff: np.ndarray     # int64 vocabulary offsets
     vbytes: np.ndarray   # uint8 vocabulary bytes
     crec: np.ndarray     # uint64 children tables, 2 words per slot
@@ -49,7 +50,7 @@ class WordTrie:
 
     def arrays(self) -> tuple:
         """The arrays in the argument order of ``routines.match_caption``."""
-        return (self.vrec, np.uint64(self.vrec.size // 4), self.voff, self.vbytes,
+        return (self.vtag, self.vrec, np.uint64(self.vtag.size), self.voff, self.vbytes,
                 self.crec, self.tlist)
 
 
@@ -86,11 +87,11 @@ def build_trie(metadata) -> WordTrie:
     evals = np.zeros(ekeys.size, np.int32)
     node_of_entry, n_nodes = tb.insert_entries(eoff, etok, ok, n_vocab, ekeys, evals)
     vn = max(16, int(n_vocab * VOCAB_SLOTS_PER_TOKEN) + 1)
-    vrec, crec, tlist, n_slots = tb.layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn)
+    vtag, vrec, crec, tlist, n_slots = tb.layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn)
     if n_slots >= 2**32:
         raise MetadataError(f"{md.source}: the trie is too large (2**32 child slots or more)")
     n_matchable = int(np.count_nonzero(node_of_entry >= 0))
-    return WordTrie(vrec, voff, vbytes, crec, tlist, int(n_nodes), len(md),
+    return WordTrie(vtag, vrec, voff, vbytes, crec, tlist, int(n_nodes), len(md),
                     len(md) - n_matchable, md.sha256)
 
 

@@ -56,6 +56,7 @@ LOW32 = np.uint64(0xFFFFFFFF)
 SHIFT11 = np.uint64(11)
 SHIFT32 = np.uint64(32)
 SHIFT56 = np.uint64(56)
+SHIFT8 = np.uint64(8)
 LEN_MASK = np.uint64(0xFFFFFF)
 TWO_POW_M53 = 1.0 / 9007199254740992.0
 
@@ -102,18 +103,46 @@ def build(jit):
             return 2
         return 0
 
+    # ------------------------------------------------------------- the trie
+    # A token's key: its last 16 bytes as a 16-byte shift register (lo, hi)
+    # (byte k of an n-byte token at bits 8 * (n - 1 - k) of the pair, lo
+    # holding the low 64 bits), its length n, and a 64-bit hash of all its
+    # bytes. The hash only places a token in a table; a hit is confirmed on
+    # the exact bytes (the register and n, and for n > 16 the first n - 16
+    # bytes).
+    @jit
+    def key_hash(lo, hi, n, buf, start):
+        """The hash of an n-byte token buf[start:start + n] with key (lo, hi)."""
+        x = lo ^ (hi * MIX_M2) ^ (np.uint64(n) * MIX_M1)
+        if n > 16:
+            x ^= fnv1a(buf, start, start + n - 16)
+        return mix64(x)
+
+    @jit
+    def token_key(buf, start, stop):
+        """(lo, hi, hash) of the token buf[start:stop]."""
+        lo = np.uint64(0)
+        hi = np.uint64(0)
+        for k in range(start, stop):
+            hi = (hi << SHIFT8) | (lo >> SHIFT56)
+            lo = (lo << SHIFT8) | np.uint64(buf[k])
+        return lo, hi, key_hash(lo, hi, stop - start, buf, start)
+
     @jit
     def scan_token(buf, state, end):
         """Read the token at ``state`` of the caption ending at ``end``.
 
-        Returns ``(start, stop, hash, next_state)``: the token is
-        ``buf[start:stop]`` (possibly empty), ``hash`` its FNV-1a, and
-        ``next_state`` the state of the following token or -1.
+        Returns ``(start, stop, next_state, lo, hi, hash)``: the token is
+        ``buf[start:stop]`` (possibly empty), ``next_state`` the state of the
+        following token or -1, and (lo, hi, hash) its key as
+        :func:`token_key` gives it.
         """
         p = state >> 1
+        lo = np.uint64(0)
+        hi = np.uint64(0)
         if state & 1:
-            return p, p + 1, fnv1a_step(FNV_OFFSET, buf[p]), (p + 1) << 1
-        h = FNV_OFFSET
+            lo = np.uint64(buf[p])
+            return p, p + 1, (p + 1) << 1, lo, hi, key_hash(lo, hi, 1, buf, p)
         q = p
         c = 0
         while q < end:
@@ -121,7 +150,8 @@ def build(jit):
             c = byte_class(b)
             if c != 0:
                 break
-            h = fnv1a_step(h, b)
+            hi = (hi << SHIFT8) | (lo >> SHIFT56)
+            lo = (lo << SHIFT8) | np.uint64(b)
             q += 1
         if q >= end:
             nxt = -1
@@ -129,61 +159,13 @@ def build(jit):
             nxt = (q + 1) << 1
         else:
             nxt = (q << 1) | 1
-        return p, q, h, nxt
+        return p, q, nxt, lo, hi, key_hash(lo, hi, q - p, buf, p)
 
-    # ------------------------------------------------------------- the trie
-    # A token's key: its first 16 bytes as two little-endian words (zero
-    # padded), its length, and a 64-bit hash of all its bytes. The hash only
-    # places a token in a table; a hit is confirmed on the exact bytes.
-    @jit
-    def token_key(buf, start, stop):
-        """(w0, w1, hash) of the token buf[start:stop]."""
-        w0 = np.uint64(0)
-        w1 = np.uint64(0)
-        tail = FNV_OFFSET
-        n = stop - start
-        for k in range(n):
-            b = np.uint64(buf[start + k])
-            if k < 8:
-                w0 |= b << np.uint64(8 * k)
-            elif k < 16:
-                w1 |= b << np.uint64(8 * (k - 8))
-            else:
-                tail = fnv1a_step(tail, b)
-        x = mix64(w0 ^ (np.uint64(n) * MIX_M1))
-        if n > 8:
-            x = mix64(x ^ w1 ^ tail)
-        return w0, w1, x
-
-    @jit
-    def scan_token(buf, state, end):
-        """Read the token at ``state`` of the caption ending at ``end``.
-
-        Returns ``(start, stop, next_state)``: the token is ``buf[start:stop]``
-        (possibly empty) and ``next_state`` the state of the following token
-        or -1.
-        """
-        p = state >> 1
-        if state & 1:
-            return p, p + 1, (p + 1) << 1
-        q = p
-        c = 0
-        while q < end:
-            c = byte_class(buf[q])
-            if c != 0:
-                break
-            q += 1
-        if q >= end:
-            nxt = -1
-        elif c == 1:
-            nxt = (q + 1) << 1
-        else:
-            nxt = (q << 1) | 1
-        return p, q, nxt
-
-    # Vocabulary table ``vrec``: ``vn`` records of 4 words, open addressing
-    # with linear probing from slot ((hash & 0xFFFFFFFF) * vn) >> 32.
-    #   word 0, 1: the token's first 16 bytes (little endian, zero padded);
+    # Vocabulary table: ``vn`` slots, open addressing with linear probing from
+    # slot ((hash & 0xFFFFFFFF) * vn) >> 32. ``vtag[i]`` is the tag (see
+    # hash_tag) of the token in slot i, 0 when empty, so that probes read one
+    # byte per slot; ``vrec[4 * i:]`` is its record of 4 words:
+    #   word 0, 1: the token's key (lo, hi);
     #   word 2:    (token id + 1) | length << 32 | lg << 56   (0: empty slot);
     #   word 3:    term | base << 32, the depth-1 node of the token.
     # A node is (term, base, lg): its entries (``term``: 0 none, odd: the one
@@ -194,27 +176,37 @@ def build(jit):
     #   word 0: (token id + 1) | lg << 56 of the child (0: empty slot);
     #   word 1: term | base << 32 of the child.
     @jit
-    def lookup_token(buf, start, stop, vrec, vn, voff, vbytes):
-        """Record index of the token buf[start:stop] in vrec, or -1 when it is
-        no entry's token."""
-        w0, w1, h = token_key(buf, start, stop)
+    def hash_tag(h):
+        """The 8-bit tag (1..255) of a token hash: bits 56..63, 0 read as 1."""
+        g = h >> SHIFT56
+        if g == 0:
+            g = np.uint64(1)
+        return np.uint8(g)
+
+    @jit
+    def lookup_token(buf, start, stop, lo, hi, h, vtag, vrec, vn, voff, vbytes):
+        """Record index in vrec of the token buf[start:stop] with key
+        (lo, hi, h), or -1 when it is no entry's token."""
         n = stop - start
         ln = np.uint64(n)
+        g = hash_tag(h)
         i = ((h & LOW32) * vn) >> SHIFT32
         while True:
-            r = np.int64(i) * 4
-            x = vrec[r + 2]
-            if x == 0:
-                return -1, h
-            if ((x >> SHIFT32) & LEN_MASK) == ln and vrec[r] == w0 and vrec[r + 1] == w1:
-                if n <= 16:
-                    return np.int64(i), h
-                a = voff[np.int64(x & LOW32) - 1] + 16
-                k = 16
-                while k < n and vbytes[a + k - 16] == buf[start + k]:
-                    k += 1
-                if k == n:
-                    return np.int64(i), h
+            t = vtag[i]
+            if t == 0:
+                return -1
+            if t == g:
+                r = np.int64(i) * 4
+                x = vrec[r + 2]
+                if vrec[r] == lo and ((x >> SHIFT32) & LEN_MASK) == ln and vrec[r + 1] == hi:
+                    if n <= 16:
+                        return np.int64(i)
+                    a = voff[np.int64(x & LOW32) - 1]
+                    k = 0
+                    while k < n - 16 and vbytes[a + k] == buf[start + k]:
+                        k += 1
+                    if k == n - 16:
+                        return np.int64(i)
             i += np.uint64(1)
             if i == vn:
                 i = np.uint64(0)
@@ -252,7 +244,7 @@ def build(jit):
         return n
 
     @jit
-    def match_caption(buf, start, end, vrec, vn, voff, vbytes, crec, tlist, out, n, cap):
+    def match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, crec, tlist, out, n, cap):
         """Every (not yet distinct) entry id matching caption buf[start:end].
 
         Walks the trie from each token of the caption. Writes ids into
@@ -270,8 +262,8 @@ def build(jit):
                 r = cr
                 nxt = cnxt
             else:
-                a, b, nxt = scan_token(buf, s, end)
-                r, h = lookup_token(buf, a, b, vrec, vn, voff, vbytes)
+                a, b, nxt, lo, hi, h = scan_token(buf, s, end)
+                r = lookup_token(buf, a, b, lo, hi, h, vtag, vrec, vn, voff, vbytes)
             if r >= 0:
                 x = vrec[r * 4 + 2]
                 y = vrec[r * 4 + 3]
@@ -280,8 +272,8 @@ def build(jit):
                 t = nxt
                 first = True
                 while lg != 0 and t >= 0:
-                    a, b, t2 = scan_token(buf, t, end)
-                    r2, h2 = lookup_token(buf, a, b, vrec, vn, voff, vbytes)
+                    a, b, t2, lo, hi, h2 = scan_token(buf, t, end)
+                    r2 = lookup_token(buf, a, b, lo, hi, h2, vtag, vrec, vn, voff, vbytes)
                     if first:
                         cs = t
                         cr = r2
@@ -367,7 +359,8 @@ def build(jit):
 
     return SimpleNamespace(
         mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
-        token_key=token_key, scan_token=scan_token, lookup_token=lookup_token,
+        key_hash=key_hash, token_key=token_key, scan_token=scan_token, hash_tag=hash_tag,
+        lookup_token=lookup_token,
         child_slot=child_slot, emit=emit, match_caption=match_caption, sift_down=sift_down,
         sort_unique=sort_unique, key_mix=key_mix, draw=draw, keep_caption=keep_caption,
     )

@@ -4,8 +4,9 @@ Inputs are arrays only: the vocabulary of distinct entry tokens as offsets +
 bytes, and each entry as a run of token ids (CSR). Outputs are the flat arrays
 that ``routines.match_caption`` walks (their layout is described there):
 
-* ``vrec`` (uint64, 4 words per slot): vocabulary table, each record holding
-  the token's first 16 bytes, id, length and depth-1 node;
+* ``vtag`` (uint8) / ``vrec`` (uint64, 4 words per slot): vocabulary table,
+  a tag byte per slot and a record holding the token's first 16 bytes, id,
+  length and depth-1 node;
 * ``crec`` (uint64, 2 words per slot): the children tables of every node, one
   open-addressing table per node, each slot holding the child's node;
 * ``tlist`` (int32): entry-id lists of the nodes where several entries end.
@@ -22,7 +23,7 @@ from .routines import LOW32, build
 from .targets import cpu_jit
 
 R = build(cpu_jit)
-byte_class, token_key, mix64 = R.byte_class, R.token_key, R.mix64
+byte_class, token_key, mix64, hash_tag = R.byte_class, R.token_key, R.mix64, R.hash_tag
 
 EMPTY_EDGE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -99,7 +100,7 @@ def insert_entries(eoff, etok, ok, n_vocab, ekeys, evals):
 
 @numba.njit(cache=True)
 def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
-    """The final tables (vrec, crec, tlist) of the trie held by the temporary
+    """The final tables (vtag, vrec, crec, tlist) of the trie held by the temporary
     edge table; ``vn`` vocabulary slots."""
     n_vocab = voff.size - 1
     # Keys of the vocabulary tokens.
@@ -171,14 +172,16 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         crec[s + 1] = term[c] | (base[c] << np.uint64(32))
 
     # Vocabulary table.
+    vtag = np.zeros(vn, np.uint8)
     vrec = np.zeros(4 * vn, np.uint64)
     uvn = np.uint64(vn)
     for t in range(n_vocab):
         i = ((hs[t] & LOW32) * uvn) >> np.uint64(32)
-        while vrec[4 * np.int64(i) + 2] != 0:
+        while vtag[i] != 0:
             i += np.uint64(1)
             if i == uvn:
                 i = np.uint64(0)
+        vtag[i] = hash_tag(hs[t])
         r = 4 * np.int64(i)
         v = t + 1
         vrec[r] = w0s[t]
@@ -186,4 +189,4 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         vrec[r + 2] = (np.uint64(t + 1) | (np.uint64(voff[t + 1] - voff[t]) << np.uint64(32))
                        | (lg[v] << np.uint64(56)))
         vrec[r + 3] = term[v] | (base[v] << np.uint64(32))
-    return vrec, crec, tlist, total
+    return vtag, vrec, crec, tlist, total
