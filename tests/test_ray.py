@@ -1,0 +1,168 @@
+"""The Ray executor on a real private local Ray (CPU): same outputs as the local
+executor, also when a worker process is killed mid-run."""
+
+import glob
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import caption_file
+
+pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
+
+from gpucurate.cli import main  # noqa: E402
+from gpucurate.config import CurateConfig  # noqa: E402
+from gpucurate.curate import run  # noqa: E402
+
+SOURCES = [("coco_captions_val2017", 1500), ("flickr8k", 1500), ("redcaps_explore_samples", 1000)]
+
+
+def _pool(dirpath, n_shards):
+    texts = []
+    for name, n in SOURCES:
+        texts += pq.read_table(caption_file(name), columns=["text"]).column("text").to_pylist()[:n]
+    t = pa.table({"id": pa.array(np.arange(len(texts), dtype=np.int64) * 7 + 3),
+                  "text": pa.array(texts, pa.large_string())})
+    os.makedirs(dirpath)
+    step = -(-t.num_rows // n_shards)
+    for i in range(n_shards):
+        pq.write_table(t.slice(i * step, step), os.path.join(dirpath, f"shard-{i:02d}.parquet"))
+    return dirpath
+
+
+def _args(metadata, pool, out, *extra):
+    return ["curate", "--metadata", str(metadata), "--input", pool, "--out", out, "--t", "3",
+            "--key-column", "id", "--device", "cpu", "--threads", "1", "--no-report",
+            "--quiet", *extra]
+
+
+def _files(out):
+    return sorted(os.path.relpath(p, out) for p in glob.glob(os.path.join(out, "**", "*"),
+                                                             recursive=True)
+                  if os.path.isfile(p))
+
+
+def _same_outputs(a, b):
+    fa, fb = _files(a), _files(b)
+    assert fa == fb  # no missing, extra, duplicate or temporary file
+    assert not [f for f in fb if ".tmp-" in f]
+    parts = [f for f in fa if f.startswith("curated" + os.sep)]
+    assert parts
+    for rel in ["entry_counts.parquet", *parts]:
+        ta, tb = pq.read_table(os.path.join(a, rel)), pq.read_table(os.path.join(b, rel))
+        assert ta.num_rows == tb.num_rows, rel
+        assert ta.equals(tb), rel  # same rows, order and values
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory, metadata_path):
+    root = tmp_path_factory.mktemp("raypool")
+    small = _pool(str(root / "small"), 4)
+    many = _pool(str(root / "many"), 24)
+    outs = {}
+    for name, pool in (("small", small), ("many", many)):
+        out = str(root / f"local-{name}")
+        assert main(_args(metadata_path, pool, out)) == 0
+        outs[name] = (pool, out)
+    return root, outs
+
+
+def test_ray_executor_same_outputs_as_local(pools, metadata_path):
+    root, outs = pools
+    pool, local = outs["small"]
+    out = str(root / "ray-small")
+    assert main(_args(metadata_path, pool, out, "--executor", "ray")) == 0
+    _same_outputs(local, out)
+    import json
+
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f)["executor"] == "ray"
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _ours(pid):
+    """Whether pid descends from this process (our private Ray), not from
+    another run on the same machine."""
+    me = os.getpid()
+    try:
+        while pid > 1:
+            pid = _ppid(pid)
+            if pid == me:
+                return True
+    except (OSError, IndexError, ValueError):
+        pass
+    return False
+
+
+def _shard_worker_pids():
+    """PIDs of this test's Ray actor processes running a shard right now (the
+    process title is ``ray::_ShardWorker.run`` while a call runs)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::_ShardWorker.run") and _ours(int(d)):
+            pids.append(int(d))
+    return pids
+
+
+def test_ray_worker_killed_mid_run(pools, metadata_path):
+    """SIGKILL a worker process while it runs a shard, once in pass 1 and once in
+    pass 2: the run completes (the shard is rerun) and the outputs are identical."""
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs /proc to find the worker processes")
+    root, outs = pools
+    pool, local = outs["many"]
+    out = str(root / "ray-killed")
+    killed = []
+    done = threading.Event()
+
+    def killer():
+        for marker_dir in ("work/pass1", "stats"):
+            # Wait until the pass has finished a shard (the workers are up), then
+            # kill a worker caught running the next one.
+            while not done.is_set() and not glob.glob(os.path.join(out, marker_dir, "*.json")):
+                time.sleep(0.005)
+            while not done.is_set():
+                pids = _shard_worker_pids()
+                if pids:
+                    try:
+                        os.kill(pids[0], signal.SIGKILL)
+                        killed.append((marker_dir, len(glob.glob(os.path.join(
+                            out, marker_dir, "*.json")))))
+                        break
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.002)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    try:
+        # Small batches make each shard take long enough for the kill to land in it.
+        cfg = CurateConfig(metadata=str(metadata_path), inputs=(pool,), out=out, t=3,
+                           key_column="id", device="cpu", threads=1, report=False,
+                           executor="ray", batch_bytes=2048)
+        s = run(cfg)
+    finally:
+        done.set()
+        th.join(10)
+    # One kill in each pass, while that pass still had shards to finish.
+    assert [k[0] for k in killed] == ["work/pass1", "stats"], killed
+    assert all(n < 24 for _, n in killed), killed
+    assert s["executor"] == "ray" and s["shards"] == 24
+    _same_outputs(local, out)
