@@ -170,9 +170,10 @@ def build(jit):
     #   word 3:    term | base << 32, the depth-1 node of the token.
     # A node is (term, base, lg): its entries (``term``: 0 none, odd: the one
     # entry id term >> 1, even: a list tlist[i] = count, tlist[i + 1:...] with
-    # i = (term >> 1) - 1) and its children, a table of 2**lg two-word slots at
-    # crec[2 * base:] (lg == 0: no children), probed linearly from
-    # (hash >> 32) & (2**lg - 1):
+    # i = (term >> 1) - 1) and its children, a table of 2**lg slots from slot
+    # ``base`` (lg == 0: no children), probed linearly from (hash >> 32) &
+    # (2**lg - 1). Slot i has the tag ctag[i] of its token (0: empty) and the
+    # record crec[2 * i:] of 2 words:
     #   word 0: (token id + 1) | lg << 56 of the child (0: empty slot);
     #   word 1: term | base << 32 of the child.
     @jit
@@ -212,18 +213,19 @@ def build(jit):
                 i = np.uint64(0)
 
     @jit
-    def child_slot(base, lg, tidp, h, crec):
-        """Slot in crec of the child along token id ``tidp - 1`` of the node
-        whose table is (base, lg), or -1."""
+    def child_slot(base, lg, tidp, h, ctag, crec):
+        """Index in crec of the child along token id ``tidp - 1`` of the node
+        whose table is (base, lg), or -1. ``h`` is the token's hash."""
         mask = (np.uint64(1) << lg) - np.uint64(1)
+        g = hash_tag(h)
         j = (h >> SHIFT32) & mask
         while True:
-            s = np.int64(base + j) * 2
-            t = crec[s] & LOW32
-            if t == tidp:
-                return s
+            i = np.int64(base + j)
+            t = ctag[i]
             if t == 0:
                 return -1
+            if t == g and (crec[2 * i] & LOW32) == tidp:
+                return 2 * i
             j = (j + np.uint64(1)) & mask
 
     @jit
@@ -244,7 +246,8 @@ def build(jit):
         return n
 
     @jit
-    def match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, crec, tlist, out, n, cap):
+    def match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, ctag, crec, tlist,
+                      out, n, cap):
         """Every (not yet distinct) entry id matching caption buf[start:end].
 
         Walks the trie from each token of the caption. Writes ids into
@@ -281,7 +284,7 @@ def build(jit):
                         first = False
                     if r2 < 0:
                         break
-                    c = child_slot(y >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2, crec)
+                    c = child_slot(y >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2, ctag, crec)
                     if c < 0:
                         break
                     x = crec[c]

@@ -7,8 +7,9 @@ that ``routines.match_caption`` walks (their layout is described there):
 * ``vtag`` (uint8) / ``vrec`` (uint64, 4 words per slot): vocabulary table,
   a tag byte per slot and a record holding the token's first 16 bytes, id,
   length and depth-1 node;
-* ``crec`` (uint64, 2 words per slot): the children tables of every node, one
-  open-addressing table per node, each slot holding the child's node;
+* ``ctag`` (uint8) / ``crec`` (uint64, 2 words per slot): the children tables
+  of every node, one open-addressing table per node, each slot a tag byte
+  and a record holding the child's node;
 * ``tlist`` (int32): entry-id lists of the nodes where several entries end.
 
 Construction goes through a temporary global edge table ((node << 32 | token)
@@ -100,7 +101,7 @@ def insert_entries(eoff, etok, ok, n_vocab, ekeys, evals):
 
 @numba.njit(cache=True)
 def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
-    """The final tables (vtag, vrec, crec, tlist) of the trie held by the temporary
+    """The final tables (vtag, vrec, ctag, crec, tlist) of the trie held by the temporary
     edge table; ``vn`` vocabulary slots."""
     n_vocab = voff.size - 1
     # Keys of the vocabulary tokens.
@@ -155,6 +156,7 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
             lg[v] = g
             base[v] = total
             total += 1 << g
+    ctag = np.zeros(max(total, 1), np.uint8)
     crec = np.zeros(2 * max(total, 1), np.uint64)
     for k in range(ekeys.size):
         key = ekeys[k]
@@ -165,8 +167,9 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         c = np.int64(evals[k])
         mask = (np.uint64(1) << lg[p]) - np.uint64(1)
         j = (hs[tid] >> np.uint64(32)) & mask
-        while crec[2 * np.int64(base[p] + j)] != 0:
+        while ctag[np.int64(base[p] + j)] != 0:
             j = (j + np.uint64(1)) & mask
+        ctag[np.int64(base[p] + j)] = hash_tag(hs[tid])
         s = 2 * np.int64(base[p] + j)
         crec[s] = np.uint64(tid + 1) | (lg[c] << np.uint64(56))
         crec[s + 1] = term[c] | (base[c] << np.uint64(32))
@@ -189,4 +192,4 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         vrec[r + 2] = (np.uint64(t + 1) | (np.uint64(voff[t + 1] - voff[t]) << np.uint64(32))
                        | (lg[v] << np.uint64(56)))
         vrec[r + 3] = term[v] | (base[v] << np.uint64(32))
-    return vtag, vrec, crec, tlist, total
+    return vtag, vrec, ctag, crec, tlist, total
