@@ -22,7 +22,7 @@ from .log import logger
 from .errors import MetadataError
 from .metadata import Metadata, load_metadata
 
-FORMAT = 4
+FORMAT = 5
 
 # Vocabulary table slots per distinct entry token.
 VOCAB_SLOTS_PER_TOKEN = 1.5
@@ -36,6 +36,7 @@ class WordTrie:
     vrec: np.ndarray     # uint64 vocabulary table records, 4 words per slot
     voff: np.ndarray     # int64 vocabulary offsets
     vbytes: np.ndarray   # uint8 vocabulary bytes
+    cbits: np.ndarray    # uint8 children filters, 4 bits per children-table slot
     ctag: np.ndarray     # uint8 children tables tags, 1 per slot
     crec: np.ndarray     # uint64 children tables records, 2 words per slot
     tlist: np.ndarray    # int32 entry-id lists of nodes where several entries end
@@ -52,7 +53,7 @@ class WordTrie:
     def arrays(self) -> tuple:
         """The arrays in the argument order of ``routines.match_caption``."""
         return (self.vtag, self.vrec, np.uint64(self.vtag.size), self.voff, self.vbytes,
-                self.ctag, self.crec, self.tlist)
+                self.cbits, self.ctag, self.crec, self.tlist)
 
 
 def _pow2(n: int) -> int:
@@ -88,11 +89,11 @@ def build_trie(metadata) -> WordTrie:
     evals = np.zeros(ekeys.size, np.int32)
     node_of_entry, n_nodes = tb.insert_entries(eoff, etok, ok, n_vocab, ekeys, evals)
     vn = max(16, int(n_vocab * VOCAB_SLOTS_PER_TOKEN) + 1)
-    vtag, vrec, ctag, crec, tlist, n_slots = tb.layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn)
+    vtag, vrec, cbits, ctag, crec, tlist, n_slots = tb.layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn)
     if n_slots >= 2**32:
         raise MetadataError(f"{md.source}: the trie is too large (2**32 child slots or more)")
     n_matchable = int(np.count_nonzero(node_of_entry >= 0))
-    return WordTrie(vtag, vrec, voff, vbytes, ctag, crec, tlist, int(n_nodes), len(md),
+    return WordTrie(vtag, vrec, voff, vbytes, cbits, ctag, crec, tlist, int(n_nodes), len(md),
                     len(md) - n_matchable, md.sha256)
 
 

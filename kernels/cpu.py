@@ -19,7 +19,8 @@ match_caption, sort_unique, key_mix, keep_caption, fnv1a = (
 
 
 @numba.njit(cache=True, nogil=True)
-def match_range(data, offsets, valid, lo, hi, vtag, vrec, vn, voff, vbytes, ctag, crec, tlist):
+def match_range(data, offsets, valid, lo, hi, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
+                tlist):
     n = hi - lo
     res_off = np.zeros(n + 1, np.int64)
     cap = max(1024, 4 * n)
@@ -32,8 +33,8 @@ def match_range(data, offsets, valid, lo, hi, vtag, vrec, vn, voff, vbytes, ctag
         a = offsets[i]
         b = offsets[i + 1]
         while True:
-            end = match_caption(data, a, b, vtag, vrec, vn, voff, vbytes, ctag, crec, tlist,
-                                out, pos, cap)
+            end = match_caption(data, a, b, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
+                                tlist, out, pos, cap)
             if end <= cap:
                 break
             cap = max(2 * cap, end + 1024)

@@ -173,7 +173,9 @@ def build(jit):
     # i = (term >> 1) - 1) and its children, a table of 2**lg slots from slot
     # ``base`` (lg == 0: no children), probed linearly from (hash >> 32) &
     # (2**lg - 1). Slot i has the tag ctag[i] of its token (0: empty) and the
-    # record crec[2 * i:] of 2 words:
+    # record crec[2 * i:] of 2 words below. Before the table, a node's filter
+    # is read: bits 4 * base + ((hash >> 32) & (4 * 2**lg - 1)) of ``cbits``
+    # (bit k is bit k & 7 of byte k >> 3) are set for the node's children.
     #   word 0: (token id + 1) | lg << 56 of the child (0: empty slot);
     #   word 1: term | base << 32 of the child.
     @jit
@@ -213,12 +215,16 @@ def build(jit):
                 i = np.uint64(0)
 
     @jit
-    def child_slot(base, lg, tidp, h, ctag, crec):
+    def child_slot(base, lg, tidp, h, cbits, ctag, crec):
         """Index in crec of the child along token id ``tidp - 1`` of the node
         whose table is (base, lg), or -1. ``h`` is the token's hash."""
+        hh = h >> SHIFT32
+        k = np.int64(base * np.uint64(4) + (hh & ((np.uint64(4) << lg) - np.uint64(1))))
+        if (cbits[k >> 3] >> np.uint8(k & 7)) & np.uint8(1) == 0:
+            return -1
         mask = (np.uint64(1) << lg) - np.uint64(1)
         g = hash_tag(h)
-        j = (h >> SHIFT32) & mask
+        j = hh & mask
         while True:
             i = np.int64(base + j)
             t = ctag[i]
@@ -246,8 +252,8 @@ def build(jit):
         return n
 
     @jit
-    def match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, ctag, crec, tlist,
-                      out, n, cap):
+    def match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
+                      tlist, out, n, cap):
         """Every (not yet distinct) entry id matching caption buf[start:end].
 
         Walks the trie from each token of the caption. Writes ids into
@@ -284,7 +290,8 @@ def build(jit):
                         first = False
                     if r2 < 0:
                         break
-                    c = child_slot(y >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2, ctag, crec)
+                    c = child_slot(y >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2, cbits, ctag,
+                                   crec)
                     if c < 0:
                         break
                     x = crec[c]
@@ -318,13 +325,17 @@ def build(jit):
         if count <= 1:
             return hi
         if count <= INSERTION_SORT_MAX:
+            # Insertion without data-dependent branches: carry the smaller
+            # value down the sorted prefix, writing the larger one back.
             for i in range(lo + 1, hi):
                 v = a[i]
-                j = i - 1
-                while j >= lo and a[j] > v:
-                    a[j + 1] = a[j]
+                j = i
+                while j > lo:
+                    x = a[j - 1]
+                    a[j] = x if x > v else v
+                    v = v if x > v else x
                     j -= 1
-                a[j + 1] = v
+                a[lo] = v
         else:
             for r in range(count // 2 - 1, -1, -1):
                 sift_down(a, lo, r, count)
@@ -335,9 +346,9 @@ def build(jit):
                 sift_down(a, lo, 0, end)
         w = lo + 1
         for i in range(lo + 1, hi):
-            if a[i] != a[w - 1]:
-                a[w] = a[i]
-                w += 1
+            v = a[i]
+            a[w] = v
+            w += np.int64(v != a[w - 1])
         return w
 
     # ------------------------------------------------------------- balancing

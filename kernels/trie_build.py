@@ -7,9 +7,10 @@ that ``routines.match_caption`` walks (their layout is described there):
 * ``vtag`` (uint8) / ``vrec`` (uint64, 4 words per slot): vocabulary table,
   a tag byte per slot and a record holding the token's first 16 bytes, id,
   length and depth-1 node;
-* ``ctag`` (uint8) / ``crec`` (uint64, 2 words per slot): the children tables
-  of every node, one open-addressing table per node, each slot a tag byte
-  and a record holding the child's node;
+* ``cbits`` (uint8, 4 bits per slot) / ``ctag`` (uint8) / ``crec`` (uint64, 2
+  words per slot): the children of every node, one open-addressing table per
+  node (a filter of its children's hashes, then each slot a tag byte and a
+  record holding the child's node);
 * ``tlist`` (int32): entry-id lists of the nodes where several entries end.
 
 Construction goes through a temporary global edge table ((node << 32 | token)
@@ -101,7 +102,7 @@ def insert_entries(eoff, etok, ok, n_vocab, ekeys, evals):
 
 @numba.njit(cache=True)
 def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
-    """The final tables (vtag, vrec, ctag, crec, tlist) of the trie held by the temporary
+    """The final tables (vtag, vrec, cbits, ctag, crec, tlist) of the trie held by the temporary
     edge table; ``vn`` vocabulary slots."""
     n_vocab = voff.size - 1
     # Keys of the vocabulary tokens.
@@ -157,6 +158,7 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
             base[v] = total
             total += 1 << g
     ctag = np.zeros(max(total, 1), np.uint8)
+    cbits = np.zeros(max(total // 2, 1), np.uint8)
     crec = np.zeros(2 * max(total, 1), np.uint64)
     for k in range(ekeys.size):
         key = ekeys[k]
@@ -165,8 +167,11 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         p = np.int64(key >> np.uint64(32))
         tid = np.int64(key & LOW32)
         c = np.int64(evals[k])
+        hh = hs[tid] >> np.uint64(32)
+        kb = np.int64(base[p] * np.uint64(4) + (hh & ((np.uint64(4) << lg[p]) - np.uint64(1))))
+        cbits[kb >> 3] |= np.uint8(1 << (kb & 7))
         mask = (np.uint64(1) << lg[p]) - np.uint64(1)
-        j = (hs[tid] >> np.uint64(32)) & mask
+        j = hh & mask
         while ctag[np.int64(base[p] + j)] != 0:
             j = (j + np.uint64(1)) & mask
         ctag[np.int64(base[p] + j)] = hash_tag(hs[tid])
@@ -192,4 +197,4 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         vrec[r + 2] = (np.uint64(t + 1) | (np.uint64(voff[t + 1] - voff[t]) << np.uint64(32))
                        | (lg[v] << np.uint64(56)))
         vrec[r + 3] = term[v] | (base[v] << np.uint64(32))
-    return vtag, vrec, ctag, crec, tlist, total
+    return vtag, vrec, cbits, ctag, crec, tlist, total
