@@ -71,6 +71,9 @@ def fnv1a_rows(data, offsets, out):
 @numba.njit(cache=True, nogil=True)
 def first_invalid_utf8(data, offsets, valid):
     """Index of the first valid (non-null) row that is not UTF-8, or -1."""
+    # ASCII runs are skipped 8 aligned bytes at a time.
+    words = data[:data.size // 8 * 8].view(np.uint64)
+    high = np.uint64(0x8080808080808080)
     for i in range(offsets.size - 1):
         if valid[i] == 0:
             continue
@@ -80,6 +83,9 @@ def first_invalid_utf8(data, offsets, valid):
             b = data[p]
             if b < 0x80:
                 p += 1
+                if (p & 7) == 0:
+                    while p + 8 <= end and (words[p >> 3] & high) == 0:
+                        p += 8
                 continue
             if 0xC2 <= b <= 0xDF:
                 n = 1

@@ -112,3 +112,28 @@ def test_unmatchable_count_is_exact(entries):
     from gpucurate.trie import build_trie
 
     assert build_trie(entries).n_unmatchable == sum(not can_ever_match(e) for e in entries)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=40),
+                          st.text(max_size=20).map(lambda s: s.encode()),
+                          st.lists(st.sampled_from([b"abcdefgh", b"a", "\u00e9".encode(), b"\xff",
+                                                    "\U0001f600".encode()[:2]]),
+                                   max_size=10).map(b"".join)), min_size=1, max_size=8),
+       st.integers(0, 9))
+def test_utf8_check_at_every_alignment(rows, pad):
+    """first_invalid_utf8 (8-byte ASCII skipping) equals Python's decoder."""
+    from gpucurate.kernels.cpu import first_invalid_utf8
+
+    def ok(r):
+        try:
+            r.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
+
+    data = np.frombuffer(b"\x80" * pad + b"".join(r or b"" for r in rows) + b"\x80", np.uint8)
+    offsets = np.cumsum([pad] + [len(r or b"") for r in rows]).astype(np.int64)
+    valid = np.array([r is not None for r in rows], np.uint8)
+    want = next((i for i, r in enumerate(rows) if r is not None and not ok(r)), -1)
+    assert first_invalid_utf8(data, offsets, valid) == want
