@@ -261,44 +261,46 @@ def build(jit):
         ``cap == n`` only counts.
         """
         s = start << 1
-        # The token after a walk's start, looked up by the walk, is kept for
-        # the next start: (state, record index, its next state).
-        cs = np.int64(-2)
-        cr = np.int64(-1)
-        cnxt = np.int64(-1)
+        # Each token is read and looked up once. The walks from every start
+        # advance together to depth 2: (plg, pbase) is the children table of
+        # the previous token's depth-1 node (plg == 0: none), probed with the
+        # current token. Deeper walks (rare) read the following tokens again.
+        plg = np.uint64(0)
+        pbase = np.uint64(0)
         while s >= 0:
-            if s == cs:
-                r = cr
-                nxt = cnxt
-            else:
-                a, b, nxt, lo, hi, h = scan_token(buf, s, end)
-                r = lookup_token(buf, a, b, lo, hi, h, vtag, vrec, vn, voff, vbytes)
+            a, b, nxt, lo, hi, h = scan_token(buf, s, end)
+            r = lookup_token(buf, a, b, lo, hi, h, vtag, vrec, vn, voff, vbytes)
+            x = np.uint64(0)
+            y = np.uint64(0)
             if r >= 0:
                 x = vrec[r * 4 + 2]
                 y = vrec[r * 4 + 3]
+                if plg != 0:
+                    c = child_slot(pbase, plg, x & LOW32, h, cbits, ctag, crec)
+                    if c >= 0:
+                        cx = crec[c]
+                        cy = crec[c + 1]
+                        n = emit(cy & LOW32, tlist, out, n, cap)
+                        lg = cx >> SHIFT56
+                        t = nxt
+                        while lg != 0 and t >= 0:
+                            a, b, t2, lo, hi, h2 = scan_token(buf, t, end)
+                            r2 = lookup_token(buf, a, b, lo, hi, h2, vtag, vrec, vn, voff,
+                                              vbytes)
+                            if r2 < 0:
+                                break
+                            c = child_slot(cy >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2,
+                                           cbits, ctag, crec)
+                            if c < 0:
+                                break
+                            cx = crec[c]
+                            cy = crec[c + 1]
+                            n = emit(cy & LOW32, tlist, out, n, cap)
+                            lg = cx >> SHIFT56
+                            t = t2
                 n = emit(y & LOW32, tlist, out, n, cap)
-                lg = x >> SHIFT56
-                t = nxt
-                first = True
-                while lg != 0 and t >= 0:
-                    a, b, t2, lo, hi, h2 = scan_token(buf, t, end)
-                    r2 = lookup_token(buf, a, b, lo, hi, h2, vtag, vrec, vn, voff, vbytes)
-                    if first:
-                        cs = t
-                        cr = r2
-                        cnxt = t2
-                        first = False
-                    if r2 < 0:
-                        break
-                    c = child_slot(y >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2, cbits, ctag,
-                                   crec)
-                    if c < 0:
-                        break
-                    x = crec[c]
-                    y = crec[c + 1]
-                    n = emit(y & LOW32, tlist, out, n, cap)
-                    lg = x >> SHIFT56
-                    t = t2
+            plg = x >> SHIFT56
+            pbase = y >> SHIFT32
             s = nxt
         return n
 
