@@ -60,8 +60,12 @@ SHIFT8 = np.uint64(8)
 LEN_MASK = np.uint64(0xFFFFFF)
 TWO_POW_M53 = 1.0 / 9007199254740992.0
 
-# Below this many ids a caption's list is sorted by insertion, else by heapsort.
+# A caption's list of ids is sorted by insertion below NETWORK_SORT_MIN ids, by a
+# 16-input sorting network up to 16, by insertion up to INSERTION_SORT_MAX, else
+# by heapsort.
+NETWORK_SORT_MIN = 5
 INSERTION_SORT_MAX = 24
+PAD = np.int32(0x7FFFFFFF)
 
 
 def build(jit):
@@ -321,12 +325,136 @@ def build(jit):
             root = c
 
     @jit
+    def cx(x, y):
+        """Compare-exchange: (min, max)."""
+        return min(x, y), max(x, y)
+
+    @jit
+    def sort16(a, lo, count):
+        """Sort a[lo:lo + count] ascending in place, count <= 16: Batcher's
+        odd-even merge sort network over 16 values held in registers (the
+        missing ones read as the int32 maximum). The comparator list is
+        Batcher's construction for n = 16, checked on all 2**16 0-1 inputs."""
+        v0 = a[lo]
+        v1 = a[lo + 1] if count > 1 else PAD
+        v2 = a[lo + 2] if count > 2 else PAD
+        v3 = a[lo + 3] if count > 3 else PAD
+        v4 = a[lo + 4] if count > 4 else PAD
+        v5 = a[lo + 5] if count > 5 else PAD
+        v6 = a[lo + 6] if count > 6 else PAD
+        v7 = a[lo + 7] if count > 7 else PAD
+        v8 = a[lo + 8] if count > 8 else PAD
+        v9 = a[lo + 9] if count > 9 else PAD
+        v10 = a[lo + 10] if count > 10 else PAD
+        v11 = a[lo + 11] if count > 11 else PAD
+        v12 = a[lo + 12] if count > 12 else PAD
+        v13 = a[lo + 13] if count > 13 else PAD
+        v14 = a[lo + 14] if count > 14 else PAD
+        v15 = a[lo + 15] if count > 15 else PAD
+        v0, v1 = cx(v0, v1)
+        v2, v3 = cx(v2, v3)
+        v4, v5 = cx(v4, v5)
+        v6, v7 = cx(v6, v7)
+        v8, v9 = cx(v8, v9)
+        v10, v11 = cx(v10, v11)
+        v12, v13 = cx(v12, v13)
+        v14, v15 = cx(v14, v15)
+        v0, v2 = cx(v0, v2)
+        v1, v3 = cx(v1, v3)
+        v4, v6 = cx(v4, v6)
+        v5, v7 = cx(v5, v7)
+        v8, v10 = cx(v8, v10)
+        v9, v11 = cx(v9, v11)
+        v12, v14 = cx(v12, v14)
+        v13, v15 = cx(v13, v15)
+        v1, v2 = cx(v1, v2)
+        v5, v6 = cx(v5, v6)
+        v9, v10 = cx(v9, v10)
+        v13, v14 = cx(v13, v14)
+        v0, v4 = cx(v0, v4)
+        v1, v5 = cx(v1, v5)
+        v2, v6 = cx(v2, v6)
+        v3, v7 = cx(v3, v7)
+        v8, v12 = cx(v8, v12)
+        v9, v13 = cx(v9, v13)
+        v10, v14 = cx(v10, v14)
+        v11, v15 = cx(v11, v15)
+        v2, v4 = cx(v2, v4)
+        v3, v5 = cx(v3, v5)
+        v10, v12 = cx(v10, v12)
+        v11, v13 = cx(v11, v13)
+        v1, v2 = cx(v1, v2)
+        v3, v4 = cx(v3, v4)
+        v5, v6 = cx(v5, v6)
+        v9, v10 = cx(v9, v10)
+        v11, v12 = cx(v11, v12)
+        v13, v14 = cx(v13, v14)
+        v0, v8 = cx(v0, v8)
+        v1, v9 = cx(v1, v9)
+        v2, v10 = cx(v2, v10)
+        v3, v11 = cx(v3, v11)
+        v4, v12 = cx(v4, v12)
+        v5, v13 = cx(v5, v13)
+        v6, v14 = cx(v6, v14)
+        v7, v15 = cx(v7, v15)
+        v4, v8 = cx(v4, v8)
+        v5, v9 = cx(v5, v9)
+        v6, v10 = cx(v6, v10)
+        v7, v11 = cx(v7, v11)
+        v2, v4 = cx(v2, v4)
+        v3, v5 = cx(v3, v5)
+        v6, v8 = cx(v6, v8)
+        v7, v9 = cx(v7, v9)
+        v10, v12 = cx(v10, v12)
+        v11, v13 = cx(v11, v13)
+        v1, v2 = cx(v1, v2)
+        v3, v4 = cx(v3, v4)
+        v5, v6 = cx(v5, v6)
+        v7, v8 = cx(v7, v8)
+        v9, v10 = cx(v9, v10)
+        v11, v12 = cx(v11, v12)
+        v13, v14 = cx(v13, v14)
+        a[lo] = v0
+        if count > 1:
+            a[lo + 1] = v1
+        if count > 2:
+            a[lo + 2] = v2
+        if count > 3:
+            a[lo + 3] = v3
+        if count > 4:
+            a[lo + 4] = v4
+        if count > 5:
+            a[lo + 5] = v5
+        if count > 6:
+            a[lo + 6] = v6
+        if count > 7:
+            a[lo + 7] = v7
+        if count > 8:
+            a[lo + 8] = v8
+        if count > 9:
+            a[lo + 9] = v9
+        if count > 10:
+            a[lo + 10] = v10
+        if count > 11:
+            a[lo + 11] = v11
+        if count > 12:
+            a[lo + 12] = v12
+        if count > 13:
+            a[lo + 13] = v13
+        if count > 14:
+            a[lo + 14] = v14
+        if count > 15:
+            a[lo + 15] = v15
+
+    @jit
     def sort_unique(a, lo, hi):
         """Sort a[lo:hi] ascending in place, drop repeats; return the new hi."""
         count = hi - lo
         if count <= 1:
             return hi
-        if count <= INSERTION_SORT_MAX:
+        if NETWORK_SORT_MIN <= count <= 16:
+            sort16(a, lo, count)
+        elif count <= INSERTION_SORT_MAX:
             # Insertion without data-dependent branches: carry the smaller
             # value down the sorted prefix, writing the larger one back.
             for i in range(lo + 1, hi):
@@ -376,7 +504,7 @@ def build(jit):
     return SimpleNamespace(
         mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
         key_hash=key_hash, token_key=token_key, scan_token=scan_token, hash_tag=hash_tag,
-        lookup_token=lookup_token,
-        child_slot=child_slot, emit=emit, match_caption=match_caption, sift_down=sift_down,
+        lookup_token=lookup_token, child_slot=child_slot, emit=emit,
+        match_caption=match_caption, sift_down=sift_down, cx=cx, sort16=sort16,
         sort_unique=sort_unique, key_mix=key_mix, draw=draw, keep_caption=keep_caption,
     )
