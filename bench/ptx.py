@@ -33,11 +33,11 @@ def compile_all(cc=(9, 0)) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - no driver: pin the target instead
         _pin_cc(cc)
     from gpucurate.kernels import cuda as kc
-    from gpucurate.trie import build_trie
+    from gpucurate.tables import load_tables_ww
 
-    trie = build_trie(["a", "a b", "c"])
+    tables = load_tables_ww(["a", "a b", "c", "猫"], cache=False)
     out = {}
-    for name, (kernel, sig) in kc.signatures(trie.arrays()).items():
+    for name, (kernel, sig) in kc.signatures(tables.args()).items():
         ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc)
         out[name] = ptx
     return out

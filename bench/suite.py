@@ -291,6 +291,7 @@ def plot(res: dict, path: str) -> None:
 # --------------------------------------------------------------------- main
 def run(args) -> dict:
     from gpucurate.engine import CpuEngine, default_threads, gpu_status
+    from gpucurate.tables import from_trie
     from gpucurate.trie import build_trie
 
     root = W.shared_data()
@@ -320,9 +321,10 @@ def run(args) -> dict:
         trie = build_trie(entries)
         res["trie"].append({"entries": len(entries), "build_s": time.perf_counter() - t0,
                             "bytes": trie.nbytes, "nodes": trie.n_nodes})
-        impls: dict = {"cpu1": CpuEngine(trie, 1)}
+        tables = from_trie(trie)
+        impls: dict = {"cpu1": CpuEngine(tables, 1)}
         if threads_all > 1:
-            impls["cpuN"] = CpuEngine(trie, threads_all)
+            impls["cpuN"] = CpuEngine(tables, threads_all)
         if "reference" in impl_names:
             impls["reference"] = Reference(entries)
             res["trie"][-1]["reference_build_s"] = impls["reference"].build_s
@@ -335,7 +337,7 @@ def run(args) -> dict:
         if gpu_ok:
             from gpucurate.gpu import GpuEngine
 
-            impls["gpu"] = GpuEngine(trie)
+            impls["gpu"] = GpuEngine(tables)
         if "cpu" not in impl_names:
             impls.pop("cpu1"), impls.pop("cpuN", None)
         if root and msize == max(sizes) and args.real:

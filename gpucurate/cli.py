@@ -14,7 +14,7 @@ import sys
 
 from . import __version__
 from .config import DEFAULT_BATCH_BYTES, CurateConfig
-from .errors import GpucurateError
+from .errors import ConfigError, GpucurateError
 from .log import configure, logger
 
 
@@ -27,10 +27,30 @@ def _device(p):
                    help="CPU engine threads (default: $GPUCURATE_THREADS, else every core)")
 
 
+def _t_lang(v: str):
+    code, _, t = v.partition("=")
+    try:
+        return code, int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--t-lang takes LANG=T (e.g. de=5000), not {v!r}")
+
+
 def _pool_args(p, need_t: bool):
-    p.add_argument("--metadata", required=True,
+    p.add_argument("--metadata", default=None,
                    help="metadata list: MetaCLIP's .json (a list of strings, id = index), or "
-                        "UTF-8 text with one entry per line")
+                        "UTF-8 text with one entry per line (or give --worldwide)")
+    p.add_argument("--worldwide", default=None, metavar="DIR",
+                   help="MetaCLIP 2: a directory of <lang>.json metadata lists; captions are "
+                        "routed by language and matched with MetaCLIP 2's padding rule")
+    p.add_argument("--lang-column", default=None,
+                   help="with --worldwide: the column holding each caption's language code "
+                        "(default: fastText language ID, the worldwide extra)")
+    p.add_argument("--t-lang", action="append", type=_t_lang, default=[], metavar="LANG=T",
+                   help="with --worldwide: t of one language (repeatable); other languages get "
+                        "p_to_t(counts, t_to_p(counts_en, --t))")
+    p.add_argument("--group-column", default=None,
+                   help="with --worldwide: keep at most one caption per group (e.g. an image "
+                        "id): one caption per group is picked by the pinned draw")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="caption shards: files, directories or globs of .parquet, .jsonl "
                         "(.gz, .zst) and WebDataset .tar; processed in sorted path order")
@@ -106,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge-counts", help="sum entry-count files of independent jobs",
                        description="Sum entry_counts.parquet files (or MetaCLIP entry_counts "
                                    "JSON mappings) into one entry_counts.parquet.")
-    p.add_argument("counts", nargs="+", help="count files to add up")
-    p.add_argument("--metadata", required=True, help="the metadata list the counts refer to")
+    p.add_argument("counts", nargs="+", help="count files (worldwide: entry_counts/ dirs) to add up")
+    p.add_argument("--metadata", default=None, help="the metadata list the counts refer to")
+    p.add_argument("--worldwide", default=None, metavar="DIR",
+                   help="the per-language metadata directory (then counts and --out are dirs)")
     p.add_argument("--out", required=True, metavar="FILE", help="merged entry_counts.parquet")
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
 
@@ -133,8 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(a, **extra) -> CurateConfig:
+    if (a.metadata is None) == (a.worldwide is None):
+        raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
     return CurateConfig(
-        metadata=a.metadata, inputs=tuple(a.input), out=a.out, t=getattr(a, "t", None),
+        metadata=a.metadata, worldwide=a.worldwide, lang_column=a.lang_column,
+        t_lang=tuple(a.t_lang), group_column=a.group_column,
+        inputs=tuple(a.input), out=a.out, t=getattr(a, "t", None),
         tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
         key_column=a.key_column, seed=a.seed, device=a.device or os.environ.get(
             "GPUCURATE_DEVICE", "auto"), batch_bytes=a.batch_bytes, threads=a.threads,
@@ -149,7 +175,13 @@ def _funnel(s: dict) -> str:
              f"matched     {s['matched']:>12,}"]
     if "curated" in s:
         pct = 100.0 * s["curated"] / s["pool"] if s["pool"] else 0.0
-        lines.append(f"curated     {s['curated']:>12,}  ({pct:.1f}% of the pool, t = {s['t']:,})")
+        t = f", t = {s['t']:,}" if s.get("t") else ""
+        lines.append(f"curated     {s['curated']:>12,}  ({pct:.1f}% of the pool{t})")
+    for code, d in (s.get("languages") or {}).items():
+        if d["pool"]:
+            lines.append(f"  {code:<8} pool {d['pool']:>10,}  matched {d['matched']:>10,}"
+                         + (f"  curated {d['curated']:>10,}  t = {d['t']}" if "curated" in d
+                            else ""))
     return "\n".join(lines)
 
 
@@ -183,7 +215,9 @@ def _dispatch(a) -> int:
     if a.cmd == "merge-counts":
         from .curate import merge_count_files
 
-        total = merge_count_files(a.counts, a.metadata, a.out)
+        if (a.metadata is None) == (a.worldwide is None):
+            raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
+        total = merge_count_files(a.counts, a.metadata, a.out, a.worldwide)
         logger.info("wrote %s: %s matches over %s files", a.out, f"{int(total.sum()):,}",
                     len(a.counts))
         return 0

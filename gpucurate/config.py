@@ -17,7 +17,7 @@ class CurateConfig:
     """What a curation run does. Explicit values beat environment variables
     (``GPUCURATE_DEVICE``, ``GPUCURATE_THREADS``), which beat defaults."""
 
-    metadata: str
+    metadata: str | None
     inputs: tuple[str, ...]
     out: str
     t: int | None = None
@@ -35,6 +35,10 @@ class CurateConfig:
     executor: str = "local"
     address: str | None = None
     counts_file: str | None = None   # balance: pool counts from a file instead of pass 1
+    worldwide: str | None = None     # MetaCLIP 2: a directory of <lang>.json metadata
+    lang_column: str | None = None   # worldwide: the caption's language (else language ID)
+    t_lang: tuple = ()               # worldwide: ((lang, t), ...) overrides
+    group_column: str | None = None  # worldwide: one caption per group (e.g. per image)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -44,6 +48,8 @@ class CurateConfig:
             object.__setattr__(self, "inputs", tuple(os.fspath(p) for p in self.inputs))
         if not self.inputs:
             raise ConfigError("no input given: pass --input with files, directories or globs")
+        if (self.metadata is None) == (self.worldwide is None):
+            raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
         if self.t is not None:
             if isinstance(self.t, bool) or int(self.t) != self.t or self.t < 1:
                 raise ConfigError(f"--t must be an integer >= 1, not {self.t!r}")
@@ -60,10 +66,19 @@ class CurateConfig:
             raise ConfigError(f"--limit must be >= 1, not {self.limit}")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"--executor must be local or ray, not {self.executor!r}")
+        object.__setattr__(self, "t_lang", tuple(sorted(dict(self.t_lang).items())))
+        for code, t in self.t_lang:
+            if isinstance(t, bool) or int(t) != t or t < 1:
+                raise ConfigError(f"--t-lang {code}={t}: t must be an integer >= 1")
+        if (self.lang_column or self.t_lang or self.group_column) and not self.worldwide:
+            raise ConfigError("--lang-column, --t-lang and --group-column go with --worldwide")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ConfigError(f"--device must be auto, cpu or gpu, not {self.device!r}")
 
     def require_t(self) -> None:
+        if self.worldwide and self.t is None and self.tail_fraction is None and self.t_lang:
+            raise ConfigError("--t-lang overrides a t derived from --t (for en) or "
+                              "--tail-fraction: give one of those too")
         if (self.t is None) == (self.tail_fraction is None):
             raise ConfigError("give exactly one of --t T (an integer >= 1) and "
                               "--tail-fraction P (0 < P <= 1)")
@@ -75,13 +90,15 @@ class CurateConfig:
         doc = {"stage": stage, "metadata": metadata_sha, "inputs": list(shard_paths),
                "text_column": self.text_column, "key_column": self.key_column,
                "t": self.t, "tail_fraction": self.tail_fraction, "seed": int(self.seed),
-               "limit": self.limit, "counts": counts_sha}
+               "limit": self.limit, "counts": counts_sha, "worldwide": bool(self.worldwide),
+               "lang_column": self.lang_column, "t_lang": list(self.t_lang),
+               "group_column": self.group_column}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("extra", None)
         d["inputs"] = list(self.inputs)
-        if not isinstance(self.metadata, (str, os.PathLike)):
+        if self.metadata is not None and not isinstance(self.metadata, (str, os.PathLike)):
             d["metadata"] = f"<list of {len(self.metadata)} entries>"
         return d

@@ -22,6 +22,7 @@ Layout of an output directory ``DIR``::
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import platform
@@ -36,7 +37,8 @@ from . import __version__
 from .columns import buffers, chunks_of
 from .config import CurateConfig
 from .errors import ConfigError, InputError
-from .io import Shard, atomic_write_json, atomic_write_parquet, read_batches, resolve_inputs
+from .io import (Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_batches,
+                 resolve_inputs)
 from .keys import key_hashes, probabilities, row_key_hashes
 from .log import Progress, logger
 from .metadata import load_metadata
@@ -65,36 +67,58 @@ def t_to_p(counts, t: float) -> float:
 # -------------------------------------------------------------- the worker
 
 _WORKER: dict = {}
+ALL = "all"  # the one "language" of a MetaCLIP 1 run
 
 
-def setup(cfg: CurateConfig):
-    """Once per process: metadata, trie and engine (cached across shards)."""
+def load_worldwide(path: str) -> dict:
+    """{language: Metadata} of every ``<lang>.json`` in a directory."""
+    if not os.path.isdir(path):
+        raise ConfigError(f"--worldwide {path}: not a directory of <lang>.json metadata files")
+    files = sorted(f for f in os.listdir(path) if f.endswith(".json"))
+    if not files:
+        raise ConfigError(f"--worldwide {path}: holds no <lang>.json metadata file")
+    return {f[:-5]: load_metadata(os.path.join(path, f)) for f in files}
+
+
+def worker_state(cfg: CurateConfig) -> dict:
+    """What a worker matches with: {language: (Metadata, MatchTables)}. Built
+    once (the Ray driver ships it to every worker through its object store)."""
+    from .tables import load_tables, load_tables_ww
+
+    if cfg.worldwide:
+        return {code: (md, load_tables_ww(md)) for code, md in load_worldwide(cfg.worldwide).items()}
+    md = load_metadata(cfg.metadata)
+    return {ALL: (md, load_tables(md))}
+
+
+def _worker_key(cfg: CurateConfig):
+    return (cfg.metadata, cfg.worldwide, cfg.lang_column, cfg.device, cfg.threads)
+
+
+def install_worker(cfg: CurateConfig, state: dict) -> dict:
+    """Set this process up for ``cfg`` from a :func:`worker_state` (one engine
+    per language; on a GPU every language's tables are uploaded once)."""
     from .engine import make_engine, resolve_device
-    from .trie import load_trie
+    from .lang import Router
 
-    key = (cfg.metadata, cfg.device, cfg.threads)
+    key = _worker_key(cfg)
     if _WORKER.get("key") != key:
-        device = resolve_device(cfg.device)  # fail fast, before building anything
-        md = load_metadata(cfg.metadata)
-        trie = load_trie(md)
+        device = resolve_device(cfg.device)
+        langs = sorted(state)
         _WORKER.clear()
-        _WORKER.update(key=key, metadata=md, trie=trie, engine=make_engine(trie, device,
-                                                                           cfg.threads))
+        _WORKER.update(key=key, langs=langs, metadata={c: state[c][0] for c in langs},
+                       engines={c: make_engine(state[c][1], device, cfg.threads) for c in langs},
+                       router=Router(langs, cfg.lang_column) if cfg.worldwide else None)
     return _WORKER
 
 
-def install_worker(cfg: CurateConfig, metadata, trie) -> dict:
-    """Like :func:`setup`, with a metadata list and trie built elsewhere (the Ray
-    driver ships them through its object store) instead of loaded from disk.
-    Stages then find this process set up for ``cfg``; a no-op when it already is."""
-    from .engine import make_engine, resolve_device
+def setup(cfg: CurateConfig) -> dict:
+    """Once per process: metadata, tries and engines (cached across shards)."""
+    from .engine import resolve_device
 
-    key = (cfg.metadata, cfg.device, cfg.threads)
-    if _WORKER.get("key") != key:
-        device = resolve_device(cfg.device)
-        _WORKER.clear()
-        _WORKER.update(key=key, metadata=metadata, trie=trie,
-                       engine=make_engine(trie, device, cfg.threads))
+    if _WORKER.get("key") != _worker_key(cfg):
+        resolve_device(cfg.device)  # fail fast, before building anything
+        install_worker(cfg, worker_state(cfg))
     return _WORKER
 
 
@@ -118,9 +142,10 @@ def _batches(cfg: CurateConfig, shard: Shard, max_rows: int | None):
         if max_rows is not None and row + table.num_rows > max_rows:
             table = table.slice(0, max_rows - row)
         if table.num_rows:
-            if "entry_ids" in table.column_names:
-                raise InputError(f"{shard.path}: already has a column 'entry_ids', which "
-                                 "curation adds; rename or drop it")
+            for col in ("entry_ids",) + (("lang",) if cfg.worldwide else ()):
+                if col in table.column_names and col != cfg.lang_column:
+                    raise InputError(f"{shard.path}: already has a column {col!r}, which "
+                                     "curation adds; rename or drop it")
             yield table, row
         row += table.num_rows
         if max_rows is not None and row >= max_rows:
@@ -136,6 +161,28 @@ def _text(table: pa.Table, cfg: CurateConfig, shard: Shard, first_row: int):
     return buffers(arr, where=f"{shard.path} (rows from {first_row})"), arr
 
 
+def _by_language(w: dict, table: pa.Table, arr: pa.Array, shard: Shard):
+    """(language index per row or None, [(language, rows or None for all, buffers)])."""
+    if w["router"] is None:
+        return None, [(ALL, None, None)]
+    li = w["router"].route(w["router"].codes(table, arr, shard.path))
+    groups = []
+    for i, code in enumerate(w["langs"]):
+        rows = np.nonzero(li == i)[0]
+        if rows.size:
+            sub = buffers(arr.take(pa.array(rows)), validate=False)
+            groups.append((code, rows, sub))
+    return li, groups
+
+
+def _match_groups(w, groups, tb):
+    """Yield (language, rows, host offsets, host ids, device offsets, device ids)."""
+    for code, rows, sub in groups:
+        eng = w["engines"][code]
+        off, ids = eng.match_native(tb if rows is None else sub)
+        yield code, rows, eng.to_host(off), eng.to_host(ids), off, ids
+
+
 def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None) -> dict:
     """Match and count one shard; write its sparse counts and marker."""
     marker = os.path.join(out, "work", "pass1", _name(shard.index, "shard", "json"))
@@ -143,34 +190,50 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         with open(marker) as f:
             return json.load(f)
     w = setup(cfg)
-    eng, n_entries = w["engine"], len(w["metadata"])
     t0 = time.perf_counter()
-    counts = eng.zeros(n_entries, np.uint64)
+    counts = {c: w["engines"][c].zeros(len(w["metadata"][c]), np.uint64) for c in w["langs"]}
+    per = {c: {"captions": 0, "matched": 0} for c in w["langs"]}
     captions = nulls = matched = 0
-    inv_e, inv_t = [], []
+    inv_e, inv_t, grp = [], [], []
     prog = Progress(f"pass 1 {shard.name}")
     for table, first in _batches(cfg, shard, max_rows):
         tb, arr = _text(table, cfg, shard, first)
-        if cfg.key_column is not None:
-            _keys(cfg, shard, table, first)  # validate keys in pass 1, before any output
-        off, ids = eng.match_native(tb)
-        eng.count_into(ids, counts)
-        h_off = eng.to_host(off)
-        lens = np.diff(h_off)
+        keys = _keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column) else None
+        li, groups = _by_language(w, table, arr, shard)
+        for code, rows, h_off, h_ids, off, ids in _match_groups(w, groups, tb):
+            w["engines"][code].count_into(ids, counts[code])
+            lens = np.diff(h_off)
+            per[code]["captions"] += lens.size
+            per[code]["matched"] += int(np.count_nonzero(lens))
+            matched += int(np.count_nonzero(lens))
+            if cfg.save_matches:
+                inv_e.append(h_ids.astype(np.uint32))
+                inv_t.append((np.repeat(np.arange(len(tb), dtype=np.int64), lens) + first)
+                             .astype(np.uint32))
+        if cfg.group_column:
+            ok = (li >= 0) & (tb.valid != 0)
+            g = _group_keys(cfg, shard, table, first)
+            grp.append((g[ok], choice_values(cfg.seed, g[ok], keys[ok]),
+                        np.nonzero(ok)[0] + first))
         captions += len(tb)
         nulls += int(len(tb) - int(tb.valid.sum()))
-        matched += int(np.count_nonzero(lens))
-        if cfg.save_matches:
-            h_ids = eng.to_host(ids)
-            inv_e.append(h_ids.astype(np.uint32))
-            inv_t.append((np.repeat(np.arange(len(tb), dtype=np.int64), lens) + first)
-                         .astype(np.uint32))
         prog.update(len(tb))
     seconds = prog.close() if captions else time.perf_counter() - t0
-    c = eng.to_host(counts)
-    nz = np.nonzero(c)[0]
-    atomic_write_parquet(marker[:-5] + ".parquet", pa.table({
-        "entry_id": pa.array(nz.astype(np.int32)), "count": pa.array(c[nz], pa.uint64())}))
+    parts = []
+    for code in w["langs"]:
+        c = w["engines"][code].to_host(counts[code])
+        nz = np.nonzero(c)[0]
+        parts.append(pa.table({"lang": pa.array([code] * nz.size, pa.string()),
+                               "entry_id": pa.array(nz.astype(np.int32)),
+                               "count": pa.array(c[nz], pa.uint64())}))
+    atomic_write_parquet(marker[:-5] + ".parquet", pa.concat_tables(parts))
+    if cfg.group_column:
+        cat = [np.concatenate(x) if grp else np.zeros(0, t)
+               for x, t in zip(zip(*grp) if grp else ((), (), ()),
+                               (np.uint64, np.uint64, np.int64))]
+        atomic_write_parquet(marker[:-5] + ".groups.parquet", pa.table(
+            {"group": pa.array(cat[0], pa.uint64()), "choice": pa.array(cat[1], pa.uint64()),
+             "row": pa.array(cat[2], pa.int64())}))
     if cfg.save_matches:
         os.makedirs(os.path.join(out, "matches"), exist_ok=True)
         e = np.concatenate(inv_e) if inv_e else np.zeros(0, np.uint32)
@@ -179,8 +242,52 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
                              pa.table({"entry_id": pa.array(e), "text_id": pa.array(t)}))
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "seconds_pass1": seconds}
+    if cfg.worldwide:
+        stats["languages"] = per
     atomic_write_json(marker, stats)
     return stats
+
+
+def _group_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first: int) -> np.ndarray:
+    if cfg.group_column not in table.column_names:
+        raise InputError(f"{shard.path}: no group column {cfg.group_column!r} (columns: "
+                         f"{', '.join(table.column_names)})")
+    return key_hashes(table.column(cfg.group_column), where=f"{shard.path} (group column)",
+                      first_row=first)
+
+
+def choice_values(seed: int, groups: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The pinned draw that picks one caption per group: the caption with the
+    smallest mix(mix(mix(seed) ^ group) ^ mix(key)) (ties: shard, then row)."""
+    from .kernels.keys import choice_values as cv
+
+    out = np.empty(groups.size, np.uint64)
+    cv(np.uint64(seed), groups, keys, out)
+    return out
+
+
+def _choose_groups(out: str, plan) -> None:
+    """After pass 1: the chosen row of every group, per shard (work/groups)."""
+    g, c, sh, row = [], [], [], []
+    for shard, _ in plan:
+        t = pq.read_table(os.path.join(out, "work", "pass1",
+                                       _name(shard.index, "shard", "groups.parquet")))
+        g.append(t.column("group").to_numpy())
+        c.append(t.column("choice").to_numpy())
+        row.append(t.column("row").to_numpy())
+        sh.append(np.full(t.num_rows, shard.index, np.int64))
+    g, c, sh, row = (np.concatenate(x) for x in (g, c, sh, row))
+    order = np.lexsort((row, sh, c, g))
+    first = np.ones(order.size, bool)
+    first[1:] = g[order][1:] != g[order][:-1]
+    win = order[first]
+    os.makedirs(os.path.join(out, "work", "groups"), exist_ok=True)
+    for shard, _ in plan:
+        rows = np.sort(row[win][sh[win] == shard.index])
+        buf = io.BytesIO()
+        np.save(buf, rows)
+        atomic_write_bytes(os.path.join(out, "work", "groups", _name(shard.index, "shard", "npy")),
+                           buf.getvalue())
 
 
 def _saved_matches(out: str, shard: Shard, first: int, n: int):
@@ -198,49 +305,103 @@ def _saved_matches(out: str, shard: Shard, first: int, n: int):
     return off, entry
 
 
-def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None,
-                prob: np.ndarray) -> dict:
+def _probs(w: dict, out: str) -> dict:
+    """{language: device prob array} from work/prob.npz, read once per process."""
+    path = os.path.join(out, "work", "prob.npz")
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if w.get("prob_key") != key:
+        with np.load(path) as z:
+            w["prob"] = {c: w["engines"][c].to_device(z[c]) for c in w["langs"]}
+        w["prob_key"] = key
+    return w["prob"]
+
+
+def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None) -> dict:
     """Balance one shard: write its kept rows and its stats (the marker)."""
     marker = os.path.join(out, "stats", _name(shard.index, "shard", "json"))
     if os.path.exists(marker):
         with open(marker) as f:
             return json.load(f)
     w = setup(cfg)
-    eng = w["engine"]
-    if w.get("prob_src") is not prob:
-        w["prob_src"], w["prob"] = prob, eng.to_device(prob)
-    d_prob = w["prob"]
-    use_saved = cfg.save_matches and os.path.exists(
+    probs = _probs(w, out)
+    chosen = None
+    if cfg.group_column:
+        chosen = np.load(os.path.join(out, "work", "groups", _name(shard.index, "shard", "npy")))
+    use_saved = cfg.save_matches and not cfg.worldwide and os.path.exists(
         os.path.join(out, "matches", _name(shard.index, "shard", "parquet")))
     t0 = time.perf_counter()
     parts = []
     captions = nulls = matched = kept = 0
+    per = {c: {"captions": 0, "matched": 0, "kept": 0} for c in w["langs"]}
     prog = Progress(f"pass 2 {shard.name}")
     for table, first in _batches(cfg, shard, max_rows):
+        n = table.num_rows
         keys = _keys(cfg, shard, table, first)
+        keep = np.zeros(n, bool)
+        off_all = np.zeros(n + 1, np.int64)
+        lists_len = np.zeros(n, np.int64)
+        id_parts: list = []
         if use_saved:
-            h_off, h_ids = _saved_matches(out, shard, first, table.num_rows)
-            off, ids = eng.to_device(h_off), eng.to_device(h_ids)
+            h_off, h_ids = _saved_matches(out, shard, first, n)
+            eng = w["engines"][ALL]
             valid = table.column(cfg.text_column).is_valid().to_numpy(zero_copy_only=False)
-            n_valid = int(valid.sum())
+            results = [(ALL, None, h_off, h_ids, eng.to_device(h_off), eng.to_device(h_ids))]
+            lang = None
         else:
-            tb, _ = _text(table, cfg, shard, first)
-            off, ids = eng.match_native(tb)
-            h_off, h_ids = eng.to_host(off), eng.to_host(ids)
-            n_valid = int(tb.valid.sum())
-        keep = eng.to_host(eng.keep(ids, off, eng.to_device(keys), d_prob, cfg.seed)).astype(bool)
-        captions += table.num_rows
-        nulls += table.num_rows - n_valid
-        matched += int(np.count_nonzero(np.diff(h_off)))
+            tb, arr = _text(table, cfg, shard, first)
+            valid = tb.valid
+            lang, groups = _by_language(w, table, arr, shard)
+            results = _match_groups(w, groups, tb)
+        nulls += n - int(np.count_nonzero(valid))
+        for code, rows, h_off, h_ids, off, ids in results:
+            eng = w["engines"][code]
+            k = keys if rows is None else keys[rows]
+            dec = eng.to_host(eng.keep(ids, off, eng.to_device(k), probs[code],
+                                       cfg.seed)).astype(bool)
+            lens = np.diff(h_off)
+            at = np.arange(n) if rows is None else rows
+            keep[at] = dec
+            lists_len[at] = lens
+            id_parts.append((at, h_off, h_ids))
+            m = int(np.count_nonzero(lens))
+            matched += m
+            per[code]["captions"] += lens.size
+            per[code]["matched"] += m
+        if chosen is not None:
+            keep &= np.isin(np.arange(first, first + n), chosen)
         idx = np.nonzero(keep)[0]
+        if lang is not None:
+            for i, code in enumerate(w["langs"]):
+                per[code]["kept"] += int(np.count_nonzero(lang[idx] == i))
+        else:
+            per[ALL]["kept"] += int(idx.size)
         kept += int(idx.size)
+        captions += n
         if idx.size:
-            lists = pa.ListArray.from_arrays(pa.array(h_off.astype(np.int64).astype(np.int32)
-                                                      if h_off[-1] < 2**31 else h_off),
-                                             pa.array(h_ids, pa.int32()))
-            sub = table.take(pa.array(idx))
-            parts.append(sub.append_column("entry_ids", lists.take(pa.array(idx))))
-        prog.update(table.num_rows)
+            if len(id_parts) == 1 and id_parts[0][0].size == n:
+                off_all, flat = id_parts[0][1], id_parts[0][2]
+            else:  # scatter each language's lists into row order
+                np.cumsum(lists_len, out=off_all[1:])
+                flat = np.empty(int(off_all[-1]), np.int32)
+                for at, h_off, h_ids in id_parts:
+                    lens = np.diff(h_off)
+                    dest = np.repeat(off_all[at], lens) + (
+                        np.arange(h_ids.size) - np.repeat(h_off[:-1], lens))
+                    flat[dest] = h_ids
+            lists = pa.ListArray.from_arrays(
+                pa.array(off_all.astype(np.int32) if off_all[-1] < 2**31 else off_all),
+                pa.array(flat, pa.int32()))
+            sub = table.take(pa.array(idx)).append_column("entry_ids", lists.take(pa.array(idx)))
+            if lang is not None:
+                names = np.array(w["langs"] + ["other"], dtype=object)
+                routed = pa.array(names[lang[idx]].tolist(), pa.string())
+                if "lang" in sub.column_names:  # the input's own language column: routed codes
+                    sub = sub.set_column(sub.column_names.index("lang"), "lang", routed)
+                else:
+                    sub = sub.append_column("lang", routed)
+            parts.append(sub)
+        prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
     os.makedirs(os.path.join(out, "curated"), exist_ok=True)
     if parts:
@@ -252,6 +413,8 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None,
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "kept": kept,
              "seconds_pass2": seconds}
+    if cfg.worldwide:
+        stats["languages"] = per
     if os.path.exists(p1):
         with open(p1) as f:
             stats["seconds_pass1"] = json.load(f)["seconds_pass1"]
@@ -264,7 +427,10 @@ def _empty_schema(cfg: CurateConfig, shard: Shard) -> pa.Table:
         schema = pq.read_schema(shard.path)
     else:
         schema = pa.schema([(cfg.text_column, pa.large_string())])
-    return schema.empty_table().append_column("entry_ids", pa.array([], pa.list_(pa.int32())))
+    t = schema.empty_table().append_column("entry_ids", pa.array([], pa.list_(pa.int32())))
+    if cfg.worldwide:
+        t = t.append_column("lang", pa.array([], pa.string()))
+    return t
 
 
 # ------------------------------------------------------------- executors
@@ -380,13 +546,18 @@ def _tar_keys(shard: Shard):
                 yield key
 
 
-def write_entry_counts(out: str, entries, counts: np.ndarray, prob: np.ndarray | None) -> None:
-    cols = {"entry_id": pa.array(np.arange(len(entries), dtype=np.int32)),
-            "entry": pa.array(list(entries), pa.string()),
-            "count": pa.array(counts, pa.uint64())}
-    if prob is not None:
-        cols["prob"] = pa.array(prob, pa.float64())
-    atomic_write_parquet(os.path.join(out, "entry_counts.parquet"), pa.table(cols))
+def write_entry_counts(out: str, mds: dict, counts: dict, probs: dict | None) -> None:
+    """entry_counts.parquet (MetaCLIP 1) or entry_counts/<lang>.parquet (worldwide)."""
+    os.makedirs(os.path.join(out, "entry_counts"), exist_ok=True) if ALL not in mds else None
+    for code, md in mds.items():
+        cols = {"entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
+                "entry": pa.array(list(md.entries), pa.string()),
+                "count": pa.array(counts[code], pa.uint64())}
+        if probs is not None:
+            cols["prob"] = pa.array(probs[code], pa.float64())
+        path = os.path.join(out, "entry_counts.parquet") if code == ALL else \
+            os.path.join(out, "entry_counts", f"{code}.parquet")
+        atomic_write_parquet(path, pa.table(cols))
 
 
 def read_counts(path: str, metadata) -> np.ndarray:
@@ -424,28 +595,113 @@ def read_counts(path: str, metadata) -> np.ndarray:
     return counts
 
 
-def merge_count_files(paths, metadata, out_path: str) -> np.ndarray:
-    """Sum count files from independent jobs into one entry_counts.parquet."""
-    md = load_metadata(metadata)
-    total = np.zeros(len(md), np.uint64)
+def read_counts_all(path: str, mds: dict) -> dict:
+    """{language: counts}: one file (MetaCLIP 1), or a directory of <lang>.parquet
+    (or <lang>.json) files for a worldwide run (a language without one counts 0)."""
+    if ALL in mds:
+        return {ALL: read_counts(path, mds[ALL])}
+    if not os.path.isdir(path):
+        raise InputError(f"--counts {path}: a worldwide run takes a directory of "
+                         "<lang>.parquet count files (an entry_counts/ directory)")
+    out = {}
+    for code, md in mds.items():
+        for ext in (".parquet", ".json"):
+            p = os.path.join(path, code + ext)
+            if os.path.exists(p):
+                out[code] = read_counts(p, md)
+                break
+        else:
+            out[code] = np.zeros(len(md), np.uint64)
+    return out
+
+
+def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = None) -> np.ndarray:
+    """Sum count files from independent jobs into one entry_counts.parquet; with
+    ``worldwide``, sum entry_counts/ directories into one directory."""
+    mds = load_worldwide(worldwide) if worldwide else {ALL: load_metadata(metadata)}
+    total = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
     for p in paths:
-        total += read_counts(p, md)
+        for c, v in read_counts_all(p, mds).items():
+            total[c] += v
+    if worldwide:
+        os.makedirs(out_path, exist_ok=True)
+        for c, md in mds.items():
+            _write_counts_file(os.path.join(out_path, f"{c}.parquet"), md, total[c])
+        return np.concatenate(list(total.values()))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    atomic_write_parquet(out_path, pa.table({
+    _write_counts_file(out_path, mds[ALL], total[ALL])
+    return total[ALL]
+
+
+def _write_counts_file(path: str, md, counts) -> None:
+    atomic_write_parquet(path, pa.table({
         "entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
         "entry": pa.array(list(md.entries), pa.string()),
-        "count": pa.array(total, pa.uint64())}))
-    return total
+        "count": pa.array(counts, pa.uint64())}))
 
 
-def _pool_counts(out: str, n_entries: int, plan) -> np.ndarray:
-    counts = np.zeros(n_entries, np.uint64)
+def _pool_counts(out: str, mds: dict, plan) -> dict:
+    counts = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
     for shard, _ in plan:
         t = pq.read_table(os.path.join(out, "work", "pass1",
                                        _name(shard.index, "shard", "parquet")))
+        langs = t.column("lang").to_numpy(zero_copy_only=False)
         ids = t.column("entry_id").to_numpy()
-        counts[ids] += t.column("count").to_numpy().astype(np.uint64)
+        cnt = t.column("count").to_numpy().astype(np.uint64)
+        for c in counts:
+            sel = langs == c
+            counts[c][ids[sel]] += cnt[sel]
     return counts
+
+
+def language_t(cfg: CurateConfig, counts: dict) -> dict:
+    """t per language. MetaCLIP 1: --t, or p_to_t(counts, --tail-fraction).
+    Worldwide (MetaCLIP 2): --t is t_en; p = t_to_p(counts_en, t_en) and every
+    other language gets p_to_t(counts_lang, p) (or p = --tail-fraction for all);
+    --t-lang LANG=T overrides one language. A language with no match gets no t
+    (nothing of it is balanced)."""
+    if ALL in counts:
+        t = cfg.t if cfg.t is not None else p_to_t(counts[ALL], cfg.tail_fraction)
+        if t < 1:
+            raise ConfigError(f"--tail-fraction {cfg.tail_fraction} gives t = {t}, below 1; "
+                              "choose a larger fraction or give --t")
+        return {ALL: int(t)}
+    over = dict(cfg.t_lang or ())
+    if cfg.t is not None:
+        if "en" not in counts:
+            raise ConfigError("--t sets t for en, but the worldwide metadata has no en.json; "
+                              "use --tail-fraction, or --t-lang for each language")
+        if counts["en"].sum() == 0:
+            raise ConfigError("--t: no English caption matched, so p = t_to_p(counts_en, t) "
+                              "is undefined; use --tail-fraction or --t-lang")
+        p = t_to_p(counts["en"], cfg.t)
+    else:
+        p = cfg.tail_fraction
+    ts = {}
+    for code, c in counts.items():
+        if code in over:
+            ts[code] = int(over[code])
+        elif code == "en" and cfg.t is not None:
+            ts[code] = int(cfg.t)
+        elif c.sum() == 0:
+            ts[code] = None
+        else:
+            ts[code] = p_to_t(c, p)
+            if ts[code] < 1:
+                raise ConfigError(f"language {code}: p = {p:.4g} gives t = {ts[code]}, below 1; "
+                                  f"give it one with --t-lang {code}=T")
+    return ts
+
+
+def _metadata_of(cfg: CurateConfig) -> tuple[dict, str]:
+    """{language: Metadata} and one hash of all of it."""
+    import hashlib
+
+    mds = load_worldwide(cfg.worldwide) if cfg.worldwide else {ALL: load_metadata(cfg.metadata)}
+    if ALL in mds:
+        return mds, mds[ALL].sha256
+    h = hashlib.sha256("".join(f"{c}:{md.sha256};" for c, md in sorted(mds.items())).encode())
+    return mds, h.hexdigest()
 
 
 def run(cfg: CurateConfig, stage: str = "curate") -> dict:
@@ -455,15 +711,24 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
         cfg.require_t()
     if stage == "balance" and not cfg.counts_file:
         raise ConfigError("balance needs --counts FILE (an entry_counts.parquet or a MetaCLIP "
-                          "entry_counts_*.json)")
-    md = load_metadata(cfg.metadata)
+                          "entry_counts_*.json; worldwide: an entry_counts/ directory)")
+    if stage == "balance" and cfg.group_column:
+        raise ConfigError("--group-column needs the whole pool's pass 1 to choose one caption "
+                          "per group: run curate (or count and balance without it)")
+    if cfg.worldwide and cfg.save_matches:
+        raise ConfigError("--save-matches is not available with --worldwide yet; leave it out")
+    mds, md_sha = _metadata_of(cfg)
     shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None)
     counts_sha = None
     if stage == "balance":
         import hashlib
 
-        counts_sha = hashlib.sha256(open(cfg.counts_file, "rb").read()).hexdigest()
-    fp = cfg.fingerprint(md.sha256, [s.path for s in shards], stage, counts_sha)
+        h = hashlib.sha256()
+        for f in ([cfg.counts_file] if os.path.isfile(cfg.counts_file) else
+                  sorted(glob.glob(os.path.join(cfg.counts_file, "*")))):
+            h.update(open(f, "rb").read())
+        counts_sha = h.hexdigest()
+    fp = cfg.fingerprint(md_sha, [s.path for s in shards], stage, counts_sha)
     out = cfg.out
     _prepare_out(cfg, out, fp, stage)
     plan = _plan(cfg, shards)
@@ -474,27 +739,31 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
             t0 = time.perf_counter()
             p1 = ex.map(pass1_shard, cfg, out, [(s, m) for s, m in plan])
             seconds["pass1"] = time.perf_counter() - t0
-            counts = _pool_counts(out, len(md), plan)
+            counts = _pool_counts(out, mds, plan)
         else:
             p1 = None
-            counts = read_counts(cfg.counts_file, md)
+            counts = read_counts_all(cfg.counts_file, mds)
         if stage == "count":
-            write_entry_counts(out, md.entries, counts, None)
+            write_entry_counts(out, mds, counts, None)
             summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
             atomic_write_json(os.path.join(out, "summary.json"), summary)
             return summary
-        t = cfg.t if cfg.t is not None else p_to_t(counts, cfg.tail_fraction)
-        if t < 1:
-            raise ConfigError(f"--tail-fraction {cfg.tail_fraction} gives t = {t}, below 1; "
-                              "choose a larger fraction or give --t")
-        logger.info("t = %s%s", f"{t:,}", f" (tail fraction {cfg.tail_fraction})"
-                    if cfg.tail_fraction is not None else "")
-        prob = probabilities(counts, t)
-        write_entry_counts(out, md.entries, counts, prob)
+        ts = language_t(cfg, counts)
+        for code, t in ts.items():
+            logger.info("t%s = %s", "" if code == ALL else f" ({code})",
+                        "none (no match)" if t is None else f"{t:,}")
+        probs = {c: probabilities(counts[c], ts[c]) if ts[c] else np.ones(counts[c].size)
+                 for c in counts}
+        write_entry_counts(out, mds, counts, probs)
+        buf = io.BytesIO()
+        np.savez(buf, **probs)
+        atomic_write_bytes(os.path.join(out, "work", "prob.npz"), buf.getvalue())
+        if cfg.group_column:
+            _choose_groups(out, plan)
         t0 = time.perf_counter()
-        p2 = ex.map(pass2_shard, cfg, out, [(s, m, prob) for s, m in plan])
+        p2 = ex.map(pass2_shard, cfg, out, [(s, m) for s, m in plan])
         seconds["pass2"] = time.perf_counter() - t0
-        summary = _summary(cfg, stage, fp, p1, p2, counts, t, seconds, ex)
+        summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
         atomic_write_json(os.path.join(out, "summary.json"), summary)
     finally:
         ex.close()
@@ -508,20 +777,39 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     return summary
 
 
-def _summary(cfg, stage, fp, p1, p2, counts, t, seconds, ex) -> dict:
+def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex) -> dict:
     src = p2 if p2 is not None else p1
     pool = sum(s["captions"] for s in src)
+    allc = np.concatenate(list(counts.values()))
+    engines = _WORKER.get("engines") or {}
     s = {"stage": stage, "pool": pool, "null_captions": sum(x["null_captions"] for x in src),
-         "matched": sum(x["matched"] for x in src), "t": t,
+         "matched": sum(x["matched"] for x in src),
+         "t": (ts.get(ALL, ts.get("en")) if ts else None),
          "tail_fraction": cfg.tail_fraction, "seed": int(cfg.seed),
-         "device": _WORKER["engine"].name if "engine" in _WORKER else cfg.device,
+         "device": next(iter(engines.values())).name if engines else cfg.device,
          "executor": ex.name, "shards": len(src), "seconds": seconds,
          "captions_per_s": {k: (pool / v if v > 0 else None) for k, v in seconds.items()},
-         "entries": int(counts.size), "entries_matched": int(np.count_nonzero(counts)),
-         "matches": int(counts.sum()), "versions": _versions(), "config_fingerprint": fp,
-         "inputs": list(cfg.inputs), "metadata": str(cfg.metadata)}
+         "entries": int(allc.size), "entries_matched": int(np.count_nonzero(allc)),
+         "matches": int(allc.sum()), "versions": _versions(), "config_fingerprint": fp,
+         "inputs": list(cfg.inputs),
+         "metadata": str(cfg.worldwide or (cfg.metadata if isinstance(cfg.metadata, str)
+                                           else "<list>"))}
     if p2 is not None:
         s["curated"] = sum(x["kept"] for x in p2)
+    if cfg.worldwide:
+        langs = {}
+        for code, c in counts.items():
+            d = {"entries": int(c.size), "matches": int(c.sum()),
+                 "t": ts.get(code) if ts else None}
+            for key in ("captions", "matched", "kept"):
+                d[{"captions": "pool", "kept": "curated"}.get(key, key)] = sum(
+                    x.get("languages", {}).get(code, {}).get(key, 0) for x in src)
+            if p2 is None:
+                d.pop("curated", None)
+            langs[code] = d
+        s["languages"] = langs
+        s["unrouted"] = pool - s["null_captions"] - sum(d["pool"] for d in langs.values())
+        s["group_column"] = cfg.group_column
     return s
 
 

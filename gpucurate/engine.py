@@ -35,17 +35,17 @@ class CpuEngine:
 
     name = "cpu"
 
-    def __init__(self, trie, threads: int | None = None):
+    def __init__(self, tables, threads: int | None = None):
         from .kernels import cpu
 
         self._k = cpu
-        self.trie = trie
-        self.args = trie.arrays()
+        self.tables = tables
+        self.args = tables.args()
         self.threads = threads or default_threads()
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def _range(self, tb: TextBuffers, lo: int, hi: int):
-        return self._k.match_range(tb.data, tb.offsets, tb.valid, lo, hi, *self.args)
+        return self._k.match_range(tb.data, tb.offsets, tb.valid, lo, hi, self.args)
 
     def match(self, tb: TextBuffers) -> tuple[np.ndarray, np.ndarray]:
         n = len(tb)
@@ -133,9 +133,10 @@ def resolve_device(device: str | None) -> str:
     return "gpu"
 
 
-def make_engine(trie, device: str | None = "auto", threads: int | None = None):
+def make_engine(tables, device: str | None = "auto", threads: int | None = None):
+    """An engine for ``tables`` (:class:`~gpucurate.tables.MatchTables`)."""
     if resolve_device(device) == "gpu":
         from .gpu import GpuEngine
 
-        return GpuEngine(trie)
-    return CpuEngine(trie, threads)
+        return GpuEngine(tables)
+    return CpuEngine(tables, threads)

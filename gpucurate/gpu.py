@@ -57,7 +57,7 @@ class GpuEngine:
 
     name = "gpu"
 
-    def __init__(self, trie, block: int | None = None, max_blocks: int | None = None):
+    def __init__(self, tables, block: int | None = None, max_blocks: int | None = None):
         from numba import cuda
 
         if simulated():
@@ -74,12 +74,17 @@ class GpuEngine:
         self.cuda = cuda
         self.block = block or (16 if simulated() else 256)
         self.max_blocks = max_blocks or (4 if simulated() else 132 * 64)
-        self.trie = trie
-        # Upload once: every array of the trie as a device array, scalars as they are.
-        self.d_trie = tuple(cuda.to_device(a) if isinstance(a, np.ndarray) else a
-                            for a in trie.arrays())
+        self.tables = tables
+
+        def upload(x):
+            if isinstance(x, tuple):
+                return tuple(upload(y) for y in x)
+            return cuda.to_device(x) if isinstance(x, np.ndarray) else x
+
+        # Upload once: every array of the tries as a device array, scalars as they are.
+        self.d_tables = upload(tables.args())
         self._scratch = self.xp.zeros(1, np.int32)
-        logger.info("trie uploaded to the GPU (%.1f MB)%s", trie.nbytes / 1e6,
+        logger.info("tries uploaded to the GPU (%.1f MB)%s", tables.nbytes / 1e6,
                     ", memory from RMM" if self.rmm else "")
 
     # -------------------------------------------------------------- helpers
@@ -108,11 +113,11 @@ class GpuEngine:
             return xp.zeros(1, np.int64), xp.zeros(0, np.int32)
         grid = self._grid(n)
         raw = xp.empty(n, np.int64)
-        k.count_matches[grid](data, offsets, valid, self.d_trie, self._scratch, raw)
+        k.count_matches[grid](data, offsets, valid, self.d_tables, self._scratch, raw)
         raw_off, total = self._scan(raw)
         out = xp.empty(max(total, 1), np.int32)
         distinct = xp.empty(n, np.int64)
-        k.fill_matches[grid](data, offsets, valid, self.d_trie, raw_off, out, distinct)
+        k.fill_matches[grid](data, offsets, valid, self.d_tables, raw_off, out, distinct)
         final_off, total = self._scan(distinct)
         ids = xp.empty(total, np.int32)
         if total:

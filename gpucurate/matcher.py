@@ -8,7 +8,7 @@ import pyarrow as pa
 from .columns import buffers, chunks_of
 from .engine import make_engine, resolve_device
 from .metadata import load_metadata
-from .trie import load_trie
+from .tables import load_tables, load_tables_ww
 
 
 def csr_to_arrow(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
@@ -23,17 +23,19 @@ class Matcher:
     """Exact MetaCLIP matching of captions against one metadata list.
 
     ``metadata``: a list of str or a path (``.json`` list, or one entry per
-    line). ``device``: ``"auto"`` (GPU when usable, else CPU, logging why),
+    line). ``worldwide=True`` applies MetaCLIP 2's rule for one language's list
+    (entries unpadded beside CJK-like characters, captions stripped). ``device``: ``"auto"`` (GPU when usable, else CPU, logging why),
     ``"cpu"`` or ``"gpu"`` (an error when no GPU is usable). The trie is built
     once (or loaded from the on-disk cache) and, on a GPU, uploaded once.
     """
 
     def __init__(self, metadata, device: str = "auto", threads: int | None = None,
-                 cache: bool = True):
+                 cache: bool = True, worldwide: bool = False):
         device = resolve_device(device)  # fail fast, before building anything
         self.metadata = load_metadata(metadata)
-        self.trie = load_trie(self.metadata, cache=cache)
-        self.engine = make_engine(self.trie, device, threads)
+        self.tables = (load_tables_ww if worldwide else load_tables)(self.metadata, cache=cache)
+        self.trie = self.tables.word
+        self.engine = make_engine(self.tables, device, threads)
 
     @property
     def device(self) -> str:

@@ -52,14 +52,19 @@ def can_ever_match(entry: str) -> bool:
 
 
 class AhoCorasickReference:
-    """MetaCLIP's matcher as users run it: spacing + pyahocorasick + set."""
+    """MetaCLIP's matcher as users run it: spacing + pyahocorasick + set.
 
-    def __init__(self, entries):
+    ``worldwide=True``: MetaCLIP 2's (``metaclip/curation/substr_matching.py``):
+    keys padded by :func:`spaced_entry_ww`, captions stripped before spacing.
+    """
+
+    def __init__(self, entries, worldwide: bool = False):
         import ahocorasick
 
+        self.worldwide = worldwide
         ids: dict[str, list[int]] = {}
         for i, e in enumerate(entries):
-            ids.setdefault(f" {e} ", []).append(i)
+            ids.setdefault(spaced_entry_ww(e) if worldwide else f" {e} ", []).append(i)
         self.automaton = ahocorasick.Automaton()
         for key, value in ids.items():
             self.automaton.add_word(key, value)
@@ -69,6 +74,42 @@ class AhoCorasickReference:
         if text is None:
             return []
         found: set[int] = set()
-        for _, ids in self.automaton.iter(spacing(text)):
+        for _, ids in self.automaton.iter(spacing(text.strip() if self.worldwide else text)):
             found.update(ids)
         return sorted(found)
+
+
+# ------------------------------------------------------------ MetaCLIP 2
+# ``metaclip/curation/substr_matching.py``: an entry is padded with a space on a
+# side only when the character there is not "CJK or similar".
+CJK_OR_SIMILAR_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0x2CEB0, 0x2EBEF), (0xF900, 0xFAFF),
+    (0x2E80, 0x2EFF), (0x2F00, 0x2FDF), (0x2FF0, 0x2FFF),
+    (0x0E00, 0x0E7F), (0x0E80, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x0F00, 0x0FFF),
+)
+ADDITIONAL_PUNCTUATION = "，。、；：？！“”‘’（）【】《》〈〉「」『』～—"
+
+
+def is_cjk_or_similar(char: str) -> bool:
+    import string
+
+    cp = ord(char)
+    if any(a <= cp <= b for a, b in CJK_OR_SIMILAR_RANGES):
+        return True
+    return char in string.punctuation or char in ADDITIONAL_PUNCTUATION
+
+
+def spaced_entry_ww(entry: str) -> str:
+    """MetaCLIP 2's padded form of an entry (``get_spaced_metadata``)."""
+    left = "" if is_cjk_or_similar(entry[0]) else " "
+    right = "" if is_cjk_or_similar(entry[-1]) else " "
+    return f"{left}{entry}{right}"
+
+
+def match_naive_ww(text: str | None, entries) -> list[int]:
+    """Sorted ids of the entries whose padded form occurs in spacing(text.strip())."""
+    if text is None:
+        return []
+    spaced = spacing(text.strip())
+    return [i for i, e in enumerate(entries) if spaced_entry_ww(e) in spaced]

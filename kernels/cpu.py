@@ -1,4 +1,4 @@
-"""CPU engine: the routines of ``routines.py`` compiled with numba.njit.
+"""CPU engine: the routines of ``routines.py`` and ``bytewalk.py`` compiled with numba.njit.
 
 ``match_range`` matches a contiguous range of captions given as Arrow-layout
 buffers (``data`` bytes, ``offsets``, ``valid``) and returns that range's CSR
@@ -9,18 +9,21 @@ so the host layer runs ranges on several threads.
 import numba
 import numpy as np
 
+from . import bytewalk
 from .routines import build
 from .targets import cpu_jit
 
 R = build(cpu_jit)
+W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
-match_caption, sort_unique, key_mix, keep_caption, fnv1a = (
-    R.match_caption, R.sort_unique, R.key_mix, R.keep_caption, R.fnv1a)
+match_all, sort_unique, key_mix, keep_caption, fnv1a = (
+    W.match_all, R.sort_unique, R.key_mix, R.keep_caption, R.fnv1a)
 
 
 @numba.njit(cache=True, nogil=True)
-def match_range(data, offsets, valid, lo, hi, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
-                tlist):
+def match_range(data, offsets, valid, lo, hi, tables):
+    """``tables`` is ``MatchTables.args()``: (word trie, byte trie, strip)."""
+    wtrie, btrie, strip = tables
     n = hi - lo
     res_off = np.zeros(n + 1, np.int64)
     cap = max(1024, 4 * n)
@@ -33,8 +36,7 @@ def match_range(data, offsets, valid, lo, hi, vtag, vrec, vn, voff, vbytes, cbit
         a = offsets[i]
         b = offsets[i + 1]
         while True:
-            end = match_caption(data, a, b, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
-                                tlist, out, pos, cap)
+            end = match_all(data, a, b, wtrie, btrie, strip, out, pos, cap)
             if end <= cap:
                 break
             cap = max(2 * cap, end + 1024)

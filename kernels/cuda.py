@@ -9,38 +9,40 @@ thread). Matching is count, scan, fill: ``count_matches`` counts each caption's
 accumulates entry counts into one preallocated uint64 array with atomics, and
 ``keep_captions`` takes the pinned keep decision per caption.
 
-The trie travels as one tuple (``WordTrie.arrays()``, uploaded once) and is
-unpacked into ``match_caption``'s arguments, so the kernels do not depend on
-the trie's layout. ``signatures`` lists every kernel with concrete argument
+The tables travel as one nested tuple (``MatchTables.args()``: word trie, byte
+trie, strip flag; uploaded once) and are unpacked into ``match_all``'s
+arguments, so the kernels do not depend on the tries' layout. ``signatures`` lists every kernel with concrete argument
 types; the tests compile each one to sm_90 PTX without a GPU.
 """
 
 import numpy as np
 from numba import cuda, types
 
+from . import bytewalk
 from .routines import build
 from .targets import device_jit
 
 R = build(device_jit)
-match_caption, sort_unique, key_mix, keep_caption = (
-    R.match_caption, R.sort_unique, R.key_mix, R.keep_caption)
+W = bytewalk.build(device_jit, R)
+match_all, sort_unique, key_mix, keep_caption = (
+    W.match_all, R.sort_unique, R.key_mix, R.keep_caption)
 
 
 @cuda.jit
-def count_matches(data, offsets, valid, trie, scratch, counts):
+def count_matches(data, offsets, valid, tables, scratch, counts):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = valid.size
     while i < n:
         c = 0
         if valid[i] != 0:
-            c = match_caption(data, offsets[i], offsets[i + 1], *trie, scratch, 0, 0)
+            c = match_all(data, offsets[i], offsets[i + 1], *tables, scratch, 0, 0)
         counts[i] = c
         i += stride
 
 
 @cuda.jit
-def fill_matches(data, offsets, valid, trie, raw_off, out, distinct):
+def fill_matches(data, offsets, valid, tables, raw_off, out, distinct):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = valid.size
@@ -49,7 +51,7 @@ def fill_matches(data, offsets, valid, trie, raw_off, out, distinct):
         hi = raw_off[i + 1]
         d = 0
         if valid[i] != 0 and hi > lo:
-            match_caption(data, offsets[i], offsets[i + 1], *trie, out, lo, hi)
+            match_all(data, offsets[i], offsets[i + 1], *tables, out, lo, hi)
             d = sort_unique(out, lo, hi) - lo
         distinct[i] = d
         i += stride
@@ -87,14 +89,14 @@ def keep_captions(ids, offsets, keys, prob, seed, keep):
         i += stride
 
 
-def signatures(trie_args):
-    """Every kernel with concrete argument types, for a trie given as the tuple
-    ``WordTrie.arrays()`` (host arrays suffice: only their types are used)."""
+def signatures(table_args):
+    """Every kernel with concrete argument types, for tables given as the tuple
+    ``MatchTables.args()`` (host arrays suffice: only their types are used)."""
     import numba
 
     u8, i32, i64, u64, f64 = (types.Array(t, 1, "C") for t in
                               (types.uint8, types.int32, types.int64, types.uint64, types.float64))
-    trie = numba.typeof(tuple(trie_args))
+    trie = numba.typeof(tuple(table_args))
     return {
         "count_matches": (count_matches, (u8, i64, u8, trie, i32, i64)),
         "fill_matches": (fill_matches, (u8, i64, u8, trie, i64, i32, i64)),

@@ -35,3 +35,10 @@ def draws(seed, key, entries, out):
     km = key_mix(seed, key)
     for i in range(entries.size):
         out[i] = draw(km, entries[i])
+
+
+@numba.njit(cache=True)
+def choice_values(seed, groups, keys, out):
+    """out[i] = mix(mix(mix(seed) ^ groups[i]) ^ mix(keys[i])): picks a group's caption."""
+    for i in range(out.size):
+        out[i] = mix64(key_mix(seed, groups[i]) ^ mix64(keys[i]))

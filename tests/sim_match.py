@@ -16,13 +16,13 @@ from gpucurate.columns import buffers  # noqa: E402
 from gpucurate.engine import CpuEngine  # noqa: E402
 from gpucurate.gpu import GpuEngine  # noqa: E402
 from gpucurate.kernels.cpu import count_entries as cpu_count, keep_range  # noqa: E402
-from gpucurate.trie import build_trie  # noqa: E402
+from gpucurate.tables import load_tables, load_tables_ww  # noqa: E402
 
 
-def check(entries, texts, label):
-    trie = build_trie(entries)
-    cpu = CpuEngine(trie, threads=1)
-    gpu = GpuEngine(trie, block=8, max_blocks=3)
+def check(entries, texts, label, worldwide=False):
+    tables = (load_tables_ww if worldwide else load_tables)(entries, cache=False)
+    cpu = CpuEngine(tables, threads=1)
+    gpu = GpuEngine(tables, block=8, max_blocks=3)
     tb = buffers(pa.array(texts, pa.large_string()))
     c_off, c_ids = cpu.match(tb)
     g_off, g_ids = gpu.match(tb)
@@ -79,6 +79,9 @@ def main():
     adversarial = ["a b c", "a,b", "a  b", " a", "a ", "", None, "a\tb\nc\rd", "猫 猫 a",
                    "!!", "u.s", "a b c " * 40, "a" * 50, "\u00a0a\u00a0", "a,,a"]
     check(adversarial_entries, adversarial, "adversarial")
+    check(adversarial_entries + ["(猫)", "日本の", "の", "可爱", "ไมเคิล"],
+          adversarial + ["我的猫很可爱 日本の (猫)", "\u3000の\u3000", "ไมเคิลพูพาร์ท"],
+          "adversarial worldwide", worldwide=True)
     check_pipeline(meta_path, captions_path, sys.argv[3])
     assert n > len(texts), "too few matches to mean anything"
     print(f"SIM OK {len(texts)} captions, {n} ids")

@@ -1,0 +1,70 @@
+"""The byte-level trie of the worldwide (MetaCLIP 2) entries that are not
+padded on both sides (see ``gpucurate.kernels.bytewalk``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .reference import is_cjk_or_similar
+
+
+def padded_both(entry: str) -> bool:
+    """True when MetaCLIP 2 pads the entry on both sides (a whole-token entry)."""
+    return not is_cjk_or_similar(entry[0]) and not is_cjk_or_similar(entry[-1])
+
+
+def spaced_entry_ww(entry: str) -> str:
+    left = "" if is_cjk_or_similar(entry[0]) else " "
+    right = "" if is_cjk_or_similar(entry[-1]) else " "
+    return f"{left}{entry}{right}"
+
+
+@dataclass(frozen=True)
+class ByteTrie:
+    broot: np.ndarray   # int32[256] children of the root
+    bkeys: np.ndarray   # uint64 edge keys (node << 8 | byte)
+    bvals: np.ndarray   # int32 edge children
+    btoff: np.ndarray   # int64 terminal offsets per node
+    btids: np.ndarray   # int32 entry ids per node
+    bhasch: np.ndarray  # uint8 node has children
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in fields(self))
+
+    @property
+    def n_patterns(self) -> int:
+        return int(self.btids.size)
+
+    def arrays(self) -> tuple:
+        """In the argument order of ``bytewalk.match_bytes`` (after buf, start, end)."""
+        return (self.broot, self.bkeys, self.bvals, np.uint64(self.bkeys.size - 1),
+                self.btoff, self.btids, self.bhasch)
+
+
+def build_byte_trie(patterns: list[str], ids) -> ByteTrie:
+    """Byte trie of the padded patterns (UTF-8), pattern i ending in entry ids[i]."""
+    from .kernels.bytewalk import EMPTY, build_byte_trie as build
+
+    enc = [p.encode("utf-8") for p in patterns]
+    poff = np.zeros(len(enc) + 1, np.int64)
+    np.cumsum([len(b) for b in enc], out=poff[1:])
+    pbytes = np.frombuffer(b"".join(enc), np.uint8) if enc else np.zeros(1, np.uint8)
+    if not pbytes.size:
+        pbytes = np.zeros(1, np.uint8)
+    cap = 1 << max(4, int(2 * max(int(poff[-1]), 1) - 1).bit_length())
+    bkeys = np.full(cap, EMPTY, np.uint64)
+    bvals = np.zeros(cap, np.int32)
+    pids = np.asarray(ids, np.int32)
+    broot, node_of, hasch, n_nodes = build(poff, pbytes, pids, bkeys, bvals)
+    order = np.argsort(node_of, kind="stable")
+    btids = pids[order].astype(np.int32)
+    btoff = np.zeros(n_nodes + 1, np.int64)
+    np.cumsum(np.bincount(node_of, minlength=n_nodes), out=btoff[1:])
+    return ByteTrie(broot, bkeys, bvals, btoff, btids, hasch)
+
+
+def empty_byte_trie() -> ByteTrie:
+    return build_byte_trie([], [])

@@ -1,0 +1,58 @@
+"""Everything one metadata list is matched with: the word-level trie, the byte
+trie of entries that may match inside words, and whether captions are stripped.
+
+* MetaCLIP 1: every entry in the word trie, an empty byte trie, no strip.
+* MetaCLIP 2 (worldwide): entries padded on both sides in the word trie (the
+  others stand in it as a placeholder that never matches, so ids are kept),
+  the rest in the byte trie; captions are ``str.strip()``-ed first.
+
+``args()`` is the tuple the kernels take: ``(word arrays, byte arrays, strip)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bytetrie import ByteTrie, build_byte_trie, empty_byte_trie, padded_both, spaced_entry_ww
+from .metadata import Metadata, load_metadata
+from .trie import WordTrie, load_trie
+
+NEVER = "\t"  # a tab: no spaced caption holds one, so this entry never matches
+
+
+@dataclass(frozen=True)
+class MatchTables:
+    word: WordTrie
+    byte: ByteTrie
+    strip: bool
+    n_entries: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.word.nbytes + self.byte.nbytes
+
+    def args(self) -> tuple:
+        return (self.word.arrays(), self.byte.arrays(), np.uint8(self.strip))
+
+
+def from_trie(trie: WordTrie) -> MatchTables:
+    """MetaCLIP 1 tables of a word trie already built."""
+    return MatchTables(trie, empty_byte_trie(), False, trie.n_entries)
+
+
+def load_tables(metadata, cache: bool = True) -> MatchTables:
+    """MetaCLIP 1 tables (the word trie alone)."""
+    md = load_metadata(metadata)
+    return MatchTables(load_trie(md, cache=cache), empty_byte_trie(), False, len(md))
+
+
+def load_tables_ww(metadata, cache: bool = True) -> MatchTables:
+    """MetaCLIP 2 tables of one language's metadata."""
+    md: Metadata = load_metadata(metadata)
+    whole = [padded_both(e) for e in md.entries]
+    word = load_trie([e if w else NEVER for e, w in zip(md.entries, whole)], cache=cache)
+    ids = [i for i, w in enumerate(whole) if not w]
+    byte = build_byte_trie([spaced_entry_ww(md.entries[i]) for i in ids], ids)
+    return MatchTables(word, byte, True, len(md))

@@ -1,0 +1,134 @@
+"""Worldwide (MetaCLIP 2) curation: padding rule, routing, per-language t, groups."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import METADATA, SHARED, caption_file, _need
+from gpucurate import Matcher
+from gpucurate.curate import curate, p_to_t, t_to_p
+from gpucurate.reference import AhoCorasickReference, match_naive_ww, spaced_entry_ww
+
+WW = SHARED / "metaclip_metadata" / "worldwide"
+MIXED = list("ab ,.!?\t") + ["猫", "可", "爱", "ไ", "ม", "の", "ン", "한", "，", "。", "（", "）",
+                            "\u3000", "\u00a0", "é", "-", "("]
+
+
+@pytest.fixture(scope="module")
+def ww_dir(tmp_path_factory):
+    _need(WW)
+    d = tmp_path_factory.mktemp("ww")
+    os.symlink(METADATA, d / "en.json")
+    for lang in ("de", "fr", "cs", "ja", "zh", "th"):
+        os.symlink(WW / f"{lang}.json", d / f"{lang}.json")
+    return d
+
+
+def test_padding_rule_examples():
+    assert spaced_entry_ww("猫") == "猫" and spaced_entry_ww("の") == " の "
+    assert spaced_entry_ww("日本の") == "日本の " and spaced_entry_ww("(x)") == "(x)"
+    entries = ["猫", "日本の", "の", "(猫)", "dog", "可爱"]
+    assert match_naive_ww("  我的猫很可爱 dog\u3000", entries) == [0, 4, 5]
+    assert match_naive_ww("日本の 猫", entries) == [0, 1]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(MIXED, min_size=1, max_size=5).filter(lambda e: e.strip() == e and e),
+                min_size=1, max_size=14),
+       st.lists(st.one_of(st.none(), st.text(MIXED, max_size=30)), min_size=1, max_size=8))
+def test_adversarial_mixed_scripts(entries, texts):
+    m = Matcher(entries, device="cpu", threads=1, cache=False, worldwide=True)
+    want = [match_naive_ww(t, entries) for t in texts]
+    assert m.match(texts).to_pylist() == want
+    assert [AhoCorasickReference(entries, worldwide=True).match(t) for t in texts] == want
+
+
+def test_multi30k_by_lang_column(ww_dir):
+    t = pq.read_table(caption_file("multi30k"), columns=["lang", "text"])
+    for lang in ("de", "fr", "cs"):
+        rows = t.filter(pa.compute.equal(t.column("lang"), lang)).slice(0, 3000)
+        texts = rows.column("text").to_pylist()
+        entries = json.load(open(ww_dir / f"{lang}.json"))
+        got = Matcher(entries, device="cpu", worldwide=True).match(texts).to_pylist()
+        ref = AhoCorasickReference(entries, worldwide=True)
+        assert got == [ref.match(x) for x in texts], lang
+        assert sum(map(len, got)) > 3 * len(texts)
+
+
+def _counts(out, lang):
+    return pq.read_table(os.path.join(out, "entry_counts", f"{lang}.parquet"))
+
+
+def test_curate_lid_routed_alttext(ww_dir, tmp_path):
+    from gpucurate.lang import identify
+
+    table = pq.read_table(caption_file("html_img_alttext"), columns=["text"]).slice(0, 6000)
+    pq.write_table(table, tmp_path / "alt.parquet")
+    out = str(tmp_path / "out")
+    s = curate(None, [str(tmp_path / "alt.parquet")], out, t=1_000_000, worldwide=str(ww_dir),
+               device="cpu", report=False)
+    texts = table.column("text").to_pylist()
+    codes = identify(texts)
+    langs = sorted(p[:-5] for p in os.listdir(ww_dir))
+    for lang in langs:
+        entries = json.load(open(ww_dir / f"{lang}.json"))
+        ref = AhoCorasickReference(entries, worldwide=True)
+        want = np.zeros(len(entries), np.uint64)
+        for x, c in zip(texts, codes):
+            if c == lang:
+                want[ref.match(x)] += 1
+        assert np.array_equal(_counts(out, lang).column("count").to_numpy(), want), lang
+    cur = pa.concat_tables([pq.read_table(p) for p in
+                            sorted(glob.glob(os.path.join(out, "curated", "*.parquet")))])
+    assert set(cur.column("lang").to_pylist()) <= set(langs)
+    assert s["languages"]["de"]["pool"] == codes.count("de")
+    assert s["unrouted"] == sum(1 for c in codes if c not in langs)
+    # with t this large every matched caption is kept
+    assert s["curated"] == s["matched"]
+
+
+def test_per_language_t_and_groups(ww_dir, tmp_path):
+    t = pq.read_table(caption_file("multi30k"), columns=["task", "lang", "image", "text"])
+    t = t.filter(pa.compute.equal(t.column("task"), "task2")).slice(0, 40000)
+    t = t.append_column("row", pa.array(np.arange(t.num_rows)))
+    pq.write_table(t.slice(0, 20000), tmp_path / "a.parquet")
+    pq.write_table(t.slice(20000), tmp_path / "b.parquet")
+    out = str(tmp_path / "out")
+    s = curate(None, [str(tmp_path)], out, t=300, worldwide=str(ww_dir), lang_column="lang",
+               group_column="image", key_column="row", device="cpu", seed=1, report=False)
+    # per-language t, transcribed from MetaCLIP 2's curate.py
+    counts_en = _counts(out, "en").column("count").to_numpy()
+    p = float(counts_en[counts_en < 300].sum() / counts_en.sum())
+    assert p == t_to_p(counts_en, 300)
+    c_de = _counts(out, "de").column("count").to_numpy()
+    srt = np.sort(c_de)
+    cum = np.cumsum(srt) / srt.sum()
+    assert s["languages"]["de"]["t"] == srt[np.argmin(np.abs(cum - p))] == p_to_t(c_de, p)
+    assert s["languages"]["en"]["t"] == 300
+    # at most one caption per image
+    cur = pa.concat_tables([pq.read_table(f) for f in
+                            sorted(glob.glob(os.path.join(out, "curated", "*.parquet")))])
+    images = cur.column("image").to_pylist()
+    assert len(images) == len(set(images)) > 100
+    # statistics: kept groups vs the expectation given each group's chosen caption
+    per_shard = [np.load(f) for f in sorted(glob.glob(os.path.join(out, "work", "groups", "*.npy")))]
+    chosen = np.concatenate([per_shard[0], per_shard[1] + 20000])  # shard-relative rows
+    n_groups = len(set(t.column("image").to_pylist()))
+    assert chosen.size == n_groups
+    probs = {lg: _counts(out, lg).column("prob").to_numpy() for lg in ("en", "de")}
+    rows = t.take(pa.array(chosen)).to_pylist()
+    m = {lg: Matcher(str(ww_dir / f"{lg}.json"), device="cpu", worldwide=True) for lg in probs}
+    qs = []
+    for lg in probs:
+        sel = [r for r in rows if r["lang"] == lg]
+        lists = m[lg].match([r["text"] for r in sel]).to_pylist()
+        qs += [1.0 - np.prod(1.0 - probs[lg][ids]) if ids else 0.0 for ids in lists]
+    qs = np.array(qs)
+    mean, sd = qs.sum(), np.sqrt((qs * (1 - qs)).sum())
+    assert abs(len(images) - mean) < 5 * max(sd, 1.0), (len(images), mean, sd)
