@@ -59,6 +59,28 @@ def _same(a: str, b: str) -> bool:
                for r in rels)
 
 
+def _burn(_=None) -> float:
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(10_000_000):
+        x += i
+    return time.perf_counter() - t0
+
+
+def _free_cores(n: int = 2) -> float:
+    """How many cores n busy processes really get now (n on an idle machine):
+    n x the time of one pure-Python loop alone / the wall time of n at once."""
+    from multiprocessing import get_context
+
+    one = _burn()
+    with get_context("spawn").Pool(n) as pool:
+        pool.map(_burn, range(n))  # start the processes
+        t0 = time.perf_counter()
+        pool.map(_burn, range(n))
+        wall = time.perf_counter() - t0
+    return round(n * one / wall, 2)
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -77,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shards", type=int, default=32)
     ap.add_argument("--rows", type=int, default=None, help="pool size (default: all captions)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "auto", "gpu"))
+    ap.add_argument("--note", default=None, help="a remark recorded with the results")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args(argv)
 
@@ -121,6 +144,7 @@ def main(argv=None) -> int:
         rows.append(r)
         print(json.dumps(r))
 
+    free = _free_cores(max(a.workers))
     load_before = os.getloadavg()
     s, wall = curate("local")
     record("local (1 process, 1 thread)", s, wall, True)
@@ -136,10 +160,12 @@ def main(argv=None) -> int:
     doc = {"benchmark": "ray_scaling", "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "commit": commit, "command": "python -m bench.ray_scaling " + " ".join(
                f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-               for k, v in vars(a).items() if k != "results" and v is not None),
+               for k, v in vars(a).items() if k not in ("results", "note") and v is not None),
+           "note": a.note,
            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
                        "platform": platform.platform(), "python": platform.python_version(),
                        "ray": ray.__version__,
+                       "free_cores_for_%d_processes" % max(a.workers): free,
                        "load_average_1m_before_after": [round(load_before[0], 2),
                                                         round(os.getloadavg()[0], 2)]},
            "pool": {"captions": n_captions, "shards": a.shards, "sources": SOURCES,
@@ -156,7 +182,9 @@ def main(argv=None) -> int:
              f"{doc['machine']['platform']}, Python {doc['machine']['python']}, "
              f"Ray {doc['machine']['ray']}. Load average (1 min) before/after: "
              f"{doc['machine']['load_average_1m_before_after']} (other jobs share "
-             "the machine when above 0).", "",
+             "the machine when above 0). A pure-Python loop in "
+             f"{max(a.workers)} processes at once got {free} cores' worth of CPU just before "
+             "the runs.", "",
              f"Pool: {n_captions:,} real captions in {a.shards} parquet shards, 500k-entry "
              f"metadata, device {a.device}, one engine thread per worker.", "",
              "Ray pass 1 excludes starting the Ray workers (column startup); the local "
@@ -170,6 +198,8 @@ def main(argv=None) -> int:
                      f"{r['pass1_captions_per_s']:,} | {r['pass2_shards_per_s']} | "
                      f"{r['pass2_captions_per_s']:,} | {r['worker_startup_s']} | {r['wall_s']} | "
                      f"{'yes' if r['identical_to_local'] else 'NO'} |")
+    if a.note:
+        lines += ["", f"Note: {a.note}"]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and .md")

@@ -34,6 +34,7 @@ How the work is laid out:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -74,12 +75,33 @@ def _writable(obj):
     if isinstance(obj, np.ndarray):
         return obj if obj.flags.writeable else obj.copy()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        kw = {f.name: _writable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-              if isinstance(getattr(obj, f.name), np.ndarray)}
+        kw = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, np.ndarray) or dataclasses.is_dataclass(v):
+                w = _writable(v)
+                if w is not v:
+                    kw[f.name] = w
         return dataclasses.replace(obj, **kw) if kw else obj
-    if isinstance(obj, tuple):
-        return tuple(_writable(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _writable(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)) and len(obj) <= 16:
+        return type(obj)(_writable(x) for x in obj)
     return obj
+
+
+def _worker_state(cfg: CurateConfig):
+    """What the driver builds once and every worker installs: curate's
+    ``worker_state`` where it has one, else (metadata, word trie)."""
+    from . import curate
+
+    if hasattr(curate, "worker_state"):
+        return ("state", curate.worker_state(cfg))
+    from .metadata import load_metadata
+    from .trie import load_trie
+
+    md = load_metadata(cfg.metadata)
+    return ("trie", (md, load_trie(md)))
 
 
 class _ShardWorker:
@@ -90,9 +112,12 @@ class _ShardWorker:
 
         from .curate import install_worker
 
-        metadata, trie = _writable(ray.get(shared[0]))
+        kind, state = _writable(ray.get(shared[0]))
         self.cfg = cfg
-        install_worker(cfg, metadata, trie)
+        if kind == "state":
+            install_worker(cfg, state)
+        else:
+            install_worker(cfg, *state)
         self._fetched: dict = {}
 
     def info(self) -> dict:
@@ -100,8 +125,10 @@ class _ShardWorker:
 
         from .curate import _WORKER
 
+        engines = _WORKER["engines"].values() if "engines" in _WORKER else [_WORKER["engine"]]
         return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
-                "gpus": [str(g) for g in ray.get_gpu_ids()], "engine": _WORKER["engine"].name}
+                "gpus": [str(g) for g in ray.get_gpu_ids()],
+                "engine": sorted({e.name for e in engines})[0]}
 
     def _fetch(self, b: _Broadcast):
         import ray
@@ -180,9 +207,6 @@ class RayExecutor:
     def _start_workers(self, cfg: CurateConfig, n_calls: int) -> None:
         from ray.util import ActorPool
 
-        from .metadata import load_metadata
-        from .trie import load_trie
-
         ray = self._ray
         t0 = time.perf_counter()
         self._stop_workers()
@@ -200,9 +224,8 @@ class RayExecutor:
             n = max(1, int(avail.get("CPU", 1)) // threads)
             opts = {"num_cpus": threads}
         n = max(1, min(n, n_calls, int(self._max_workers or n)))
-        md = load_metadata(cfg.metadata)
         # Held for the executor's life: a restarted actor takes it again.
-        self._shared = shared = [ray.put((md, load_trie(md)))]
+        self._shared = shared = [ray.put(_worker_state(cfg))]
         cls = ray.remote(_ShardWorker).options(max_restarts=self._max_retries,
                                                max_task_retries=self._max_retries, **opts)
         self._actors = [cls.remote(wcfg, shared) for _ in range(n)]
@@ -223,17 +246,24 @@ class RayExecutor:
         self._actors, self._pool, self._cfg_key, self._shared = [], None, None, None
 
     def _get(self, refs):
+        with self._errors():
+            return self._ray.get(refs)
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Ray's wrappers off gpucurate's own errors (bad input raised in a worker)."""
         ray = self._ray
         try:
-            return ray.get(refs)
+            yield
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, GpucurateError):
                 raise cause from None
             raise
         except ray.exceptions.RayActorError as exc:
-            raise GpucurateError(f"a Ray worker died more than {self._max_retries} times "
-                                 f"({exc}); rerun the same command to resume") from None
+            raise GpucurateError(f"a Ray worker failed for good ({exc}); a worker that dies is "
+                                 f"restarted {self._max_retries} times at most. Rerun the same "
+                                 "command to resume") from None
 
     # --------------------------------------------------------------- map
 
@@ -254,16 +284,8 @@ class RayExecutor:
 
         work = [tuple(share(a) for a in args) for args in calls]
         pool = self._pool
-        try:
+        with self._errors():
             results = list(pool.map(lambda actor, args: actor.run.remote(fn, out, args), work))
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, GpucurateError):
-                raise cause from None
-            raise
-        except ray.exceptions.RayActorError as exc:
-            raise GpucurateError(f"a Ray worker died more than {self._max_retries} times "
-                                 f"({exc}); rerun the same command to resume") from None
         _sweep_tmp(out)
         return results
 

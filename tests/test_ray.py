@@ -104,6 +104,28 @@ def _ours(pid):
     return False
 
 
+def test_ray_missing_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from gpucurate.errors import ConfigError
+    from gpucurate.ray_executor import RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    cfg = CurateConfig(metadata=["a"], inputs=("x",), out=str(tmp_path), executor="ray")
+    with pytest.raises(ConfigError, match=r"pip install gpucurate\[ray\]"):
+        RayExecutor(cfg)
+
+
+def test_ray_input_error_reaches_the_caller(pools, metadata_path):
+    """An error raised in a worker (here: no such key column) surfaces as
+    gpucurate's own error, exit code 2, as with the local executor."""
+    root, outs = pools
+    pool, _ = outs["small"]
+    args = _args(metadata_path, pool, str(root / "ray-badkey"), "--executor", "ray")
+    args[args.index("id")] = "no_such_column"
+    assert main(args) == 2
+
+
 def _shard_worker_pids():
     """PIDs of this test's Ray actor processes running a shard right now (the
     process title is ``ray::_ShardWorker.run`` while a call runs)."""
