@@ -786,7 +786,8 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
          "matched": sum(x["matched"] for x in src),
          "t": (ts.get(ALL, ts.get("en")) if ts else None),
          "tail_fraction": cfg.tail_fraction, "seed": int(cfg.seed),
-         "device": next(iter(engines.values())).name if engines else cfg.device,
+         "device": (next(iter(engines.values())).name if engines else
+                    (getattr(ex, "workers", None) or [{}])[0].get("engine", cfg.device)),
          "executor": ex.name, "shards": len(src), "seconds": seconds,
          "captions_per_s": {k: (pool / v if v > 0 else None) for k, v in seconds.items()},
          "entries": int(allc.size), "entries_matched": int(np.count_nonzero(allc)),

@@ -26,6 +26,8 @@ import os
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pyarrow.parquet as pq
 
 from .errors import InputError
@@ -49,7 +51,17 @@ def _load(out: str) -> dict:
 
     with open(need("summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
-    t = pq.read_table(need("entry_counts.parquet"), columns=["entry_id", "entry", "count"])
+    langs = summary.get("languages") or {}
+    main = None
+    ww = bool(langs) and not os.path.exists(os.path.join(out, "entry_counts.parquet"))
+    if langs and not os.path.exists(os.path.join(out, "entry_counts.parquet")):
+        # worldwide: the plots show one language (en, else the largest pool)
+        main = "en" if langs.get("en", {}).get("pool") else max(langs, key=lambda c: langs[c]["pool"])
+        summary = dict(summary, t=langs[main].get("t"))
+        counts_file = os.path.join("entry_counts", f"{main}.parquet")
+    else:
+        counts_file = "entry_counts.parquet"
+    t = pq.read_table(need(counts_file), columns=["entry_id", "entry", "count"])
     ids = t.column("entry_id").to_numpy()
     before = np.zeros(int(ids.max()) + 1 if ids.size else 0, np.int64)
     before[ids] = t.column("count").to_numpy().astype(np.int64)
@@ -61,8 +73,12 @@ def _load(out: str) -> dict:
     if summary.get("curated") is not None:
         after = np.zeros(before.size, np.int64)
         for p in parts:
-            for b in pq.ParquetFile(p).iter_batches(columns=["entry_ids"]):
-                flat = b.column(0).flatten().to_numpy(zero_copy_only=False)
+            cols = ["entry_ids"] + (["lang"] if main else [])
+            for b in pq.ParquetFile(p).iter_batches(columns=cols):
+                lists = b.column(0)
+                if main:
+                    lists = lists.filter(pa.compute.equal(b.column(1), main))
+                flat = lists.flatten().to_numpy(zero_copy_only=False)
                 if flat.size and (flat.min() < 0 or flat.max() >= after.size):
                     raise InputError(f"{p}: entry ids outside entry_counts.parquet's "
                                      f"{after.size} entries")
@@ -74,7 +90,7 @@ def _load(out: str) -> dict:
         with open(p, encoding="utf-8") as f:
             shards.append(json.load(f))
     return {"summary": summary, "before": before, "after": after, "names": names,
-            "shards": shards}
+            "shards": shards, "languages": langs if ww else {}, "main": main}
 
 
 # ------------------------------------------------------------------- plots
@@ -241,8 +257,18 @@ def _html(d: dict, pngs: dict[str, bytes]) -> str:
         head_text = "No t (a count-only run): counts before balancing only."
     sub = (f"stage {e(str(s.get('stage', '?')))}, device {e(str(s.get('device', '?')))}, "
            f"seed {e(str(s.get('seed', '?')))}, metadata {e(str(s.get('metadata', '?')))}")
+    lang_rows = [
+        f'<tr data-lang="{e(code)}"><td>{e(code)}</td>{_num(v.get("pool"))}'
+        f'{_num(v.get("matched"))}{_num(v.get("curated"))}{_num(v.get("t"))}</tr>'
+        for code, v in sorted(d.get("languages", {}).items())]
+    if d.get("main"):
+        sub += (f". Worldwide run: the plots and tables below show language "
+                f"<b>{e(d['main'])}</b>; every language is in the table that follows")
     sections = [
-        f"<h1>gpucurate report</h1><p>{sub}</p><p>{head_text}</p>",
+        f"<h1>gpucurate report</h1><p>{sub}</p><p>{head_text}</p>"
+        + ("<h2>Languages</h2>" + _table("languages", ["language", "pool", "matched",
+                                                       "curated", "t"], lang_rows)
+           if lang_rows else ""),
         "<h2>Captions per entry</h2>" + img("counts.png", "captions per entry, before and after"),
         "<h2>Cumulative share</h2>" + img("cumulative.png", "share of matches held by top-k"),
         "<h2>Counts</h2>" + _table("facts", ["", "value"], fact_rows),

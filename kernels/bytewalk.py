@@ -119,7 +119,7 @@ def build(jit, R=None):
         if btids.size == 0:
             return n
         c = start << 2  # p = start - 1: the leading space
-        last = (end + 1) << 2
+        last = (end + 2) << 2  # one past p = end: the trailing space
         while c < last:
             b0 = vbyte(buf, start, end, c)
             if (b0 & 0xC0) != 0x80:

@@ -1,3 +1,4 @@
+import hashlib
 import os
 import pathlib
 
@@ -5,8 +6,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # One numba cache for the whole run (and for the subprocesses tests start), so
-# that no process recompiles what another already compiled.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+# that no process recompiles what another already compiled. Numba keys a cached
+# function on its own file only, not on the files of the routines it calls, so
+# the cache lives under a hash of all the kernel sources.
+_src = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "kernels").glob("*.py"))))
+os.environ["NUMBA_CACHE_DIR"] = str(pathlib.Path(os.environ.get(
+    "NUMBA_CACHE_DIR", ROOT / ".numba_cache")) / _src.hexdigest()[:16])
 
 SHARED = pathlib.Path(os.environ.get("GPUCURATE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CAPTIONS = SHARED / "captions"

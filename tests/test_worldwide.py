@@ -36,6 +36,9 @@ def test_padding_rule_examples():
     entries = ["猫", "日本の", "の", "(猫)", "dog", "可爱"]
     assert match_naive_ww("  我的猫很可爱 dog\u3000", entries) == [0, 4, 5]
     assert match_naive_ww("日本の 猫", entries) == [0, 1]
+    edge = ["มa", "a猫", "猫"]  # padded on the side that touches the caption's end
+    assert Matcher(edge, device="cpu", cache=False, worldwide=True).match(
+        ["มa", "a猫", "猫"]).to_pylist() == [match_naive_ww(x, edge) for x in ["มa", "a猫", "猫"]]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,7 +104,9 @@ def test_per_language_t_and_groups(ww_dir, tmp_path):
     pq.write_table(t.slice(20000), tmp_path / "b.parquet")
     out = str(tmp_path / "out")
     s = curate(None, [str(tmp_path)], out, t=300, worldwide=str(ww_dir), lang_column="lang",
-               group_column="image", key_column="row", device="cpu", seed=1, report=False)
+               group_column="image", key_column="row", device="cpu", seed=1)
+    page = open(os.path.join(out, "report", "index.html"), encoding="utf-8").read()
+    assert 'data-lang="de"' in page and "language <b>en</b>" in page
     # per-language t, transcribed from MetaCLIP 2's curate.py
     counts_en = _counts(out, "en").column("count").to_numpy()
     p = float(counts_en[counts_en < 300].sum() / counts_en.sum())
