@@ -46,7 +46,8 @@ class ByteTrie:
 
 def build_byte_trie(patterns: list[str], ids) -> ByteTrie:
     """Byte trie of the padded patterns (UTF-8), pattern i ending in entry ids[i]."""
-    from .kernels.bytewalk import EMPTY, build_byte_trie as build
+    from .kernels.bytewalk import EMPTY
+    from .kernels.trie_build import insert_patterns
 
     enc = [p.encode("utf-8") for p in patterns]
     poff = np.zeros(len(enc) + 1, np.int64)
@@ -58,7 +59,7 @@ def build_byte_trie(patterns: list[str], ids) -> ByteTrie:
     bkeys = np.full(cap, EMPTY, np.uint64)
     bvals = np.zeros(cap, np.int32)
     pids = np.asarray(ids, np.int32)
-    broot, node_of, hasch, n_nodes = build(poff, pbytes, pids, bkeys, bvals)
+    broot, node_of, hasch, n_nodes = insert_patterns(poff, pbytes, bkeys, bvals)
     order = np.argsort(node_of, kind="stable")
     btids = pids[order].astype(np.int32)
     btoff = np.zeros(n_nodes + 1, np.int64)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import InputError
@@ -100,7 +101,7 @@ def resolve_inputs(inputs, need_unique_names: bool = True) -> list[Shard]:
 def _text_bytes(col) -> int:
     if len(col) == 0:
         return 0
-    return int(pa.compute.sum(pa.compute.binary_length(col)).as_py() or 0)
+    return int(pc.sum(pc.binary_length(col)).as_py() or 0)
 
 
 def _split(table: pa.Table, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
@@ -110,7 +111,7 @@ def _split(table: pa.Table, text_column: str, batch_bytes: int) -> Iterator[pa.T
         if table.num_rows:
             yield table
         return
-    lens = pa.compute.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    lens = pc.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False)
     start, acc = 0, 0
     for i, ln in enumerate(lens):
         if acc + ln > batch_bytes and i > start:

@@ -47,10 +47,12 @@ class Progress:
         if now - self.last >= self.every:
             self.last = now
             self._line(now)
+            self.shown = self.done
 
     def close(self) -> float:
         now = time.perf_counter()
-        self._line(now)
+        if getattr(self, "shown", None) != self.done:
+            self._line(now)
         return now - self.t0
 
     def _line(self, now: float) -> None:

@@ -26,8 +26,7 @@ import os
 import sys
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute  # noqa: F401
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import InputError
@@ -77,7 +76,7 @@ def _load(out: str) -> dict:
             for b in pq.ParquetFile(p).iter_batches(columns=cols):
                 lists = b.column(0)
                 if main:
-                    lists = lists.filter(pa.compute.equal(b.column(1), main))
+                    lists = lists.filter(pc.equal(b.column(1), main))
                 flat = lists.flatten().to_numpy(zero_copy_only=False)
                 if flat.size and (flat.min() < 0 or flat.max() >= after.size):
                     raise InputError(f"{p}: entry ids outside entry_counts.parquet's "

@@ -9,7 +9,7 @@ byte form, into a byte-level trie walked from *every character* of the spaced
 caption (the spaced text is read through a cursor, never built).
 
 ``build(jit)`` returns the device-safe routines (same rules as routines.py);
-the host-side builder is ``build_byte_trie`` (numba, CPU).
+the host-side builder is ``trie_build.insert_patterns`` (numba, CPU).
 
 Cursor over the spaced caption ``" " + M + " "`` of raw bytes [start, end):
 ``c = 4 * (p + 1) + k`` with ``p`` in ``start - 1 .. end`` (``start - 1`` and
@@ -19,7 +19,6 @@ character's expansion ``" c "``.
 
 from types import SimpleNamespace
 
-import numba
 import numpy as np
 
 from .routines import build as build_routines
@@ -154,50 +153,3 @@ def build(jit, R=None):
     return SimpleNamespace(py_space=py_space, decode_at=decode_at, strip_bounds=strip_bounds,
                            vbyte=vbyte, vnext=vnext, bchild=bchild, match_bytes=match_bytes,
                            match_all=match_all)
-
-
-# ----------------------------------------------------------------- host build
-_H = build_routines(lambda f: numba.njit(cache=True)(f))
-_mix64 = _H.mix64
-
-
-@numba.njit(cache=True)
-def build_byte_trie(poff, pbytes, pids, bkeys, bvals):
-    """Insert patterns pbytes[poff[i]:poff[i+1]] with entry ids pids[i].
-
-    Returns (broot int32[256], node_of_pattern int64, hasch uint8, n_nodes).
-    """
-    bmask = np.uint64(bkeys.size - 1)
-    broot = np.full(256, -1, np.int32)
-    n_pat = poff.size - 1
-    max_nodes = 1 + (poff[-1] - poff[0]) + 1
-    hasch = np.zeros(max_nodes, np.uint8)
-    node_of = np.empty(n_pat, np.int64)
-    nxt = 1
-    for i in range(n_pat):
-        node = 0
-        for q in range(poff[i], poff[i + 1]):
-            b = pbytes[q]
-            if node == 0:
-                ch = broot[b]
-                if ch < 0:
-                    broot[b] = nxt
-                    hasch[0] = 1
-                    ch = nxt
-                    nxt += 1
-                node = np.int64(ch)
-                continue
-            key = (np.uint64(node) << np.uint64(8)) | np.uint64(b)
-            j = _mix64(key) & bmask
-            while bkeys[j] != key and bkeys[j] != EMPTY:
-                j = (j + np.uint64(1)) & bmask
-            if bkeys[j] == EMPTY:
-                bkeys[j] = key
-                bvals[j] = nxt
-                hasch[node] = 1
-                node = nxt
-                nxt += 1
-            else:
-                node = np.int64(bvals[j])
-        node_of[i] = node
-    return broot, node_of, hasch[:nxt].copy(), nxt

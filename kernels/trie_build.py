@@ -69,35 +69,69 @@ def matchable_entries(eoff, etok, kind):
 
 
 @numba.njit(cache=True)
+def edge_insert(ekeys, evals, key, new_node):
+    """The child stored under ``key`` in an open-addressing edge table, storing
+    ``new_node`` there first when the key is absent: (child, inserted)."""
+    mask = np.uint64(ekeys.size - 1)
+    i = mix64(key) & mask
+    while ekeys[i] != key and ekeys[i] != EMPTY_EDGE:
+        i = (i + np.uint64(1)) & mask
+    if ekeys[i] == EMPTY_EDGE:
+        ekeys[i] = key
+        evals[i] = new_node
+        return np.int64(new_node), True
+    return np.int64(evals[i]), False
+
+
+@numba.njit(cache=True)
 def insert_entries(eoff, etok, ok, n_vocab, ekeys, evals):
     """Insert every entry with ok[i] != 0 into the temporary edge table
     (root edges are implicit: the child of the root along token t is t + 1);
     return (node_of_entry, n_nodes)."""
-    emask = np.uint64(ekeys.size - 1)
     n_entries = eoff.size - 1
     node_of_entry = np.full(n_entries, -1, np.int64)
     next_node = n_vocab + 1
     for e in range(n_entries):
         if ok[e] == 0:
             continue
-        a = eoff[e]
-        b = eoff[e + 1]
-        node = np.int64(etok[a]) + 1
-        for k in range(a + 1, b):
-            tid = np.int64(etok[k])
-            key = (np.uint64(node) << np.uint64(32)) | np.uint64(tid)
-            i = mix64(key) & emask
-            while ekeys[i] != key and ekeys[i] != EMPTY_EDGE:
-                i = (i + np.uint64(1)) & emask
-            if ekeys[i] == EMPTY_EDGE:
-                ekeys[i] = key
-                evals[i] = next_node
-                node = next_node
-                next_node += 1
-            else:
-                node = np.int64(evals[i])
+        node = np.int64(etok[eoff[e]]) + 1
+        for k in range(eoff[e] + 1, eoff[e + 1]):
+            key = (np.uint64(node) << np.uint64(32)) | np.uint64(etok[k])
+            node, inserted = edge_insert(ekeys, evals, key, next_node)
+            next_node += inserted
         node_of_entry[e] = node
     return node_of_entry, next_node
+
+
+@numba.njit(cache=True)
+def insert_patterns(poff, pbytes, bkeys, bvals):
+    """Byte trie of patterns pbytes[poff[i]:poff[i+1]] (worldwide matching):
+    root children direct in ``broot``, deeper edges (node << 8 | byte) in the
+    edge table. Returns (broot int32[256], node_of_pattern, hasch, n_nodes)."""
+    broot = np.full(256, -1, np.int32)
+    n_pat = poff.size - 1
+    hasch = np.zeros(1 + (poff[-1] - poff[0]) + 1, np.uint8)
+    node_of = np.empty(n_pat, np.int64)
+    nxt = 1
+    for i in range(n_pat):
+        node = 0
+        for q in range(poff[i], poff[i + 1]):
+            b = pbytes[q]
+            if node == 0:
+                if broot[b] < 0:
+                    broot[b] = nxt
+                    hasch[0] = 1
+                    nxt += 1
+                node = np.int64(broot[b])
+                continue
+            key = (np.uint64(node) << np.uint64(8)) | np.uint64(b)
+            child, inserted = edge_insert(bkeys, bvals, key, nxt)
+            if inserted:
+                hasch[node] = 1
+                nxt += 1
+            node = child
+        node_of[i] = node
+    return broot, node_of, hasch[:nxt].copy(), nxt
 
 
 @numba.njit(cache=True)
