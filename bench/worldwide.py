@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
             row["gpu_kernel_captions_per_s"] = tot["n"] / tot["gpu"]
         rows.append(row)
     res = {"date": datetime.date.today().isoformat(), "commit": commit(),
-           "command": "python -m bench.worldwide " + " ".join(argv or []),
+           "command": " ".join(["python -m bench.worldwide"] + list(
+               sys.argv[1:] if argv is None else argv)),
            "machine": machine(), "rows": rows,
            "language_id": {"captions": len(alt_texts), "seconds": lid_s,
                            "captions_per_s": len(alt_texts) / lid_s},

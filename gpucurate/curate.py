@@ -95,7 +95,7 @@ def _worker_key(cfg: CurateConfig):
     return (cfg.metadata, cfg.worldwide, cfg.lang_column, cfg.device, cfg.threads)
 
 
-def install_worker(cfg: CurateConfig, state: dict) -> dict:
+def install_worker(cfg: CurateConfig, state: dict, device: str | None = None) -> dict:
     """Set this process up for ``cfg`` from a :func:`worker_state` (one engine
     per language; on a GPU every language's tables are uploaded once)."""
     from .engine import make_engine, resolve_device
@@ -103,7 +103,7 @@ def install_worker(cfg: CurateConfig, state: dict) -> dict:
 
     key = _worker_key(cfg)
     if _WORKER.get("key") != key:
-        device = resolve_device(cfg.device)
+        device = device or resolve_device(cfg.device)
         langs = sorted(state)
         _WORKER.clear()
         _WORKER.update(key=key, langs=langs, metadata={c: state[c][0] for c in langs},
@@ -117,8 +117,8 @@ def setup(cfg: CurateConfig) -> dict:
     from .engine import resolve_device
 
     if _WORKER.get("key") != _worker_key(cfg):
-        resolve_device(cfg.device)  # fail fast, before building anything
-        install_worker(cfg, worker_state(cfg))
+        device = resolve_device(cfg.device)  # fail fast, before building anything
+        install_worker(cfg, worker_state(cfg), device)
     return _WORKER
 
 
@@ -228,12 +228,11 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
                                "count": pa.array(c[nz], pa.uint64())}))
     atomic_write_parquet(marker[:-5] + ".parquet", pa.concat_tables(parts))
     if cfg.group_column:
-        cat = [np.concatenate(x) if grp else np.zeros(0, t)
-               for x, t in zip(zip(*grp) if grp else ((), (), ()),
-                               (np.uint64, np.uint64, np.int64))]
+        g, c, r = ([np.concatenate(x) for x in zip(*grp)] if grp else
+                   [np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)])
         atomic_write_parquet(marker[:-5] + ".groups.parquet", pa.table(
-            {"group": pa.array(cat[0], pa.uint64()), "choice": pa.array(cat[1], pa.uint64()),
-             "row": pa.array(cat[2], pa.int64())}))
+            {"group": pa.array(g, pa.uint64()), "choice": pa.array(c, pa.uint64()),
+             "row": pa.array(r, pa.int64())}))
     if cfg.save_matches:
         os.makedirs(os.path.join(out, "matches"), exist_ok=True)
         e = np.concatenate(inv_e) if inv_e else np.zeros(0, np.uint32)
