@@ -152,9 +152,12 @@ class GpuEngine:
         import cudf
         import cupy
 
+        if series._column.offset:  # a slice: a compact copy starts its offsets at 0
+            series = series.copy(deep=True)
         col = series._column
         offsets = cupy.asarray(col.children[0]).astype(np.int64)
-        data = cupy.asarray(col.data).view(np.uint8) if col.data is not None else \
+        chars = getattr(col, "base_data", None) or col.data  # chars live in the parent buffer
+        data = cupy.asarray(chars).view(np.uint8) if chars is not None and chars.size else \
             cupy.zeros(1, np.uint8)
         valid = (~series.isnull()).values.astype(np.uint8)
         off, ids = self.match_device(data, offsets, valid)
