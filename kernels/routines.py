@@ -60,12 +60,9 @@ SHIFT8 = np.uint64(8)
 LEN_MASK = np.uint64(0xFFFFFF)
 TWO_POW_M53 = 1.0 / 9007199254740992.0
 
-# A caption's list of ids is sorted by insertion below NETWORK_SORT_MIN ids, by a
-# 16-input sorting network up to 16, by insertion up to INSERTION_SORT_MAX, else
-# by heapsort.
-NETWORK_SORT_MIN = 5
+# A caption's list of ids is sorted by a 4-, 8- or 16-input sorting network up
+# to 16 ids, by insertion up to INSERTION_SORT_MAX, else by heapsort.
 INSERTION_SORT_MAX = 24
-PAD = np.int32(0x7FFFFFFF)
 
 
 def build(jit):
@@ -330,27 +327,106 @@ def build(jit):
         return min(x, y), max(x, y)
 
     @jit
-    def sort16(a, lo, count):
-        """Sort a[lo:lo + count] ascending in place, count <= 16: Batcher's
-        odd-even merge sort network over 16 values held in registers (the
-        missing ones read as the int32 maximum). The comparator list is
-        Batcher's construction for n = 16, checked on all 2**16 0-1 inputs."""
-        v0 = a[lo]
-        v1 = a[lo + 1] if count > 1 else PAD
-        v2 = a[lo + 2] if count > 2 else PAD
-        v3 = a[lo + 3] if count > 3 else PAD
-        v4 = a[lo + 4] if count > 4 else PAD
-        v5 = a[lo + 5] if count > 5 else PAD
-        v6 = a[lo + 6] if count > 6 else PAD
-        v7 = a[lo + 7] if count > 7 else PAD
-        v8 = a[lo + 8] if count > 8 else PAD
-        v9 = a[lo + 9] if count > 9 else PAD
-        v10 = a[lo + 10] if count > 10 else PAD
-        v11 = a[lo + 11] if count > 11 else PAD
-        v12 = a[lo + 12] if count > 12 else PAD
-        v13 = a[lo + 13] if count > 13 else PAD
-        v14 = a[lo + 14] if count > 14 else PAD
-        v15 = a[lo + 15] if count > 15 else PAD
+    def sort_net4(a, lo, hi):
+        """Sort a[lo:hi] ascending in place and drop repeats, 1 < hi - lo <= 4;
+        return the new hi. A sorting network over 4 values held in registers
+        (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
+        loads, stores and repeats need no branch."""
+        last = hi - 1
+        v0 = a[min(lo + 0, last)]
+        v1 = a[min(lo + 1, last)]
+        v2 = a[min(lo + 2, last)]
+        v3 = a[min(lo + 3, last)]
+        v0, v1 = cx(v0, v1)
+        v2, v3 = cx(v2, v3)
+        v0, v2 = cx(v0, v2)
+        v1, v3 = cx(v1, v3)
+        v1, v2 = cx(v1, v2)
+        w = lo
+        a[w] = v0
+        w += np.int64(v1 != v0)
+        a[w] = v1
+        w += np.int64(v2 != v1)
+        a[w] = v2
+        w += np.int64(v3 != v2)
+        a[w] = v3
+        return w + 1
+
+    @jit
+    def sort_net8(a, lo, hi):
+        """Sort a[lo:hi] ascending in place and drop repeats, 1 < hi - lo <= 8;
+        return the new hi. A sorting network over 8 values held in registers
+        (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
+        loads, stores and repeats need no branch."""
+        last = hi - 1
+        v0 = a[min(lo + 0, last)]
+        v1 = a[min(lo + 1, last)]
+        v2 = a[min(lo + 2, last)]
+        v3 = a[min(lo + 3, last)]
+        v4 = a[min(lo + 4, last)]
+        v5 = a[min(lo + 5, last)]
+        v6 = a[min(lo + 6, last)]
+        v7 = a[min(lo + 7, last)]
+        v0, v1 = cx(v0, v1)
+        v2, v3 = cx(v2, v3)
+        v4, v5 = cx(v4, v5)
+        v6, v7 = cx(v6, v7)
+        v0, v2 = cx(v0, v2)
+        v1, v3 = cx(v1, v3)
+        v4, v6 = cx(v4, v6)
+        v5, v7 = cx(v5, v7)
+        v1, v2 = cx(v1, v2)
+        v5, v6 = cx(v5, v6)
+        v0, v4 = cx(v0, v4)
+        v1, v5 = cx(v1, v5)
+        v2, v6 = cx(v2, v6)
+        v3, v7 = cx(v3, v7)
+        v2, v4 = cx(v2, v4)
+        v3, v5 = cx(v3, v5)
+        v1, v2 = cx(v1, v2)
+        v3, v4 = cx(v3, v4)
+        v5, v6 = cx(v5, v6)
+        w = lo
+        a[w] = v0
+        w += np.int64(v1 != v0)
+        a[w] = v1
+        w += np.int64(v2 != v1)
+        a[w] = v2
+        w += np.int64(v3 != v2)
+        a[w] = v3
+        w += np.int64(v4 != v3)
+        a[w] = v4
+        w += np.int64(v5 != v4)
+        a[w] = v5
+        w += np.int64(v6 != v5)
+        a[w] = v6
+        w += np.int64(v7 != v6)
+        a[w] = v7
+        return w + 1
+
+    @jit
+    def sort_net16(a, lo, hi):
+        """Sort a[lo:hi] ascending in place and drop repeats, 1 < hi - lo <= 16;
+        return the new hi. A sorting network over 16 values held in registers
+        (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
+        loads, stores and repeats need no branch."""
+        last = hi - 1
+        v0 = a[min(lo + 0, last)]
+        v1 = a[min(lo + 1, last)]
+        v2 = a[min(lo + 2, last)]
+        v3 = a[min(lo + 3, last)]
+        v4 = a[min(lo + 4, last)]
+        v5 = a[min(lo + 5, last)]
+        v6 = a[min(lo + 6, last)]
+        v7 = a[min(lo + 7, last)]
+        v8 = a[min(lo + 8, last)]
+        v9 = a[min(lo + 9, last)]
+        v10 = a[min(lo + 10, last)]
+        v11 = a[min(lo + 11, last)]
+        v12 = a[min(lo + 12, last)]
+        v13 = a[min(lo + 13, last)]
+        v14 = a[min(lo + 14, last)]
+        v15 = a[min(lo + 15, last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v4, v5 = cx(v4, v5)
@@ -414,37 +490,39 @@ def build(jit):
         v9, v10 = cx(v9, v10)
         v11, v12 = cx(v11, v12)
         v13, v14 = cx(v13, v14)
-        a[lo] = v0
-        if count > 1:
-            a[lo + 1] = v1
-        if count > 2:
-            a[lo + 2] = v2
-        if count > 3:
-            a[lo + 3] = v3
-        if count > 4:
-            a[lo + 4] = v4
-        if count > 5:
-            a[lo + 5] = v5
-        if count > 6:
-            a[lo + 6] = v6
-        if count > 7:
-            a[lo + 7] = v7
-        if count > 8:
-            a[lo + 8] = v8
-        if count > 9:
-            a[lo + 9] = v9
-        if count > 10:
-            a[lo + 10] = v10
-        if count > 11:
-            a[lo + 11] = v11
-        if count > 12:
-            a[lo + 12] = v12
-        if count > 13:
-            a[lo + 13] = v13
-        if count > 14:
-            a[lo + 14] = v14
-        if count > 15:
-            a[lo + 15] = v15
+        w = lo
+        a[w] = v0
+        w += np.int64(v1 != v0)
+        a[w] = v1
+        w += np.int64(v2 != v1)
+        a[w] = v2
+        w += np.int64(v3 != v2)
+        a[w] = v3
+        w += np.int64(v4 != v3)
+        a[w] = v4
+        w += np.int64(v5 != v4)
+        a[w] = v5
+        w += np.int64(v6 != v5)
+        a[w] = v6
+        w += np.int64(v7 != v6)
+        a[w] = v7
+        w += np.int64(v8 != v7)
+        a[w] = v8
+        w += np.int64(v9 != v8)
+        a[w] = v9
+        w += np.int64(v10 != v9)
+        a[w] = v10
+        w += np.int64(v11 != v10)
+        a[w] = v11
+        w += np.int64(v12 != v11)
+        a[w] = v12
+        w += np.int64(v13 != v12)
+        a[w] = v13
+        w += np.int64(v14 != v13)
+        a[w] = v14
+        w += np.int64(v15 != v14)
+        a[w] = v15
+        return w + 1
 
     @jit
     def sort_unique(a, lo, hi):
@@ -452,9 +530,13 @@ def build(jit):
         count = hi - lo
         if count <= 1:
             return hi
-        if NETWORK_SORT_MIN <= count <= 16:
-            sort16(a, lo, count)
-        elif count <= INSERTION_SORT_MAX:
+        if count <= 4:
+            return sort_net4(a, lo, hi)
+        if count <= 8:
+            return sort_net8(a, lo, hi)
+        if count <= 16:
+            return sort_net16(a, lo, hi)
+        if count <= INSERTION_SORT_MAX:
             # Insertion without data-dependent branches: carry the smaller
             # value down the sorted prefix, writing the larger one back.
             for i in range(lo + 1, hi):
@@ -505,6 +587,7 @@ def build(jit):
         mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
         key_hash=key_hash, token_key=token_key, scan_token=scan_token, hash_tag=hash_tag,
         lookup_token=lookup_token, child_slot=child_slot, emit=emit,
-        match_caption=match_caption, sift_down=sift_down, cx=cx, sort16=sort16,
+        match_caption=match_caption, sift_down=sift_down, cx=cx, sort_net4=sort_net4,
+        sort_net8=sort_net8, sort_net16=sort_net16,
         sort_unique=sort_unique, key_mix=key_mix, draw=draw, keep_caption=keep_caption,
     )
