@@ -10,6 +10,7 @@ list this walks ~5x fewer dependent reads per caption than a byte-level trie
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, fields
@@ -97,6 +98,18 @@ def build_trie(metadata) -> WordTrie:
                     len(md) - n_matchable, md.sha256)
 
 
+def _code_hash() -> str:
+    """Hash of the code that lays the trie out, so a cached trie is never read
+    by code that lays it out differently (even if FORMAT was not bumped)."""
+    from .kernels import trie_build
+
+    h = hashlib.sha256(str(FORMAT).encode())
+    for mod in (__file__, trie_build.__file__):
+        with open(mod, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
 def cache_dir() -> str:
     """``$GPUCURATE_CACHE_DIR`` or ``~/.cache/gpucurate``."""
     return os.environ.get("GPUCURATE_CACHE_DIR") or os.path.join(
@@ -110,7 +123,7 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
     files are written atomically, so concurrent processes may share the cache.
     """
     md: Metadata = load_metadata(metadata)
-    path = os.path.join(cache_dir(), "trie", f"{md.sha256[:40]}-v{FORMAT}.npz")
+    path = os.path.join(cache_dir(), "trie", f"{md.sha256[:40]}-v{FORMAT}-{_code_hash()}.npz")
     if cache and os.path.exists(path):
         try:
             with np.load(path) as z:
