@@ -103,7 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args(argv)
 
-    import gpucurate.curate as gc
+    import importlib
+
+    gc = importlib.import_module("gpucurate.curate")  # the module (gpucurate.curate is the API function)
     from gpucurate.config import CurateConfig
     from gpucurate.curate import run
     from gpucurate.log import configure

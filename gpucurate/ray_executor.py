@@ -90,20 +90,6 @@ def _writable(obj):
     return obj
 
 
-def _worker_state(cfg: CurateConfig):
-    """What the driver builds once and every worker installs: curate's
-    ``worker_state`` where it has one, else (metadata, word trie)."""
-    from . import curate
-
-    if hasattr(curate, "worker_state"):
-        return ("state", curate.worker_state(cfg))
-    from .metadata import load_metadata
-    from .trie import load_trie
-
-    md = load_metadata(cfg.metadata)
-    return ("trie", (md, load_trie(md)))
-
-
 class _ShardWorker:
     """A Ray actor: one process, one engine (one GPU), any number of shards."""
 
@@ -112,12 +98,8 @@ class _ShardWorker:
 
         from .curate import install_worker
 
-        kind, state = _writable(ray.get(shared[0]))
         self.cfg = cfg
-        if kind == "state":
-            install_worker(cfg, state)
-        else:
-            install_worker(cfg, *state)
+        install_worker(cfg, _writable(ray.get(shared[0])))
         self._fetched: dict = {}
 
     def info(self) -> dict:
@@ -225,7 +207,9 @@ class RayExecutor:
             opts = {"num_cpus": threads}
         n = max(1, min(n, n_calls, int(self._max_workers or n)))
         # Held for the executor's life: a restarted actor takes it again.
-        self._shared = shared = [ray.put(_worker_state(cfg))]
+        from .curate import worker_state
+
+        self._shared = shared = [ray.put(worker_state(cfg))]
         cls = ray.remote(_ShardWorker).options(max_restarts=self._max_retries,
                                                max_task_retries=self._max_retries, **opts)
         self._actors = [cls.remote(wcfg, shared) for _ in range(n)]
