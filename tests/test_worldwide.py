@@ -137,3 +137,22 @@ def test_per_language_t_and_groups(ww_dir, tmp_path):
     qs = np.array(qs)
     mean, sd = qs.sum(), np.sqrt((qs * (1 - qs)).sum())
     assert abs(len(images) - mean) < 5 * max(sd, 1.0), (len(images), mean, sd)
+
+
+def test_cli_worldwide_flags(ww_dir, tmp_path):
+    from gpucurate import cli
+
+    rows = {"lang": ["de", "en", "zh", "xx", None], "text": [
+        "Ein Hund im Park", "a dog in the park", "我的猫很可爱", "something", "a cat"]}
+    pq.write_table(pa.table(rows), tmp_path / "p.parquet")
+    out = tmp_path / "out"
+    base = ["curate", "--worldwide", str(ww_dir), "--input", str(tmp_path / "p.parquet"),
+            "--out", str(out), "--lang-column", "lang", "--device", "cpu", "--quiet",
+            "--no-report"]
+    assert cli.main(base + ["--t", "10", "--t-lang", "de=3"]) == 0
+    s = json.load(open(out / "summary.json"))
+    assert s["languages"]["de"]["t"] == 3 and s["languages"]["en"]["t"] == 10
+    assert s["languages"]["zh"]["matched"] == 1 and s["unrouted"] == 2  # "xx" and the null
+    assert cli.main(["curate", "--metadata", str(ww_dir / "de.json"), "--input",
+                     str(tmp_path / "p.parquet"), "--out", str(tmp_path / "o2"), "--t", "1",
+                     "--t-lang", "de=3", "--quiet"]) == 2  # --t-lang needs --worldwide
