@@ -161,11 +161,13 @@ def _text(table: pa.Table, cfg: CurateConfig, shard: Shard, first_row: int):
     return buffers(arr, where=f"{shard.path} (rows from {first_row})"), arr
 
 
-def _by_language(w: dict, table: pa.Table, arr: pa.Array, shard: Shard):
-    """(language index per row or None, [(language, rows or None for all, buffers)])."""
+def _by_language(w: dict, table: pa.Table, arr: pa.Array, shard: Shard, li=None):
+    """(language index per row or None, [(language, rows or None for all, buffers)]).
+    ``li``: the routing already done (pass 1 keeps language-ID results for pass 2)."""
     if w["router"] is None:
         return None, [(ALL, None, None)]
-    li = w["router"].route(w["router"].codes(table, arr, shard.path))
+    if li is None:
+        li = w["router"].route(w["router"].codes(table, arr, shard.path))
     groups = []
     for i, code in enumerate(w["langs"]):
         rows = np.nonzero(li == i)[0]
@@ -194,12 +196,14 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
     counts = {c: w["engines"][c].zeros(len(w["metadata"][c]), np.uint64) for c in w["langs"]}
     per = {c: {"captions": 0, "matched": 0} for c in w["langs"]}
     captions = nulls = matched = 0
-    inv_e, inv_t, grp = [], [], []
+    inv_e, inv_t, grp, routed = [], [], [], []
     prog = Progress(f"pass 1 {shard.name}")
     for table, first in _batches(cfg, shard, max_rows):
         tb, arr = _text(table, cfg, shard, first)
         keys = _keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column) else None
         li, groups = _by_language(w, table, arr, shard)
+        if li is not None:
+            routed.append(li.astype(np.int16))
         for code, rows, h_off, h_ids, off, ids in _match_groups(w, groups, tb):
             w["engines"][code].count_into(ids, counts[code])
             lens = np.diff(h_off)
@@ -227,6 +231,10 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
                                "entry_id": pa.array(nz.astype(np.int32)),
                                "count": pa.array(c[nz], pa.uint64())}))
     atomic_write_parquet(marker[:-5] + ".parquet", pa.concat_tables(parts))
+    if cfg.worldwide and cfg.lang_column is None:  # language ID is slow: keep it for pass 2
+        buf = io.BytesIO()
+        np.save(buf, np.concatenate(routed) if routed else np.zeros(0, np.int16))
+        atomic_write_bytes(marker[:-5] + ".lang.npy", buf.getvalue())
     if cfg.group_column:
         g, c, r = ([np.concatenate(x) for x in zip(*grp)] if grp else
                    [np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)])
@@ -329,6 +337,8 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         chosen = np.load(os.path.join(out, "work", "groups", _name(shard.index, "shard", "npy")))
     use_saved = cfg.save_matches and not cfg.worldwide and os.path.exists(
         os.path.join(out, "matches", _name(shard.index, "shard", "parquet")))
+    lang_file = os.path.join(out, "work", "pass1", _name(shard.index, "shard", "lang.npy"))
+    routed = np.load(lang_file) if os.path.exists(lang_file) else None
     t0 = time.perf_counter()
     parts = []
     captions = nulls = matched = kept = 0
@@ -350,7 +360,8 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         else:
             tb, arr = _text(table, cfg, shard, first)
             valid = tb.valid
-            lang, groups = _by_language(w, table, arr, shard)
+            lang, groups = _by_language(w, table, arr, shard, None if routed is None else
+                                        routed[first:first + n].astype(np.int32))
             results = _match_groups(w, groups, tb)
         nulls += n - int(np.count_nonzero(valid))
         for code, rows, h_off, h_ids, off, ids in results:
