@@ -20,9 +20,9 @@ from numba import cuda, types
 
 from . import bytewalk
 from .routines import build
-from .targets import device_jit
+from .targets import device_jit, device_jit_inline
 
-R = build(device_jit)
+R = build(device_jit, device_jit_inline)
 W = bytewalk.build(device_jit, R)
 match_all, sort_unique, key_mix, keep_caption = (
     W.match_all, R.sort_unique, R.key_mix, R.keep_caption)
