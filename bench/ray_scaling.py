@@ -176,8 +176,6 @@ def main(argv=None) -> int:
            "results": rows}
     os.makedirs(a.results, exist_ok=True)
     stem = os.path.join(a.results, f"ray_scaling-{datetime.date.today().isoformat()}")
-    with open(stem + ".json", "w") as f:
-        json.dump(doc, f, indent=1)
     lines = [f"# Ray executor scaling ({doc['date']}, commit {commit})", "",
              f"Command: `{doc['command']}`", "",
              f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
@@ -202,8 +200,9 @@ def main(argv=None) -> int:
                      f"{'yes' if r['identical_to_local'] else 'NO'} |")
     if a.note:
         lines += ["", f"Note: {a.note}"]
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    from .suite import write_results
+
+    write_results(stem, doc, "\n".join(lines) + "\n")
     print(f"wrote {stem}.json and .md")
     return 0
 

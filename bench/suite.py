@@ -382,14 +382,19 @@ def run(args) -> dict:
     return res
 
 
+def write_results(stem: str, doc: dict, md: str) -> None:
+    """``stem.json`` (every figure) and ``stem.md`` (the table people read)."""
+    with open(stem + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(md)
+
+
 def save(res: dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     dev = "gpu" if res["machine"]["gpu"] else "cpu"
     stem = os.path.join(out_dir, f"{res['date']}-{dev}-{res['commit']}")
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(res))
+    write_results(stem, res, markdown(res))
     if res["scaling"]:
         plot(res, stem + ".png")
     return stem

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import workloads as W
-from .suite import commit, machine, time_call, to_lists
+from .suite import commit, machine, time_call, to_lists, write_results
 
 LANGS = ["en", "de", "fr", "cs", "es", "it", "ja", "zh", "th"]
 
@@ -158,8 +158,6 @@ def main(argv=None) -> int:
            "one_trie_vs_per_language": tagged}
     os.makedirs(a.out, exist_ok=True)
     stem = os.path.join(a.out, f"{res['date']}-worldwide-{'gpu' if gpu else 'cpu'}-{res['commit']}")
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1)
     lines = [f"# Worldwide matching, {res['date']}", "",
              f"- machine: {res['machine']['cpu']}, {res['machine']['cores']} cores; GPU: "
              f"{res['machine']['gpu'] or 'none'}",
@@ -181,8 +179,7 @@ def main(argv=None) -> int:
                   f"{tagged['entries']:,} entries with language-filtered ids "
                   f"{tagged['one_trie_captions_per_s']:,.0f} captions/s "
                   f"({tagged['bytes'] / 1e6:.0f} MB, built in {tagged['build_s']:.1f} s)."]
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_results(stem, res, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {stem}.json/.md")
     return 0
