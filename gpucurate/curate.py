@@ -1,8 +1,9 @@
 """The curation pipeline: pass 1 (match and count), merge, pass 2 (balance).
 
 Stages are plain functions of (config, shard, ...) that a worker runs after a
-once-per-process ``setup`` (metadata, trie, engine). Executors only schedule
-them: :class:`LocalExecutor` here, the Ray executor in ``gpucurate.ray_executor``.
+once-per-process ``setup`` (metadata, tries and one engine per language; a
+MetaCLIP 1 run has the one language ``all``). Executors only schedule them:
+:class:`LocalExecutor` here, the Ray executor in ``gpucurate.ray_executor``.
 Every file is written atomically (temporary file, then rename) and every shard
 leaves a completion marker, so a rerun skips finished work and gives identical
 outputs.
@@ -11,12 +12,18 @@ Layout of an output directory ``DIR``::
 
     config.json                      fingerprint of what decides the outputs
     work/pass1/shard-NNNNN.json      pass-1 marker and stats of shard NNNNN
-    work/pass1/shard-NNNNN.parquet   its sparse entry counts (entry_id, count)
+    work/pass1/shard-NNNNN.parquet   its sparse entry counts (lang, entry_id, count)
+    work/pass1/shard-NNNNN.lang.npy  worldwide, language ID: each row's language
+    work/pass1/shard-NNNNN.groups.parquet  --group-column: (group, choice, row)
+    work/groups/shard-NNNNN.npy      --group-column: the rows chosen for their group
+    work/prob.npz                    prob per entry, per language
     matches/shard-NNNNN.parquet      with --save-matches: (entry_id, text_id) uint32
     entry_counts.parquet             entry_id, entry, count (uint64), prob
-    curated/part-NNNNN.parquet       kept rows of shard NNNNN, plus entry_ids
+    entry_counts/<lang>.parquet      the same per language (worldwide)
+    curated/part-NNNNN.parquet       kept rows of shard NNNNN, plus entry_ids (and lang)
     stats/shard-NNNNN.json           per-shard stats (the pass-2 marker)
-    summary.json                     the funnel, t, timings, versions
+    summary.json                     the funnel, t, timings, versions (per language)
+    report/                          the HTML report
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ URIs; no script, nothing fetched), with the PNGs beside it:
 - ``funnel.png``: captions in, null, matched, curated.
 
 Every number the HTML shows sits in a ``data-value`` attribute (integers, or
-floats written with ``repr``) so that tools and tests can read it back.
+floats written with ``repr``) so that tools and tests can read it back. For a
+worldwide run it adds a table of every language and draws the plots for one
+(``en``, else the language with the largest pool).
 """
 
 from __future__ import annotations
