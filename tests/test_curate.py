@@ -244,3 +244,15 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="--tail-fraction"):
         CurateConfig(metadata="m.json", inputs=("x",), out="o", tail_fraction=1.5)
     assert run  # the API entry point exists
+
+
+def test_limit_takes_the_first_captions_in_shard_order(base_run, tmp_path, metadata_path):
+    root, out, _ = base_run
+    o = str(tmp_path / "lim")
+    s = curate(str(metadata_path), [str(root / "in")], o, t=40, key_column="id", device="cpu",
+               seed=3, limit=2500, report=False)
+    assert s["pool"] == 2500 and s["shards"] == 2  # 2000 rows per shard: 2000 + 500
+    kept = curated(o)
+    first = set(pq.read_table(root / "in" / "part-00.parquet").column("id").to_pylist()) | set(
+        pq.read_table(root / "in" / "part-01.parquet").column("id").slice(0, 500).to_pylist())
+    assert set(kept.column("id").to_pylist()) <= first
