@@ -7,18 +7,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .reference import is_cjk_or_similar
+from .reference import is_cjk_or_similar, spaced_entry_ww  # noqa: F401 (re-exported)
 
 
 def padded_both(entry: str) -> bool:
     """True when MetaCLIP 2 pads the entry on both sides (a whole-token entry)."""
     return not is_cjk_or_similar(entry[0]) and not is_cjk_or_similar(entry[-1])
-
-
-def spaced_entry_ww(entry: str) -> str:
-    left = "" if is_cjk_or_similar(entry[0]) else " "
-    right = "" if is_cjk_or_similar(entry[-1]) else " "
-    return f"{left}{entry}{right}"
 
 
 @dataclass(frozen=True)

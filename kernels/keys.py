@@ -12,7 +12,7 @@ from .routines import build
 from .targets import cpu_jit
 
 R = build(cpu_jit)
-fnv1a, mix64, key_mix, draw = R.fnv1a, R.mix64, R.key_mix, R.draw
+fnv1a, mix64, key_mix = R.fnv1a, R.mix64, R.key_mix
 
 
 @numba.njit(cache=True, nogil=True)
@@ -27,14 +27,6 @@ def row_keys(name_hash, first_row, out):
     """out[j] = mix(name_hash ^ (first_row + j))."""
     for j in range(out.size):
         out[j] = mix64(np.uint64(name_hash) ^ np.uint64(first_row + j))
-
-
-@numba.njit(cache=True)
-def draws(seed, key, entries, out):
-    """The pinned uniform draws u(seed, key, e) for the given entries."""
-    km = key_mix(seed, key)
-    for i in range(entries.size):
-        out[i] = draw(km, entries[i])
 
 
 @numba.njit(cache=True)
