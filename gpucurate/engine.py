@@ -103,8 +103,12 @@ def gpu_status() -> tuple[bool, str]:
     try:
         if not cuda.is_available():
             return False, "no CUDA driver or device found"
-        dev = cuda.get_current_device()
-        cc = dev.compute_capability
+        try:  # the device's attributes without making Numba's context, so that
+            dev = cuda.list_devices()[0]  # RMM can still become its memory manager
+            cc = dev.compute_capability
+        except Exception:  # noqa: BLE001 - older numba-cuda: ask the current context
+            dev = cuda.get_current_device()
+            cc = dev.compute_capability
     except Exception as exc:  # noqa: BLE001 - any driver failure means "not usable"
         return False, f"CUDA is not usable: {exc}"
     try:

@@ -105,24 +105,59 @@ class GpuEngine:
         return off, int(off[-1])  # sync
 
     # ------------------------------------------------------------- matching
-    def match_device(self, data, offsets, valid):
-        """Device CSR (offsets int64, ids int32) of device-resident captions."""
+    def match_device(self, data, offsets, valid, marks: list | None = None):
+        """Device CSR (offsets int64, ids int32) of device-resident captions.
+
+        ``marks``, when a list, receives ``(stage, event)`` after each stage
+        (CUDA events; host clocks under the simulator), for ``stage_seconds``.
+        """
         k, xp = self.k, self.xp
         n = int(valid.size)
         if n == 0:
             return xp.zeros(1, np.int64), xp.zeros(0, np.int32)
+        mark = self._marker(marks)
+        mark("start")
         grid = self._grid(n)
         raw = xp.empty(n, np.int64)
         k.count_matches[grid](data, offsets, valid, self.d_tables, self._scratch, raw)
+        mark("count_matches")
         raw_off, total = self._scan(raw)
+        mark("scan")
         out = xp.empty(max(total, 1), np.int32)
         distinct = xp.empty(n, np.int64)
         k.fill_matches[grid](data, offsets, valid, self.d_tables, raw_off, out, distinct)
+        mark("fill_matches")
         final_off, total = self._scan(distinct)
+        mark("scan_distinct")
         ids = xp.empty(total, np.int32)
         if total:
             k.compact[grid](out, raw_off, final_off, ids)
+        mark("compact")
         return final_off, ids
+
+    def _marker(self, marks):
+        if marks is None:
+            return lambda stage: None
+        if self.xp is np:
+            import time
+
+            return lambda stage: marks.append((stage, time.perf_counter()))
+
+        def mark(stage):
+            ev = self.xp.cuda.Event()
+            ev.record()
+            marks.append((stage, ev))
+        return mark
+
+    def stage_seconds(self, marks: list) -> dict:
+        """Seconds between consecutive marks of ``match_device`` (syncs)."""
+        if self.xp is not np and marks:
+            marks[-1][1].synchronize()
+        out = {}
+        for (_, a), (stage, b) in zip(marks, marks[1:]):
+            out[stage] = (b - a) if self.xp is np else \
+                self.xp.cuda.get_elapsed_time(a, b) / 1e3
+        return out
 
     def upload(self, tb: TextBuffers):
         """Copy host Arrow-layout buffers to the device (only the rows' bytes)."""
