@@ -30,7 +30,9 @@ if ls .whl/*rmm*.whl >/dev/null 2>&1 &&
 fi
 # A one-line kernel first: if the driver rejects Numba's PTX, link with nvJitLink.
 if ! (cd /tmp && python3 -c "
-from numba import cuda; import numpy as np
+import numpy as np
+np.row_stack = getattr(np, 'row_stack', np.vstack)  # as gpucurate.kernels.cuda does
+from numba import cuda
 @cuda.jit
 def k(a): a[0] = 1
 a = cuda.to_device(np.zeros(1)); k[1, 1](a); assert a.copy_to_host()[0] == 1

@@ -16,7 +16,11 @@ types; the tests compile each one to sm_90 PTX without a GPU.
 """
 
 import numpy as np
-from numba import cuda, types
+
+if not hasattr(np, "row_stack"):  # NumPy >= 2.5 removed it; numba-cuda <= 0.30 still
+    np.row_stack = np.vstack      # registers an overload for it when it compiles a kernel
+
+from numba import cuda, types  # noqa: E402
 
 from . import bytewalk
 from .routines import build
