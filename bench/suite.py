@@ -58,6 +58,10 @@ def machine() -> dict:
 
 
 def commit() -> str:
+    """The checkout's short commit (+"-dirty"), or $GPUCURATE_COMMIT when set (a copy
+    of the tree whose git metadata is not the code's, as on a lent GPU machine)."""
+    if os.environ.get("GPUCURATE_COMMIT"):
+        return os.environ["GPUCURATE_COMMIT"]
     try:
         c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.strip()

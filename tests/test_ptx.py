@@ -25,3 +25,17 @@ def test_kernels_compile_to_sm90_ptx(tmp_path):
     for n in names:
         assert f"== {n}" in report
     assert "Used" in report and "registers" in report
+
+
+def test_kernels_compile_without_numpy_row_stack(tmp_path):
+    """NumPy 2.5 removed ``np.row_stack``; numba-cuda 0.30 still overloads it when
+    it compiles its first kernel, which failed every launch on the GPU machine
+    (NumPy 2.5.2). Simulate that NumPy here: drop the name, then compile."""
+    code = ("import numpy as np\n"
+            "if hasattr(np, 'row_stack'): del np.row_stack\n"
+            "import sys; sys.argv = ['bench.ptx', '--cc', '9.0', '--out', sys.argv[1]]\n"
+            "from bench import ptx; raise SystemExit(ptx.main())\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="0"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert ".entry" in (tmp_path / "count_matches.ptx").read_text()
