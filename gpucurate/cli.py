@@ -73,6 +73,11 @@ def _pool_args(p, need_t: bool):
                         "shard name and row")
     p.add_argument("--seed", type=int, default=0, help="seed of the pinned draw (default 0)")
     _device(p)
+    p.add_argument("--reader", choices=("auto", "arrow", "cudf"), default="auto",
+                   help="how pass 1 reads parquet shards on the GPU: cudf (onto the device, "
+                        "matched in place; unverified, see README), arrow (pyarrow on the host, "
+                        "then copied), or auto (default: cudf when the GPU engine runs and cuDF "
+                        "is installed, else arrow). Outputs are identical either way")
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
                    help=f"caption text per batch, bounding memory (default {DEFAULT_BATCH_BYTES})")
     p.add_argument("--limit", type=int, default=None,
@@ -163,7 +168,7 @@ def _config(a, **extra) -> CurateConfig:
         inputs=tuple(a.input), out=a.out, t=getattr(a, "t", None),
         tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
         key_column=a.key_column, seed=a.seed, device=a.device or os.environ.get(
-            "GPUCURATE_DEVICE", "auto"), batch_bytes=a.batch_bytes, threads=a.threads,
+            "GPUCURATE_DEVICE", "auto"), reader=a.reader, batch_bytes=a.batch_bytes, threads=a.threads,
         limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
         report=not getattr(a, "no_report", False), executor=a.executor, address=a.address,
         **extra)

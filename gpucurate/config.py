@@ -26,6 +26,7 @@ class CurateConfig:
     key_column: str | None = None
     seed: int = 0
     device: str = "auto"
+    reader: str = "auto"             # pass 1's shard reader on a GPU: auto, arrow or cudf
     batch_bytes: int = DEFAULT_BATCH_BYTES
     threads: int | None = None
     limit: int | None = None
@@ -74,6 +75,8 @@ class CurateConfig:
             raise ConfigError("--lang-column, --t-lang and --group-column go with --worldwide")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ConfigError(f"--device must be auto, cpu or gpu, not {self.device!r}")
+        if self.reader not in ("auto", "arrow", "cudf"):
+            raise ConfigError(f"--reader must be auto, arrow or cudf, not {self.reader!r}")
 
     def require_t(self) -> None:
         if self.worldwide and self.t is None and self.tail_fraction is None and self.t_lang:

@@ -99,23 +99,26 @@ def worker_state(cfg: CurateConfig) -> dict:
 
 
 def _worker_key(cfg: CurateConfig):
-    return (cfg.metadata, cfg.worldwide, cfg.lang_column, cfg.device, cfg.threads)
+    return (cfg.metadata, cfg.worldwide, cfg.lang_column, cfg.device, cfg.threads, cfg.reader)
 
 
 def install_worker(cfg: CurateConfig, state: dict, device: str | None = None) -> dict:
     """Set this process up for ``cfg`` from a :func:`worker_state` (one engine
     per language; on a GPU every language's tables are uploaded once)."""
+    from .cudf_io import resolve_reader
     from .engine import make_engine, resolve_device
     from .lang import Router
 
     key = _worker_key(cfg)
     if _WORKER.get("key") != key:
         device = device or resolve_device(cfg.device)
+        reader = resolve_reader(cfg.reader, device)
         langs = sorted(state)
         _WORKER.clear()
         _WORKER.update(key=key, langs=langs, metadata={c: state[c][0] for c in langs},
                        engines={c: make_engine(state[c][1], device, cfg.threads) for c in langs},
-                       router=Router(langs, cfg.lang_column) if cfg.worldwide else None)
+                       router=Router(langs, cfg.lang_column) if cfg.worldwide else None,
+                       reader=reader)
     return _WORKER
 
 
@@ -192,6 +195,29 @@ def _match_groups(w, groups, tb):
         yield code, rows, eng.to_host(off), eng.to_host(ids), off, ids
 
 
+def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str,
+                       save_matches: bool = False) -> dict:
+    """Pass 1 of one batch of captions already on the GPU (Arrow-layout device
+    buffers, e.g. a cuDF column's): UTF-8 check, match and count into the
+    device array ``counts``; only scalars come back (and, with ``save_matches``,
+    the batch's inverted index, (entry_id, text_id) uint32)."""
+    bad = eng.first_invalid_utf8(data, offsets, valid)
+    if bad >= 0:
+        raise InputError(f"{where}: row {first + bad} is not valid UTF-8; re-encode the source "
+                         "as UTF-8 or drop the row")
+    m_off, m_ids = eng.match_device(data, offsets, valid)
+    eng.count_into(m_ids, counts)
+    n = int(valid.size)
+    lens = eng.xp.diff(m_off)
+    r = {"captions": n, "nulls": n - int(valid.sum()),
+         "matched": int(eng.xp.count_nonzero(lens))}
+    if save_matches:
+        h_lens = eng.to_host(lens)
+        r["entry_id"] = eng.to_host(m_ids).astype(np.uint32)
+        r["text_id"] = (np.repeat(np.arange(n, dtype=np.int64), h_lens) + first).astype(np.uint32)
+    return r
+
+
 def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None) -> dict:
     """Match and count one shard; write its sparse counts and marker."""
     marker = os.path.join(out, "work", "pass1", _name(shard.index, "shard", "json"))
@@ -205,7 +231,9 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
     captions = nulls = matched = 0
     inv_e, inv_t, grp, routed = [], [], [], []
     prog = Progress(f"pass 1 {shard.name}")
-    for table, first in _batches(cfg, shard, max_rows):
+    on_device = (w["reader"] == "cudf" and shard.fmt == "parquet" and w["router"] is None
+                 and not cfg.group_column)
+    for table, first in (() if on_device else _batches(cfg, shard, max_rows)):
         tb, arr = _text(table, cfg, shard, first)
         keys = _keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column) else None
         li, groups = _by_language(w, table, arr, shard)
@@ -229,6 +257,23 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         captions += len(tb)
         nulls += int(len(tb) - int(tb.valid.sum()))
         prog.update(len(tb))
+    if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
+        from .cudf_io import device_buffers, parquet_text_batches
+
+        eng = w["engines"][ALL]
+        for series, first in parquet_text_batches(shard, cfg.text_column, cfg.batch_bytes,
+                                                  max_rows):
+            r = count_device_batch(eng, *device_buffers(series, eng.xp), counts[ALL], first,
+                                   shard.path, cfg.save_matches)
+            matched += r["matched"]
+            per[ALL]["captions"] += r["captions"]
+            per[ALL]["matched"] += r["matched"]
+            if cfg.save_matches:
+                inv_e.append(r["entry_id"])
+                inv_t.append(r["text_id"])
+            captions += r["captions"]
+            nulls += r["nulls"]
+            prog.update(r["captions"])
     seconds = prog.close() if captions else time.perf_counter() - t0
     parts = []
     for code in w["langs"]:
@@ -805,6 +850,7 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
          "tail_fraction": cfg.tail_fraction, "seed": int(cfg.seed),
          "device": (next(iter(engines.values())).name if engines else
                     (getattr(ex, "workers", None) or [{}])[0].get("engine", cfg.device)),
+         "reader": _WORKER.get("reader", "arrow") if engines else cfg.reader,
          "executor": ex.name, "shards": len(src), "seconds": seconds,
          "captions_per_s": {k: (pool / v if v > 0 else None) for k, v in seconds.items()},
          "entries": int(allc.size), "entries_matched": int(np.count_nonzero(allc)),

@@ -169,6 +169,16 @@ class GpuEngine:
         """Device CSR of host buffers (uploads the text)."""
         return self.match_device(*self.upload(tb))
 
+    def first_invalid_utf8(self, data, offsets, valid) -> int:
+        """Index of the first non-null device row that is not UTF-8, or -1 (syncs)."""
+        n = int(valid.size)
+        if n == 0:
+            return -1
+        bad = self.xp.empty(n, np.uint8)
+        self.k.utf8_check[self._grid(n)](data, offsets, valid, bad)
+        first = int(bad.argmax())  # sync
+        return first if int(bad[first]) else -1
+
     def zeros(self, n: int, dtype):
         return self.xp.zeros(n, dtype)
 
@@ -180,23 +190,24 @@ class GpuEngine:
     def match_cudf(self, series):
         """Match a cudf string Series; returns a cudf list<int32> Series.
 
-        The captions are read in place from the column's offsets, characters
-        and null mask; the result list column is assembled through Arrow on the
-        host. Unverified until it has run on a machine with cuDF.
+        The captions are read in place from the column's device buffers
+        (:func:`gpucurate.cudf_io.device_buffers`); the result list column is
+        assembled through Arrow on the host. Unverified until it has run on a
+        machine with cuDF.
         """
         import cudf
-        import cupy
 
-        if series._column.offset:  # a slice: a compact copy starts its offsets at 0
-            series = series.copy(deep=True)
-        col = series._column
-        offsets = cupy.asarray(col.children[0]).astype(np.int64)
-        chars = getattr(col, "base_data", None) or col.data  # chars live in the parent buffer
-        data = cupy.asarray(chars).view(np.uint8) if chars is not None and chars.size else \
-            cupy.zeros(1, np.uint8)
-        valid = (~series.isnull()).values.astype(np.uint8)
+        from .cudf_io import device_buffers
+
+        data, offsets, valid = device_buffers(series, self.xp)
+        bad = self.first_invalid_utf8(data, offsets, valid)
+        if bad >= 0:
+            from .errors import InputError
+
+            raise InputError(f"captions: row {bad} is not valid UTF-8; re-encode the source "
+                             "as UTF-8 or drop the row")
         off, ids = self.match_device(data, offsets, valid)
-        arrow = _csr_arrow(cupy.asnumpy(off), cupy.asnumpy(ids))
+        arrow = _csr_arrow(self.to_host(off), self.to_host(ids))
         return cudf.Series.from_arrow(arrow)
 
     # ------------------------------------------------------ count, balance

@@ -16,8 +16,8 @@ from .targets import cpu_jit, cpu_jit_inline
 R = build(cpu_jit, cpu_jit_inline)
 W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
-match_all, match_caption, sort_unique, key_mix, keep_caption = (
-    W.match_all, R.match_caption, R.sort_unique, R.key_mix, R.keep_caption)
+match_all, match_caption, sort_unique, key_mix, keep_caption, utf8_invalid = (
+    W.match_all, R.match_caption, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -73,8 +73,11 @@ def keep_range(ids, offsets, keys, prob, seed, keep):
 
 @numba.njit(cache=True, nogil=True)
 def first_invalid_utf8(data, offsets, valid):
-    """Index of the first valid (non-null) row that is not UTF-8, or -1."""
-    # ASCII runs are skipped 8 aligned bytes at a time.
+    """Index of the first valid (non-null) row that is not UTF-8, or -1.
+
+    The ASCII prefix of a row is skipped 8 aligned bytes at a time (ASCII is
+    always valid and ends on a character boundary); the rest is checked by the
+    shared routine, as the CUDA check does."""
     words = data[:data.size // 8 * 8].view(np.uint64)
     high = np.uint64(0x8080808080808080)
     for i in range(offsets.size - 1):
@@ -82,35 +85,10 @@ def first_invalid_utf8(data, offsets, valid):
             continue
         p = offsets[i]
         end = offsets[i + 1]
-        while p < end:
-            b = data[p]
-            if b < 0x80:
-                p += 1
-                if (p & 7) == 0:
-                    while p + 8 <= end and (words[p >> 3] & high) == 0:
-                        p += 8
-                continue
-            if 0xC2 <= b <= 0xDF:
-                n = 1
-                lo, hi = 0x80, 0xBF
-            elif 0xE0 <= b <= 0xEF:
-                n = 2
-                lo = 0xA0 if b == 0xE0 else 0x80
-                hi = 0x9F if b == 0xED else 0xBF
-            elif 0xF0 <= b <= 0xF4:
-                n = 3
-                lo = 0x90 if b == 0xF0 else 0x80
-                hi = 0x8F if b == 0xF4 else 0xBF
-            else:
-                return i
-            if p + n >= end:
-                return i
-            c = data[p + 1]
-            if c < lo or c > hi:
-                return i
-            for k in range(2, n + 1):
-                c = data[p + k]
-                if c < 0x80 or c > 0xBF:
-                    return i
-            p += n + 1
+        while p < end and (p & 7) != 0 and data[p] < 0x80:
+            p += 1
+        while p + 8 <= end and (words[p >> 3] & high) == 0:
+            p += 8
+        if utf8_invalid(data, p, end):
+            return i
     return -1

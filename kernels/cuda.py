@@ -7,7 +7,8 @@ thread). Matching is count, scan, fill: ``count_matches`` counts each caption's
 ``fill_matches`` writes the ids and sorts/deduplicates them in place, and
 ``compact`` packs the distinct ids into the final CSR. ``count_entries``
 accumulates entry counts into one preallocated uint64 array with atomics, and
-``keep_captions`` takes the pinned keep decision per caption.
+``keep_captions`` takes the pinned keep decision per caption; ``utf8_check``
+flags rows that are not UTF-8.
 
 The tables travel as one nested tuple (``MatchTables.args()``: word trie, byte
 trie, strip flag; uploaded once) and are unpacked into ``match_all``'s
@@ -28,8 +29,8 @@ from .targets import device_jit, device_jit_inline
 
 R = build(device_jit, device_jit_inline)
 W = bytewalk.build(device_jit, R)
-match_all, sort_unique, key_mix, keep_caption = (
-    W.match_all, R.sort_unique, R.key_mix, R.keep_caption)
+match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
+    W.match_all, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
 
 
 @cuda.jit
@@ -93,6 +94,21 @@ def keep_captions(ids, offsets, keys, prob, seed, keep):
         i += stride
 
 
+@cuda.jit
+def utf8_check(data, offsets, valid, bad):
+    """bad[i] = 1 when row i is valid (non-null) and not UTF-8 (captions read on
+    the device, e.g. by cuDF, are checked where they are)."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = valid.size
+    while i < n:
+        b = 0
+        if valid[i] != 0:
+            b = utf8_invalid(data, offsets[i], offsets[i + 1])
+        bad[i] = b
+        i += stride
+
+
 def signatures(table_args):
     """Every kernel with concrete argument types, for tables given as the tuple
     ``MatchTables.args()`` (host arrays suffice: only their types are used)."""
@@ -107,4 +123,5 @@ def signatures(table_args):
         "compact": (compact, (i32, i64, i64, i32)),
         "count_entries": (count_entries, (i32, u64)),
         "keep_captions": (keep_captions, (i32, i64, u64, f64, types.uint64, u8)),
+        "utf8_check": (utf8_check, (u8, i64, u8, u8)),
     }

@@ -43,7 +43,52 @@ def check(entries, texts, label, worldwide=False):
     keep_range(c_ids, c_off, keys, prob, np.uint64(7), keep_c)
     keep_g = gpu.keep(g_ids, g_off, keys, prob, 7)
     assert np.array_equal(keep_c, keep_g), label
+    # pass 1 of device-resident buffers (what the cuDF reader feeds): same counts,
+    # same inverted index as the CPU engine, rows numbered from the batch's first
+    from gpucurate.curate import count_device_batch
+
+    dev_counts = np.zeros(len(entries), np.uint64)
+    r = count_device_batch(gpu, *gpu.upload(tb), dev_counts, 1000, label, save_matches=True)
+    half = np.zeros(len(entries), np.uint64)
+    cpu_count(c_ids, half)
+    assert np.array_equal(dev_counts, half), label
+    lens = np.diff(c_off)
+    assert r["captions"] == len(texts) and r["nulls"] == sum(t is None for t in texts), label
+    assert r["matched"] == int(np.count_nonzero(lens)), label
+    assert np.array_equal(r["entry_id"], c_ids.astype(np.uint32)), label
+    assert np.array_equal(r["text_id"], np.repeat(np.arange(len(texts)), lens) + 1000), label
     return int(c_ids.size)
+
+
+def check_device_utf8():
+    """The device UTF-8 check names the first bad row of a batch, as the host's does."""
+    from gpucurate.columns import TextBuffers, check_utf8
+    from gpucurate.curate import count_device_batch
+    from gpucurate.errors import InputError
+
+    rows = [b"ok", b"caf\xc3\xa9", None, b"\xff bad", b"\xe0\x80\x80", b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80", b"x\xc3", "日本".encode()]
+    for bad_at in ([], [3], [4], [5], [6], [7]):
+        keep = [r for i, r in enumerate(rows) if r is None or i not in (3, 4, 5, 6, 7)
+                or i in bad_at]
+        arr = pa.array(keep, pa.large_binary())
+        b = arr.buffers()
+        n = len(arr)
+        tb = TextBuffers(np.frombuffer(b[2], np.uint8), np.frombuffer(b[1], np.int64)[: n + 1],
+                         np.array([r is not None for r in keep], np.uint8))
+        tables = load_tables(["ok"], cache=False)
+        gpu = GpuEngine(tables, block=4, max_blocks=2)
+        host_err = dev_err = None
+        try:
+            check_utf8(tb, "batch", 10)
+        except InputError as e:
+            host_err = str(e).split(" (")[0]
+        try:
+            count_device_batch(gpu, *gpu.upload(tb), np.zeros(1, np.uint64), 10, "batch")
+        except InputError as e:
+            dev_err = str(e).split(";")[0]
+        assert (host_err is None) == (not bad_at), (bad_at, host_err)
+        assert host_err == dev_err, (host_err, dev_err)
 
 
 def check_pipeline(meta_path, captions_path, tmp):
@@ -83,6 +128,7 @@ def main():
           adversarial + ["我的猫很可爱 日本の (猫)", "\u3000の\u3000", "ไมเคิลพูพาร์ท"],
           "adversarial worldwide", worldwide=True)
     check_pipeline(meta_path, captions_path, sys.argv[3])
+    check_device_utf8()
     assert n > len(texts), "too few matches to mean anything"
     print(f"SIM OK {len(texts)} captions, {n} ids")
 

@@ -15,7 +15,8 @@ def test_kernels_compile_to_sm90_ptx(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="0"))
     assert r.returncode == 0, r.stdout + r.stderr
-    names = {"count_matches", "fill_matches", "compact", "count_entries", "keep_captions"}
+    names = {"count_matches", "fill_matches", "compact", "count_entries", "keep_captions",
+             "utf8_check"}
     for n in names:
         ptx = (tmp_path / f"{n}.ptx").read_text()
         assert ".target sm_90" in ptx and ".entry" in ptx

@@ -1,0 +1,59 @@
+"""The cuDF reader's array level, on real Arrow buffers, and the --reader choice.
+
+cuDF itself cannot run here (it needs a GPU); what feeds the kernels from a
+cuDF column is the same Arrow layout, checked below for every slice of a column
+with nulls. The device half (UTF-8 check, match, count) runs in the CUDA
+simulator in tests/sim_match.py.
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpucurate.cudf_io import arrow_layout, available, resolve_reader, row_group_runs
+from gpucurate.curate import curate
+from gpucurate.errors import ConfigError
+
+
+@pytest.mark.parametrize("typ", [pa.string(), pa.large_string()])
+def test_arrow_layout_of_every_slice(typ):
+    vals = ["a", None, "bb", None, None, "ccc", "d", None, "日本", "ff", "", None] * 3
+    col = pa.array(vals, typ)
+    for off in range(len(vals)):
+        for n in (0, 1, 7, 8, 9, len(vals) - off):
+            s = col.slice(off, min(n, len(vals) - off))
+            b = s.buffers()
+            mask = np.frombuffer(b[0], np.uint8) if b[0] is not None else None
+            offs = np.frombuffer(b[1], np.int64 if typ == pa.large_string() else np.int32)
+            data, o, v = arrow_layout(offs, np.frombuffer(b[2], np.uint8), mask, s.offset, len(s))
+            assert o.dtype == np.int64 and v.dtype == np.uint8 and o.size == len(s) + 1
+            got = [bytes(data[o[i]:o[i + 1]]).decode() if v[i] else None for i in range(len(s))]
+            assert got == s.to_pylist(), (off, n)
+
+
+def test_row_group_runs_bound_text_per_batch():
+    runs = row_group_runs([10, 10, 30, 5, 5], [1, 2, 3, 4, 5], 20)
+    assert runs == [([0, 1], 0, 3), ([2], 3, 3), ([3, 4], 6, 9)]
+    assert row_group_runs([], [], 20) == []
+
+
+def test_reader_choice(tmp_path):
+    assert resolve_reader("auto", "cpu") == "arrow"
+    assert resolve_reader("arrow", "gpu") == "arrow"
+    with pytest.raises(ConfigError, match="needs the GPU engine"):
+        resolve_reader("cudf", "cpu")
+    ok, why = available()
+    if not ok:  # here: no cuDF, so auto falls back and an explicit cudf is refused
+        assert resolve_reader("auto", "gpu") == "arrow"
+        with pytest.raises(ConfigError, match="--reader cudf: cuDF is not importable"):
+            resolve_reader("cudf", "gpu")
+    meta = tmp_path / "m.txt"
+    meta.write_text("dog\ncat\n")
+    pq.write_table(pa.table({"text": ["a dog", "a cat", None]}), tmp_path / "a.parquet")
+    s = curate(str(meta), [str(tmp_path / "a.parquet")], str(tmp_path / "out"), t=1,
+               device="cpu", report=False)
+    assert s["reader"] == "arrow" and s["matched"] == 2
+    with pytest.raises(ConfigError, match="--reader must be"):
+        curate(str(meta), [str(tmp_path / "a.parquet")], str(tmp_path / "o2"), t=1,
+               device="cpu", reader="spark", report=False)
