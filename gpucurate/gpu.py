@@ -57,7 +57,8 @@ class GpuEngine:
 
     name = "gpu"
 
-    def __init__(self, tables, block: int | None = None, max_blocks: int | None = None):
+    def __init__(self, tables, block: int | None = None, max_blocks: int | None = None,
+                 by_length: bool = False):
         from numba import cuda
 
         if simulated():
@@ -84,6 +85,8 @@ class GpuEngine:
         # Upload once: every array of the tries as a device array, scalars as they are.
         self.d_tables = upload(tables.args())
         self._scratch = self.xp.zeros(1, np.int32)
+        self._no_order = self.xp.zeros(0, np.int64)
+        self.by_length = by_length
         logger.info("tries uploaded to the GPU (%.1f MB)%s", tables.nbytes / 1e6,
                     ", memory from RMM" if self.rmm else "")
 
@@ -105,11 +108,15 @@ class GpuEngine:
         return off, int(off[-1])  # sync
 
     # ------------------------------------------------------------- matching
-    def match_device(self, data, offsets, valid, marks: list | None = None):
+    def match_device(self, data, offsets, valid, marks: list | None = None,
+                     by_length: bool | None = None):
         """Device CSR (offsets int64, ids int32) of device-resident captions.
 
-        ``marks``, when a list, receives ``(stage, event)`` after each stage
-        (CUDA events; host clocks under the simulator), for ``stage_seconds``.
+        ``by_length`` (default: the engine's) launches the captions sorted by
+        byte length, so that a warp's threads walk captions of similar length;
+        results are the same either way. ``marks``, when a list, receives
+        ``(stage, event)`` after each stage (CUDA events; host clocks under the
+        simulator), for ``stage_seconds``.
         """
         k, xp = self.k, self.xp
         n = int(valid.size)
@@ -118,14 +125,19 @@ class GpuEngine:
         mark = self._marker(marks)
         mark("start")
         grid = self._grid(n)
+        if self.by_length if by_length is None else by_length:
+            order = xp.argsort(offsets[1:] - offsets[:-1]).astype(np.int64, copy=False)
+            mark("order")
+        else:
+            order = self._no_order
         raw = xp.empty(n, np.int64)
-        k.count_matches[grid](data, offsets, valid, self.d_tables, self._scratch, raw)
+        k.count_matches[grid](data, offsets, valid, order, self.d_tables, self._scratch, raw)
         mark("count_matches")
         raw_off, total = self._scan(raw)
         mark("scan")
         out = xp.empty(max(total, 1), np.int32)
         distinct = xp.empty(n, np.int64)
-        k.fill_matches[grid](data, offsets, valid, self.d_tables, raw_off, out, distinct)
+        k.fill_matches[grid](data, offsets, valid, order, self.d_tables, raw_off, out, distinct)
         mark("fill_matches")
         final_off, total = self._scan(distinct)
         mark("scan_distinct")

@@ -2,7 +2,10 @@
 
 Launch layout: one thread per caption over a grid-stride loop (so any grid size
 covers any number of captions, and a caption of megabytes is simply a long
-thread). Matching is count, scan, fill: ``count_matches`` counts each caption's
+thread). The matching kernels take a launch ``order`` (a permutation of the
+rows, or an empty array for row order): thread t walks caption ``order[t]`` and
+writes that caption's own slots, so the order changes only which captions
+share a warp, never a result. Matching is count, scan, fill: ``count_matches`` counts each caption's
 (not yet distinct) ids, the host layer scans the counts into offsets,
 ``fill_matches`` writes the ids and sorts/deduplicates them in place, and
 ``compact`` packs the distinct ids into the final CSR. ``count_entries``
@@ -34,24 +37,26 @@ match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
 
 
 @cuda.jit
-def count_matches(data, offsets, valid, tables, scratch, counts):
-    i = cuda.grid(1)
+def count_matches(data, offsets, valid, order, tables, scratch, counts):
+    t = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = valid.size
-    while i < n:
+    while t < n:
+        i = order[t] if order.size else t  # a launch order (e.g. by length), or the rows'
         c = 0
         if valid[i] != 0:
             c = match_all(data, offsets[i], offsets[i + 1], *tables, scratch, 0, 0)
         counts[i] = c
-        i += stride
+        t += stride
 
 
 @cuda.jit
-def fill_matches(data, offsets, valid, tables, raw_off, out, distinct):
-    i = cuda.grid(1)
+def fill_matches(data, offsets, valid, order, tables, raw_off, out, distinct):
+    t = cuda.grid(1)
     stride = cuda.gridsize(1)
     n = valid.size
-    while i < n:
+    while t < n:
+        i = order[t] if order.size else t
         lo = raw_off[i]
         hi = raw_off[i + 1]
         d = 0
@@ -59,7 +64,7 @@ def fill_matches(data, offsets, valid, tables, raw_off, out, distinct):
             match_all(data, offsets[i], offsets[i + 1], *tables, out, lo, hi)
             d = sort_unique(out, lo, hi) - lo
         distinct[i] = d
-        i += stride
+        t += stride
 
 
 @cuda.jit
@@ -118,8 +123,8 @@ def signatures(table_args):
                               (types.uint8, types.int32, types.int64, types.uint64, types.float64))
     trie = numba.typeof(tuple(table_args))
     return {
-        "count_matches": (count_matches, (u8, i64, u8, trie, i32, i64)),
-        "fill_matches": (fill_matches, (u8, i64, u8, trie, i64, i32, i64)),
+        "count_matches": (count_matches, (u8, i64, u8, i64, trie, i32, i64)),
+        "fill_matches": (fill_matches, (u8, i64, u8, i64, trie, i64, i32, i64)),
         "compact": (compact, (i32, i64, i64, i32)),
         "count_entries": (count_entries, (i32, u64)),
         "keep_captions": (keep_captions, (i32, i64, u64, f64, types.uint64, u8)),

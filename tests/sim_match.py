@@ -28,6 +28,8 @@ def check(entries, texts, label, worldwide=False):
     g_off, g_ids = gpu.match(tb)
     assert np.array_equal(c_off, g_off), label
     assert np.array_equal(c_ids, g_ids), label
+    s_off, s_ids = (gpu.to_host(x) for x in gpu.match_device(*gpu.upload(tb), by_length=True))
+    assert np.array_equal(c_off, s_off) and np.array_equal(c_ids, s_ids), label + " by length"
     # counting with atomics into one uint64 array, twice (accumulates)
     counts = np.zeros(len(entries), np.uint64)
     gpu.count_into(g_ids, counts)
