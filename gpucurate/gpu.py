@@ -58,7 +58,7 @@ class GpuEngine:
     name = "gpu"
 
     def __init__(self, tables, block: int | None = None, max_blocks: int | None = None,
-                 by_length: bool = True):
+                 by_length: bool = True, slots: int = 16):
         from numba import cuda
 
         if simulated():
@@ -87,6 +87,7 @@ class GpuEngine:
         self._scratch = self.xp.zeros(1, np.int32)
         self._no_order = self.xp.zeros(0, np.int64)
         self.by_length = by_length
+        self.slots = int(slots)
         logger.info("tries uploaded to the GPU (%.1f MB)%s", tables.nbytes / 1e6,
                     ", memory from RMM" if self.rmm else "")
 
@@ -109,20 +110,23 @@ class GpuEngine:
 
     # ------------------------------------------------------------- matching
     def match_device(self, data, offsets, valid, marks: list | None = None,
-                     by_length: bool | None = None):
+                     by_length: bool | None = None, slots: int | None = None):
         """Device CSR (offsets int64, ids int32) of device-resident captions.
 
         ``by_length`` (default: the engine's, True) launches the captions
-        sorted by byte length, so that a warp's threads walk captions of similar
-        length: 1.25x faster at 100M captions on an H200, sort included
-        (bench/README.md); results are the same either way. ``marks``, when a list, receives
-        ``(stage, event)`` after each stage (CUDA events; host clocks under the
-        simulator), for ``stage_seconds``.
+        sorted by byte length, so that a warp's threads walk captions of
+        similar length. ``slots`` (default: the engine's) is the number of ids
+        each caption may keep in its own slots during the one walk; 0 walks
+        every caption twice (count, then fill) and needs no slots. Results are
+        the same whatever the two (bench/README.md has their timings).
+        ``marks``, when a list, receives ``(stage, event)`` after each stage
+        (CUDA events; host clocks under the simulator), for ``stage_seconds``.
         """
         k, xp = self.k, self.xp
         n = int(valid.size)
         if n == 0:
             return xp.zeros(1, np.int64), xp.zeros(0, np.int32)
+        slots = self.slots if slots is None else slots
         mark = self._marker(marks)
         mark("start")
         grid = self._grid(n)
@@ -131,13 +135,36 @@ class GpuEngine:
             mark("order")
         else:
             order = self._no_order
+        distinct = xp.empty(n, np.int64)
         raw = xp.empty(n, np.int64)
+        if slots > 0:
+            box = xp.empty(n * slots, np.int32)
+            k.match_slots[grid](data, offsets, valid, order, self.d_tables, box, slots, raw,
+                                distinct)
+            mark("match_slots")
+            over = raw > slots
+            n_over = int(xp.count_nonzero(over))  # sync
+            if n_over:  # walk these again, with room for every id
+                rows = xp.nonzero(over)[0].astype(np.int64, copy=False)
+                raw_off, total = self._scan(xp.where(over, raw, 0))
+                out = xp.empty(max(total, 1), np.int32)
+                k.fill_matches[self._grid(n_over)](data, offsets, valid, rows, self.d_tables,
+                                                   raw_off, out, distinct)
+            else:
+                raw_off, out = self._no_order, self._scratch
+            mark("overflow")
+            final_off, total = self._scan(distinct)
+            mark("scan_distinct")
+            ids = xp.empty(total, np.int32)
+            if total:
+                k.compact_slots[grid](box, slots, raw, out, raw_off, final_off, ids)
+            mark("compact")
+            return final_off, ids
         k.count_matches[grid](data, offsets, valid, order, self.d_tables, self._scratch, raw)
         mark("count_matches")
         raw_off, total = self._scan(raw)
         mark("scan")
         out = xp.empty(max(total, 1), np.int32)
-        distinct = xp.empty(n, np.int64)
         k.fill_matches[grid](data, offsets, valid, order, self.d_tables, raw_off, out, distinct)
         mark("fill_matches")
         final_off, total = self._scan(distinct)

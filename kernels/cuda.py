@@ -3,15 +3,18 @@
 Launch layout: one thread per caption over a grid-stride loop (so any grid size
 covers any number of captions, and a caption of megabytes is simply a long
 thread). The matching kernels take a launch ``order`` (a permutation of the
-rows, or an empty array for row order): thread t walks caption ``order[t]`` and
-writes that caption's own slots, so the order changes only which captions
-share a warp, never a result. Matching is count, scan, fill: ``count_matches`` counts each caption's
-(not yet distinct) ids, the host layer scans the counts into offsets,
-``fill_matches`` writes the ids and sorts/deduplicates them in place, and
-``compact`` packs the distinct ids into the final CSR. ``count_entries``
-accumulates entry counts into one preallocated uint64 array with atomics, and
-``keep_captions`` takes the pinned keep decision per caption; ``utf8_check``
-flags rows that are not UTF-8.
+rows, a subset of them, or an empty array for every row in row order): thread t
+walks caption ``order[t]`` and writes only that caption's own places, so the
+order changes which captions share a warp, never a result.
+
+Matching, by default, walks each caption once (``match_slots``): its ids go to
+``k`` slots of its own and are sorted and deduplicated there; the few captions
+with more than ``k`` ids are walked again by ``fill_matches`` into room sized by
+a scan of their counts; ``compact_slots`` packs the distinct ids into the final
+CSR. The two-pass form (``count_matches``, scan, ``fill_matches``, ``compact``)
+needs no slots. ``count_entries`` accumulates entry counts into one
+preallocated uint64 array with atomics, ``keep_captions`` takes the pinned keep
+decision per caption, and ``utf8_check`` flags rows that are not UTF-8.
 
 The tables travel as one nested tuple (``MatchTables.args()``: word trie, byte
 trie, strip flag; uploaded once) and are unpacked into ``match_all``'s
@@ -37,10 +40,54 @@ match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
 
 
 @cuda.jit
+def match_slots(data, offsets, valid, order, tables, slots, k, raw, distinct):
+    """One walk per caption: its ids go to its own ``k`` slots (slots[i*k:i*k+k])
+    and are sorted and deduplicated there when they fit. raw[i] = its number of
+    (not yet distinct) ids; distinct[i] = its distinct ids, or 0 when raw[i] > k
+    (those rows are filled again by ``fill_matches`` with room for all)."""
+    t = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = order.size if order.size else valid.size
+    while t < n:
+        i = order[t] if order.size else t
+        c = 0
+        d = 0
+        if valid[i] != 0:
+            lo = i * k
+            c = match_all(data, offsets[i], offsets[i + 1], *tables, slots, lo, lo + k) - lo
+            if c <= k:
+                d = sort_unique(slots, lo, lo + c) - lo
+        raw[i] = c
+        distinct[i] = d
+        t += stride
+
+
+@cuda.jit
+def compact_slots(slots, k, raw, out, raw_off, final_off, ids):
+    """Pack each caption's distinct ids into the final CSR: from its slots, or
+    (raw[i] > k) from ``out`` where ``fill_matches`` wrote them."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n = raw.size
+    while i < n:
+        dst = final_off[i]
+        m = final_off[i + 1] - dst
+        if raw[i] > k:
+            src = raw_off[i]
+            for j in range(m):
+                ids[dst + j] = out[src + j]
+        else:
+            src = i * k
+            for j in range(m):
+                ids[dst + j] = slots[src + j]
+        i += stride
+
+
+@cuda.jit
 def count_matches(data, offsets, valid, order, tables, scratch, counts):
     t = cuda.grid(1)
     stride = cuda.gridsize(1)
-    n = valid.size
+    n = order.size if order.size else valid.size
     while t < n:
         i = order[t] if order.size else t  # a launch order (e.g. by length), or the rows'
         c = 0
@@ -54,7 +101,7 @@ def count_matches(data, offsets, valid, order, tables, scratch, counts):
 def fill_matches(data, offsets, valid, order, tables, raw_off, out, distinct):
     t = cuda.grid(1)
     stride = cuda.gridsize(1)
-    n = valid.size
+    n = order.size if order.size else valid.size
     while t < n:
         i = order[t] if order.size else t
         lo = raw_off[i]
@@ -123,6 +170,8 @@ def signatures(table_args):
                               (types.uint8, types.int32, types.int64, types.uint64, types.float64))
     trie = numba.typeof(tuple(table_args))
     return {
+        "match_slots": (match_slots, (u8, i64, u8, i64, trie, i32, types.int64, i64, i64)),
+        "compact_slots": (compact_slots, (i32, types.int64, i64, i32, i64, i64, i32)),
         "count_matches": (count_matches, (u8, i64, u8, i64, trie, i32, i64)),
         "fill_matches": (fill_matches, (u8, i64, u8, i64, trie, i64, i32, i64)),
         "compact": (compact, (i32, i64, i64, i32)),

@@ -28,8 +28,16 @@ def check(entries, texts, label, worldwide=False):
     g_off, g_ids = gpu.match(tb)
     assert np.array_equal(c_off, g_off), label
     assert np.array_equal(c_ids, g_ids), label
-    s_off, s_ids = (gpu.to_host(x) for x in gpu.match_device(*gpu.upload(tb), by_length=True))
-    assert np.array_equal(c_off, s_off) and np.array_equal(c_ids, s_ids), label + " by length"
+    # every launch form gives the same CSR: one walk with few slots (most rows
+    # overflow and are walked again), with no overflow, or the two-pass form;
+    # rows in file order or sorted by length
+    dev = gpu.upload(tb)
+    for slots in (0, 1, 2, 64):
+        for by_length in (False, True):
+            s_off, s_ids = (gpu.to_host(x) for x in
+                            gpu.match_device(*dev, by_length=by_length, slots=slots))
+            assert np.array_equal(c_off, s_off) and np.array_equal(c_ids, s_ids), \
+                f"{label}: slots={slots} by_length={by_length}"
     # counting with atomics into one uint64 array, twice (accumulates)
     counts = np.zeros(len(entries), np.uint64)
     gpu.count_into(g_ids, counts)
