@@ -58,7 +58,7 @@ class GpuEngine:
     name = "gpu"
 
     def __init__(self, tables, block: int | None = None, max_blocks: int | None = None,
-                 by_length: bool = True, slots: int = 16):
+                 by_length: bool = True, slots: int = 32):
         from numba import cuda
 
         if simulated():
