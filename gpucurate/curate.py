@@ -226,7 +226,12 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
             return json.load(f)
     w = setup(cfg)
     t0 = time.perf_counter()
-    counts = {c: w["engines"][c].zeros(len(w["metadata"][c]), np.uint64) for c in w["langs"]}
+    if "counts" not in w:  # one preallocated uint64 array per language and process
+        w["counts"] = {c: w["engines"][c].zeros(len(w["metadata"][c]), np.uint64)
+                       for c in w["langs"]}
+    counts = w["counts"]
+    for c in counts.values():
+        c.fill(0)  # this shard's counts (the files are per shard, so that a rerun resumes)
     per = {c: {"captions": 0, "matched": 0} for c in w["langs"]}
     captions = nulls = matched = 0
     inv_e, inv_t, grp, routed = [], [], [], []
