@@ -131,7 +131,9 @@ class GpuEngine:
         mark("start")
         grid = self._grid(n)
         if self.by_length if by_length is None else by_length:
-            order = xp.argsort(offsets[1:] - offsets[:-1]).astype(np.int64, copy=False)
+            # 16-bit keys (lengths past 65535 bytes tie): a two-pass radix sort
+            lens = xp.minimum(offsets[1:] - offsets[:-1], 65535).astype(np.uint16)
+            order = xp.argsort(lens).astype(np.int64, copy=False)
             mark("order")
         else:
             order = self._no_order
