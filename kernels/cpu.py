@@ -51,7 +51,7 @@ def match_range(data, offsets, valid, lo, hi, tables):
             grown = np.empty(cap, np.int32)
             grown[:pos] = out[:pos]
             out = grown
-        pos = sort_unique(out, pos, end)
+        pos = sort_unique(out, pos, end) if end - pos > 1 else end
     res_off[n] = pos
     return res_off, out[:pos].copy()
 
