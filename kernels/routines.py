@@ -203,6 +203,8 @@ def build(jit, jit_inline=None):
     def lookup_token(buf, start, stop, lo, hi, h, vtag, vrec, vn, voff, vbytes):
         """Record index in vrec of the token buf[start:stop] with key
         (lo, hi, h), or -1 when it is no entry's token."""
+        # Indices are unsigned where they can be: numba then emits no
+        # negative-index wraparound.
         n = stop - start
         ln = np.uint64(n)
         g = hash_tag(h)
@@ -212,16 +214,18 @@ def build(jit, jit_inline=None):
             if t == 0:
                 return -1
             if t == g:
-                r = np.int64(i) * 4
-                x = vrec[r + 2]
-                if vrec[r] == lo and ((x >> SHIFT32) & LEN_MASK) == ln and vrec[r + 1] == hi:
+                r = i * np.uint64(4)
+                x = vrec[r + np.uint64(2)]
+                if vrec[r] == lo and ((x >> SHIFT32) & LEN_MASK) == ln and \
+                        vrec[r + np.uint64(1)] == hi:
                     if n <= 16:
                         return np.int64(i)
-                    a = voff[np.int64(x & LOW32) - 1]
-                    k = 0
-                    while k < n - 16 and vbytes[a + k] == buf[start + k]:
-                        k += 1
-                    if k == n - 16:
+                    a = np.uint64(voff[(x & LOW32) - np.uint64(1)])
+                    m = ln - np.uint64(16)
+                    k = np.uint64(0)
+                    while k < m and vbytes[a + k] == buf[np.uint64(start) + k]:
+                        k += np.uint64(1)
+                    if k == m:
                         return np.int64(i)
             i += np.uint64(1)
             if i == vn:
@@ -232,19 +236,19 @@ def build(jit, jit_inline=None):
         """Index in crec of the child along token id ``tidp - 1`` of the node
         whose table is (base, lg), or -1. ``h`` is the token's hash."""
         hh = h >> SHIFT32
-        k = np.int64(base * np.uint64(4) + (hh & ((np.uint64(4) << lg) - np.uint64(1))))
-        if (cbits[k >> 3] >> np.uint8(k & 7)) & np.uint8(1) == 0:
+        k = base * np.uint64(4) + (hh & ((np.uint64(4) << lg) - np.uint64(1)))
+        if (cbits[k >> np.uint64(3)] >> np.uint8(k & np.uint64(7))) & np.uint8(1) == 0:
             return -1
         mask = (np.uint64(1) << lg) - np.uint64(1)
         g = hash_tag(h)
         j = hh & mask
         while True:
-            i = np.int64(base + j)
+            i = base + j
             t = ctag[i]
             if t == 0:
                 return -1
-            if t == g and (crec[2 * i] & LOW32) == tidp:
-                return 2 * i
+            if t == g and (crec[i * np.uint64(2)] & LOW32) == tidp:
+                return np.int64(i * np.uint64(2))
             j = (j + np.uint64(1)) & mask
 
     @jit
@@ -286,13 +290,15 @@ def build(jit, jit_inline=None):
             x = np.uint64(0)
             y = np.uint64(0)
             if r >= 0:
-                x = vrec[r * 4 + 2]
-                y = vrec[r * 4 + 3]
+                ru = np.uint64(r) * np.uint64(4)
+                x = vrec[ru + np.uint64(2)]
+                y = vrec[ru + np.uint64(3)]
                 if plg != 0:
                     c = child_slot(pbase, plg, x & LOW32, h, cbits, ctag, crec)
                     if c >= 0:
-                        cx = crec[c]
-                        cy = crec[c + 1]
+                        cu = np.uint64(c)
+                        cx = crec[cu]
+                        cy = crec[cu + np.uint64(1)]
                         n = emit(cy & LOW32, tlist, out, n, cap)
                         lg = cx >> SHIFT56
                         t = nxt
@@ -302,12 +308,14 @@ def build(jit, jit_inline=None):
                                               vbytes)
                             if r2 < 0:
                                 break
-                            c = child_slot(cy >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2,
-                                           cbits, ctag, crec)
+                            c = child_slot(cy >> SHIFT32, lg,
+                                           vrec[np.uint64(r2) * np.uint64(4) + np.uint64(2)]
+                                           & LOW32, h2, cbits, ctag, crec)
                             if c < 0:
                                 break
-                            cx = crec[c]
-                            cy = crec[c + 1]
+                            cu = np.uint64(c)
+                            cx = crec[cu]
+                            cy = crec[cu + np.uint64(1)]
                             n = emit(cy & LOW32, tlist, out, n, cap)
                             lg = cx >> SHIFT56
                             t = t2
