@@ -352,25 +352,27 @@ def build(jit, jit_inline=None):
         return the new hi. A sorting network over 4 values held in registers
         (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
         loads, stores and repeats need no branch."""
-        last = hi - 1
-        v0 = a[min(lo + 0, last)]
-        v1 = a[min(lo + 1, last)]
-        v2 = a[min(lo + 2, last)]
-        v3 = a[min(lo + 3, last)]
+        # Unsigned indices: no negative-index wraparound code.
+        u = np.uint64(lo)
+        last = np.uint64(hi - 1)
+        v0 = a[min(u + np.uint64(0), last)]
+        v1 = a[min(u + np.uint64(1), last)]
+        v2 = a[min(u + np.uint64(2), last)]
+        v3 = a[min(u + np.uint64(3), last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v0, v2 = cx(v0, v2)
         v1, v3 = cx(v1, v3)
         v1, v2 = cx(v1, v2)
-        w = lo
+        w = u
         a[w] = v0
-        w += np.int64(v1 != v0)
+        w += np.uint64(v1 != v0)
         a[w] = v1
-        w += np.int64(v2 != v1)
+        w += np.uint64(v2 != v1)
         a[w] = v2
-        w += np.int64(v3 != v2)
+        w += np.uint64(v3 != v2)
         a[w] = v3
-        return w + 1
+        return np.int64(w) + 1
 
     @jit
     def sort_net8(a, lo, hi):
@@ -378,15 +380,17 @@ def build(jit, jit_inline=None):
         return the new hi. A sorting network over 8 values held in registers
         (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
         loads, stores and repeats need no branch."""
-        last = hi - 1
-        v0 = a[min(lo + 0, last)]
-        v1 = a[min(lo + 1, last)]
-        v2 = a[min(lo + 2, last)]
-        v3 = a[min(lo + 3, last)]
-        v4 = a[min(lo + 4, last)]
-        v5 = a[min(lo + 5, last)]
-        v6 = a[min(lo + 6, last)]
-        v7 = a[min(lo + 7, last)]
+        # Unsigned indices: no negative-index wraparound code.
+        u = np.uint64(lo)
+        last = np.uint64(hi - 1)
+        v0 = a[min(u + np.uint64(0), last)]
+        v1 = a[min(u + np.uint64(1), last)]
+        v2 = a[min(u + np.uint64(2), last)]
+        v3 = a[min(u + np.uint64(3), last)]
+        v4 = a[min(u + np.uint64(4), last)]
+        v5 = a[min(u + np.uint64(5), last)]
+        v6 = a[min(u + np.uint64(6), last)]
+        v7 = a[min(u + np.uint64(7), last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v4, v5 = cx(v4, v5)
@@ -406,23 +410,23 @@ def build(jit, jit_inline=None):
         v1, v2 = cx(v1, v2)
         v3, v4 = cx(v3, v4)
         v5, v6 = cx(v5, v6)
-        w = lo
+        w = u
         a[w] = v0
-        w += np.int64(v1 != v0)
+        w += np.uint64(v1 != v0)
         a[w] = v1
-        w += np.int64(v2 != v1)
+        w += np.uint64(v2 != v1)
         a[w] = v2
-        w += np.int64(v3 != v2)
+        w += np.uint64(v3 != v2)
         a[w] = v3
-        w += np.int64(v4 != v3)
+        w += np.uint64(v4 != v3)
         a[w] = v4
-        w += np.int64(v5 != v4)
+        w += np.uint64(v5 != v4)
         a[w] = v5
-        w += np.int64(v6 != v5)
+        w += np.uint64(v6 != v5)
         a[w] = v6
-        w += np.int64(v7 != v6)
+        w += np.uint64(v7 != v6)
         a[w] = v7
-        return w + 1
+        return np.int64(w) + 1
 
     @jit
     def sort_net16(a, lo, hi):
@@ -430,23 +434,25 @@ def build(jit, jit_inline=None):
         return the new hi. A sorting network over 16 values held in registers
         (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
         loads, stores and repeats need no branch."""
-        last = hi - 1
-        v0 = a[min(lo + 0, last)]
-        v1 = a[min(lo + 1, last)]
-        v2 = a[min(lo + 2, last)]
-        v3 = a[min(lo + 3, last)]
-        v4 = a[min(lo + 4, last)]
-        v5 = a[min(lo + 5, last)]
-        v6 = a[min(lo + 6, last)]
-        v7 = a[min(lo + 7, last)]
-        v8 = a[min(lo + 8, last)]
-        v9 = a[min(lo + 9, last)]
-        v10 = a[min(lo + 10, last)]
-        v11 = a[min(lo + 11, last)]
-        v12 = a[min(lo + 12, last)]
-        v13 = a[min(lo + 13, last)]
-        v14 = a[min(lo + 14, last)]
-        v15 = a[min(lo + 15, last)]
+        # Unsigned indices: no negative-index wraparound code.
+        u = np.uint64(lo)
+        last = np.uint64(hi - 1)
+        v0 = a[min(u + np.uint64(0), last)]
+        v1 = a[min(u + np.uint64(1), last)]
+        v2 = a[min(u + np.uint64(2), last)]
+        v3 = a[min(u + np.uint64(3), last)]
+        v4 = a[min(u + np.uint64(4), last)]
+        v5 = a[min(u + np.uint64(5), last)]
+        v6 = a[min(u + np.uint64(6), last)]
+        v7 = a[min(u + np.uint64(7), last)]
+        v8 = a[min(u + np.uint64(8), last)]
+        v9 = a[min(u + np.uint64(9), last)]
+        v10 = a[min(u + np.uint64(10), last)]
+        v11 = a[min(u + np.uint64(11), last)]
+        v12 = a[min(u + np.uint64(12), last)]
+        v13 = a[min(u + np.uint64(13), last)]
+        v14 = a[min(u + np.uint64(14), last)]
+        v15 = a[min(u + np.uint64(15), last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v4, v5 = cx(v4, v5)
@@ -510,39 +516,39 @@ def build(jit, jit_inline=None):
         v9, v10 = cx(v9, v10)
         v11, v12 = cx(v11, v12)
         v13, v14 = cx(v13, v14)
-        w = lo
+        w = u
         a[w] = v0
-        w += np.int64(v1 != v0)
+        w += np.uint64(v1 != v0)
         a[w] = v1
-        w += np.int64(v2 != v1)
+        w += np.uint64(v2 != v1)
         a[w] = v2
-        w += np.int64(v3 != v2)
+        w += np.uint64(v3 != v2)
         a[w] = v3
-        w += np.int64(v4 != v3)
+        w += np.uint64(v4 != v3)
         a[w] = v4
-        w += np.int64(v5 != v4)
+        w += np.uint64(v5 != v4)
         a[w] = v5
-        w += np.int64(v6 != v5)
+        w += np.uint64(v6 != v5)
         a[w] = v6
-        w += np.int64(v7 != v6)
+        w += np.uint64(v7 != v6)
         a[w] = v7
-        w += np.int64(v8 != v7)
+        w += np.uint64(v8 != v7)
         a[w] = v8
-        w += np.int64(v9 != v8)
+        w += np.uint64(v9 != v8)
         a[w] = v9
-        w += np.int64(v10 != v9)
+        w += np.uint64(v10 != v9)
         a[w] = v10
-        w += np.int64(v11 != v10)
+        w += np.uint64(v11 != v10)
         a[w] = v11
-        w += np.int64(v12 != v11)
+        w += np.uint64(v12 != v11)
         a[w] = v12
-        w += np.int64(v13 != v12)
+        w += np.uint64(v13 != v12)
         a[w] = v13
-        w += np.int64(v14 != v13)
+        w += np.uint64(v14 != v13)
         a[w] = v14
-        w += np.int64(v15 != v14)
+        w += np.uint64(v15 != v14)
         a[w] = v15
-        return w + 1
+        return np.int64(w) + 1
 
     @jit
     def sort_unique(a, lo, hi):
