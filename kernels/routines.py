@@ -53,6 +53,13 @@ SPACE_MASK = np.uint64((1 << 9) | (1 << 10) | (1 << 13) | (1 << 32))
 WRAP_MASK = np.uint64((1 << 44) | (1 << 46) | (1 << 59) | (1 << 58) | (1 << 63) | (1 << 33))
 
 LOW32 = np.uint64(0xFFFFFFFF)
+# Byte-parallel (SWAR) constants of the 8-byte token scan.
+HIGH1 = np.uint64(0x8080808080808080)
+LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+BYTES_96 = np.uint64(0x6060606060606060)
+BYTE_INDEX = np.uint64(0x0001020304050607)
+BYTES_EVEN = np.uint64(0x00FF00FF00FF00FF)
+PAIRS_EVEN = np.uint64(0x0000FFFF0000FFFF)
 SHIFT11 = np.uint64(11)
 SHIFT32 = np.uint64(32)
 SHIFT56 = np.uint64(56)
@@ -65,15 +72,28 @@ TWO_POW_M53 = 1.0 / 9007199254740992.0
 INSERTION_SORT_MAX = 24
 
 
-def build(jit, jit_inline=None):
+def load8_bytes(buf, i):
+    """buf[i:i + 8] as a little-endian uint64 (i + 8 <= buf.size), one byte
+    at a time. Targets with unaligned 8-byte loads pass their own ``load8``
+    to :func:`build` (``targets.cpu_load8``), giving the same value."""
+    x = np.uint64(0)
+    for k in range(8):
+        x |= np.uint64(buf[i + k]) << np.uint64(8 * k)
+    return x
+
+
+def build(jit, jit_inline=None, load8=None):
     """Compile every routine with ``jit`` and return them as a namespace.
 
     ``jit_inline`` (default ``jit``) compiles the few small routines of the
     per-token path that must be inlined into their callers (numba inlines them
-    at its IR level on the CPU; NVVM on CUDA).
+    at its IR level on the CPU; NVVM on CUDA). ``load8(buf, i)`` (default
+    :func:`load8_bytes`) reads buf[i:i + 8] as a little-endian uint64.
     """
     if jit_inline is None:
         jit_inline = jit
+    if load8 is None:
+        load8 = jit_inline(load8_bytes)
 
     # ------------------------------------------------------------------ hashing
     @jit
@@ -136,6 +156,35 @@ def build(jit, jit_inline=None):
             lo = (lo << SHIFT8) | np.uint64(buf[k])
         return lo, hi, key_hash(lo, hi, stop - start, buf, start)
 
+    @jit_inline
+    def load8_safe(buf, i):
+        """buf[i:i + 8] as a little-endian uint64, bytes past buf's end read
+        as 0."""
+        if i + 8 <= buf.size:
+            return load8(buf, i)
+        x = np.uint64(0)
+        for k in range(buf.size - i):
+            x |= np.uint64(buf[i + k]) << np.uint64(8 * k)
+        return x
+
+    @jit_inline
+    def bswap64(x):
+        x = ((x >> np.uint64(8)) & BYTES_EVEN) | ((x & BYTES_EVEN) << np.uint64(8))
+        x = ((x >> np.uint64(16)) & PAIRS_EVEN) | ((x & PAIRS_EVEN) << np.uint64(16))
+        return (x >> SHIFT32) | (x << SHIFT32)
+
+    @jit_inline
+    def key_regs(buf, p, n):
+        """The key registers (lo, hi) of the n-byte token at buf[p:p + n]."""
+        if n == 0:
+            return np.uint64(0), np.uint64(0)
+        if n <= 8:
+            return bswap64(load8_safe(buf, p)) >> np.uint64(64 - 8 * n), np.uint64(0)
+        lo = bswap64(load8(buf, p + n - 8))
+        if n <= 16:
+            return lo, bswap64(load8(buf, p)) >> np.uint64(128 - 8 * n)
+        return lo, bswap64(load8(buf, p + n - 16))
+
     def scan_token_py(buf, state, end):
         """Read the token at ``state`` of the caption ending at ``end``.
 
@@ -150,22 +199,35 @@ def build(jit, jit_inline=None):
         if state & 1:
             lo = np.uint64(buf[p])
             return p, p + 1, (p + 1) << 1, lo, hi, key_hash(lo, hi, 1, buf, p)
+        # Eight bytes at a time: a byte below 64 or equal to 96 (every byte
+        # of class 1 or 2 is one) is a candidate for the token's end, the
+        # first candidate is checked with byte_class.
         q = p
         c = 0
         while q < end:
-            b = buf[q]
-            c = byte_class(b)
+            w = load8_safe(buf, q)
+            y = w ^ BYTES_96
+            m = (~(w | (w << np.uint64(1))) |
+                 ~(((y & LOW7) + LOW7) | y | LOW7)) & HIGH1
+            if m == 0:
+                q += 8
+                continue
+            q += np.int64((((m & (~m + np.uint64(1))) >> np.uint64(7)) * BYTE_INDEX)
+                          >> SHIFT56)
+            if q >= end:
+                break
+            c = byte_class(buf[q])
             if c != 0:
                 break
-            hi = (hi << SHIFT8) | (lo >> SHIFT56)
-            lo = (lo << SHIFT8) | np.uint64(b)
             q += 1
         if q >= end:
+            q = end
             nxt = -1
         elif c == 1:
             nxt = (q + 1) << 1
         else:
             nxt = (q << 1) | 1
+        lo, hi = key_regs(buf, p, q - p)
         return p, q, nxt, lo, hi, key_hash(lo, hi, q - p, buf, p)
 
     # Two compilations of one routine: match_caption's per-token loop inlines
