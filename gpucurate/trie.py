@@ -25,8 +25,9 @@ from .metadata import Metadata, load_metadata
 
 FORMAT = 5
 
-# Vocabulary table slots per distinct entry token.
-VOCAB_SLOTS_PER_TOKEN = 1.5
+# Vocabulary table slots per distinct entry token (load 0.5: a token that is
+# no entry's ends its probe sooner; 2.0 was 0-7% faster than 1.5 on one thread).
+VOCAB_SLOTS_PER_TOKEN = 2.0
 
 
 @dataclass(frozen=True)
