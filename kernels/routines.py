@@ -162,9 +162,12 @@ def build(jit, jit_inline=None, load8=None):
         as 0."""
         if i + 8 <= buf.size:
             return load8(buf, i)
+        # Backwards, a shift per byte (a loop LLVM does not vectorize).
         x = np.uint64(0)
-        for k in range(buf.size - i):
-            x |= np.uint64(buf[i + k]) << np.uint64(8 * k)
+        k = buf.size - 1
+        while k >= i:
+            x = (x << np.uint64(8)) | np.uint64(buf[k])
+            k -= 1
         return x
 
     @jit_inline
