@@ -25,8 +25,9 @@ from .metadata import Metadata, load_metadata
 
 FORMAT = 5
 
-# Vocabulary table slots per distinct entry token.
-VOCAB_SLOTS_PER_TOKEN = 1.5
+# Vocabulary table slots per distinct entry token (load 0.5: a token that is
+# no entry's ends its probe sooner; 2.0 was 0-7% faster than 1.5 on one thread).
+VOCAB_SLOTS_PER_TOKEN = 2.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ class WordTrie:
     n_unmatchable: int
     sha256: str
 
+    def __post_init__(self):
+        # Records start on cache-line boundaries: a 32-byte vocabulary record
+        # then never straddles two lines (NumPy aligns to 16 bytes only).
+        for f in fields(self):
+            a = getattr(self, f.name)
+            if isinstance(a, np.ndarray) and a.ctypes.data % CACHE_LINE:
+                object.__setattr__(self, f.name, _aligned(a))
+
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(self)
@@ -55,6 +64,18 @@ class WordTrie:
         """The arrays in the argument order of ``routines.match_caption``."""
         return (self.vtag, self.vrec, np.uint64(self.vtag.size), self.voff, self.vbytes,
                 self.cbits, self.ctag, self.crec, self.tlist)
+
+
+CACHE_LINE = 64
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` whose data starts on a CACHE_LINE boundary."""
+    raw = np.empty(a.nbytes + CACHE_LINE, np.uint8)
+    k = -raw.ctypes.data % CACHE_LINE
+    out = raw[k:k + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def _pow2(n: int) -> int:

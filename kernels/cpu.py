@@ -11,9 +11,9 @@ import numpy as np
 
 from . import bytewalk
 from .routines import build
-from .targets import cpu_jit, cpu_jit_inline
+from .targets import cpu_jit, cpu_jit_inline, cpu_load8
 
-R = build(cpu_jit, cpu_jit_inline)
+R = build(cpu_jit, cpu_jit_inline, cpu_load8)
 W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
 match_all, match_caption, sort_unique, key_mix, keep_caption, utf8_invalid = (
@@ -51,7 +51,7 @@ def match_range(data, offsets, valid, lo, hi, tables):
             grown = np.empty(cap, np.int32)
             grown[:pos] = out[:pos]
             out = grown
-        pos = sort_unique(out, pos, end)
+        pos = sort_unique(out, pos, end) if end - pos > 1 else end
     res_off[n] = pos
     return res_off, out[:pos].copy()
 

@@ -53,6 +53,13 @@ SPACE_MASK = np.uint64((1 << 9) | (1 << 10) | (1 << 13) | (1 << 32))
 WRAP_MASK = np.uint64((1 << 44) | (1 << 46) | (1 << 59) | (1 << 58) | (1 << 63) | (1 << 33))
 
 LOW32 = np.uint64(0xFFFFFFFF)
+# Byte-parallel (SWAR) constants of the 8-byte token scan.
+HIGH1 = np.uint64(0x8080808080808080)
+LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+BYTES_96 = np.uint64(0x6060606060606060)
+BYTE_INDEX = np.uint64(0x0001020304050607)
+BYTES_EVEN = np.uint64(0x00FF00FF00FF00FF)
+PAIRS_EVEN = np.uint64(0x0000FFFF0000FFFF)
 SHIFT11 = np.uint64(11)
 SHIFT32 = np.uint64(32)
 SHIFT56 = np.uint64(56)
@@ -65,15 +72,28 @@ TWO_POW_M53 = 1.0 / 9007199254740992.0
 INSERTION_SORT_MAX = 24
 
 
-def build(jit, jit_inline=None):
+def load8_bytes(buf, i):
+    """buf[i:i + 8] as a little-endian uint64 (i + 8 <= buf.size), one byte
+    at a time. Targets with unaligned 8-byte loads pass their own ``load8``
+    to :func:`build` (``targets.cpu_load8``), giving the same value."""
+    x = np.uint64(0)
+    for k in range(8):
+        x |= np.uint64(buf[i + k]) << np.uint64(8 * k)
+    return x
+
+
+def build(jit, jit_inline=None, load8=None):
     """Compile every routine with ``jit`` and return them as a namespace.
 
     ``jit_inline`` (default ``jit``) compiles the few small routines of the
     per-token path that must be inlined into their callers (numba inlines them
-    at its IR level on the CPU; NVVM on CUDA).
+    at its IR level on the CPU; NVVM on CUDA). ``load8(buf, i)`` (default
+    :func:`load8_bytes`) reads buf[i:i + 8] as a little-endian uint64.
     """
     if jit_inline is None:
         jit_inline = jit
+    if load8 is None:
+        load8 = jit_inline(load8_bytes)
 
     # ------------------------------------------------------------------ hashing
     @jit
@@ -136,6 +156,38 @@ def build(jit, jit_inline=None):
             lo = (lo << SHIFT8) | np.uint64(buf[k])
         return lo, hi, key_hash(lo, hi, stop - start, buf, start)
 
+    @jit_inline
+    def load8_safe(buf, i):
+        """buf[i:i + 8] as a little-endian uint64, bytes past buf's end read
+        as 0."""
+        if i + 8 <= buf.size:
+            return load8(buf, i)
+        # Backwards, a shift per byte (a loop LLVM does not vectorize).
+        x = np.uint64(0)
+        k = buf.size - 1
+        while k >= i:
+            x = (x << np.uint64(8)) | np.uint64(buf[k])
+            k -= 1
+        return x
+
+    @jit_inline
+    def bswap64(x):
+        x = ((x >> np.uint64(8)) & BYTES_EVEN) | ((x & BYTES_EVEN) << np.uint64(8))
+        x = ((x >> np.uint64(16)) & PAIRS_EVEN) | ((x & PAIRS_EVEN) << np.uint64(16))
+        return (x >> SHIFT32) | (x << SHIFT32)
+
+    @jit_inline
+    def key_regs(buf, p, n):
+        """The key registers (lo, hi) of the n-byte token at buf[p:p + n]."""
+        if n == 0:
+            return np.uint64(0), np.uint64(0)
+        if n <= 8:
+            return bswap64(load8_safe(buf, p)) >> np.uint64(64 - 8 * n), np.uint64(0)
+        lo = bswap64(load8(buf, p + n - 8))
+        if n <= 16:
+            return lo, bswap64(load8(buf, p)) >> np.uint64(128 - 8 * n)
+        return lo, bswap64(load8(buf, p + n - 16))
+
     def scan_token_py(buf, state, end):
         """Read the token at ``state`` of the caption ending at ``end``.
 
@@ -150,22 +202,35 @@ def build(jit, jit_inline=None):
         if state & 1:
             lo = np.uint64(buf[p])
             return p, p + 1, (p + 1) << 1, lo, hi, key_hash(lo, hi, 1, buf, p)
+        # Eight bytes at a time: a byte below 64 or equal to 96 (every byte
+        # of class 1 or 2 is one) is a candidate for the token's end, the
+        # first candidate is checked with byte_class.
         q = p
         c = 0
         while q < end:
-            b = buf[q]
-            c = byte_class(b)
+            w = load8_safe(buf, q)
+            y = w ^ BYTES_96
+            m = (~(w | (w << np.uint64(1))) |
+                 ~(((y & LOW7) + LOW7) | y | LOW7)) & HIGH1
+            if m == 0:
+                q += 8
+                continue
+            q += np.int64((((m & (~m + np.uint64(1))) >> np.uint64(7)) * BYTE_INDEX)
+                          >> SHIFT56)
+            if q >= end:
+                break
+            c = byte_class(buf[q])
             if c != 0:
                 break
-            hi = (hi << SHIFT8) | (lo >> SHIFT56)
-            lo = (lo << SHIFT8) | np.uint64(b)
             q += 1
         if q >= end:
+            q = end
             nxt = -1
         elif c == 1:
             nxt = (q + 1) << 1
         else:
             nxt = (q << 1) | 1
+        lo, hi = key_regs(buf, p, q - p)
         return p, q, nxt, lo, hi, key_hash(lo, hi, q - p, buf, p)
 
     # Two compilations of one routine: match_caption's per-token loop inlines
@@ -203,6 +268,8 @@ def build(jit, jit_inline=None):
     def lookup_token(buf, start, stop, lo, hi, h, vtag, vrec, vn, voff, vbytes):
         """Record index in vrec of the token buf[start:stop] with key
         (lo, hi, h), or -1 when it is no entry's token."""
+        # Indices are unsigned where they can be: numba then emits no
+        # negative-index wraparound.
         n = stop - start
         ln = np.uint64(n)
         g = hash_tag(h)
@@ -212,16 +279,18 @@ def build(jit, jit_inline=None):
             if t == 0:
                 return -1
             if t == g:
-                r = np.int64(i) * 4
-                x = vrec[r + 2]
-                if vrec[r] == lo and ((x >> SHIFT32) & LEN_MASK) == ln and vrec[r + 1] == hi:
+                r = i * np.uint64(4)
+                x = vrec[r + np.uint64(2)]
+                if vrec[r] == lo and ((x >> SHIFT32) & LEN_MASK) == ln and \
+                        vrec[r + np.uint64(1)] == hi:
                     if n <= 16:
                         return np.int64(i)
-                    a = voff[np.int64(x & LOW32) - 1]
-                    k = 0
-                    while k < n - 16 and vbytes[a + k] == buf[start + k]:
-                        k += 1
-                    if k == n - 16:
+                    a = np.uint64(voff[(x & LOW32) - np.uint64(1)])
+                    m = ln - np.uint64(16)
+                    k = np.uint64(0)
+                    while k < m and vbytes[a + k] == buf[np.uint64(start) + k]:
+                        k += np.uint64(1)
+                    if k == m:
                         return np.int64(i)
             i += np.uint64(1)
             if i == vn:
@@ -232,19 +301,19 @@ def build(jit, jit_inline=None):
         """Index in crec of the child along token id ``tidp - 1`` of the node
         whose table is (base, lg), or -1. ``h`` is the token's hash."""
         hh = h >> SHIFT32
-        k = np.int64(base * np.uint64(4) + (hh & ((np.uint64(4) << lg) - np.uint64(1))))
-        if (cbits[k >> 3] >> np.uint8(k & 7)) & np.uint8(1) == 0:
+        k = base * np.uint64(4) + (hh & ((np.uint64(4) << lg) - np.uint64(1)))
+        if (cbits[k >> np.uint64(3)] >> np.uint8(k & np.uint64(7))) & np.uint8(1) == 0:
             return -1
         mask = (np.uint64(1) << lg) - np.uint64(1)
         g = hash_tag(h)
         j = hh & mask
         while True:
-            i = np.int64(base + j)
+            i = base + j
             t = ctag[i]
             if t == 0:
                 return -1
-            if t == g and (crec[2 * i] & LOW32) == tidp:
-                return 2 * i
+            if t == g and (crec[i * np.uint64(2)] & LOW32) == tidp:
+                return np.int64(i * np.uint64(2))
             j = (j + np.uint64(1)) & mask
 
     @jit
@@ -286,13 +355,15 @@ def build(jit, jit_inline=None):
             x = np.uint64(0)
             y = np.uint64(0)
             if r >= 0:
-                x = vrec[r * 4 + 2]
-                y = vrec[r * 4 + 3]
+                ru = np.uint64(r) * np.uint64(4)
+                x = vrec[ru + np.uint64(2)]
+                y = vrec[ru + np.uint64(3)]
                 if plg != 0:
                     c = child_slot(pbase, plg, x & LOW32, h, cbits, ctag, crec)
                     if c >= 0:
-                        cx = crec[c]
-                        cy = crec[c + 1]
+                        cu = np.uint64(c)
+                        cx = crec[cu]
+                        cy = crec[cu + np.uint64(1)]
                         n = emit(cy & LOW32, tlist, out, n, cap)
                         lg = cx >> SHIFT56
                         t = nxt
@@ -302,12 +373,14 @@ def build(jit, jit_inline=None):
                                               vbytes)
                             if r2 < 0:
                                 break
-                            c = child_slot(cy >> SHIFT32, lg, vrec[r2 * 4 + 2] & LOW32, h2,
-                                           cbits, ctag, crec)
+                            c = child_slot(cy >> SHIFT32, lg,
+                                           vrec[np.uint64(r2) * np.uint64(4) + np.uint64(2)]
+                                           & LOW32, h2, cbits, ctag, crec)
                             if c < 0:
                                 break
-                            cx = crec[c]
-                            cy = crec[c + 1]
+                            cu = np.uint64(c)
+                            cx = crec[cu]
+                            cy = crec[cu + np.uint64(1)]
                             n = emit(cy & LOW32, tlist, out, n, cap)
                             lg = cx >> SHIFT56
                             t = t2
@@ -344,25 +417,27 @@ def build(jit, jit_inline=None):
         return the new hi. A sorting network over 4 values held in registers
         (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
         loads, stores and repeats need no branch."""
-        last = hi - 1
-        v0 = a[min(lo + 0, last)]
-        v1 = a[min(lo + 1, last)]
-        v2 = a[min(lo + 2, last)]
-        v3 = a[min(lo + 3, last)]
+        # Unsigned indices: no negative-index wraparound code.
+        u = np.uint64(lo)
+        last = np.uint64(hi - 1)
+        v0 = a[min(u + np.uint64(0), last)]
+        v1 = a[min(u + np.uint64(1), last)]
+        v2 = a[min(u + np.uint64(2), last)]
+        v3 = a[min(u + np.uint64(3), last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v0, v2 = cx(v0, v2)
         v1, v3 = cx(v1, v3)
         v1, v2 = cx(v1, v2)
-        w = lo
+        w = u
         a[w] = v0
-        w += np.int64(v1 != v0)
+        w += np.uint64(v1 != v0)
         a[w] = v1
-        w += np.int64(v2 != v1)
+        w += np.uint64(v2 != v1)
         a[w] = v2
-        w += np.int64(v3 != v2)
+        w += np.uint64(v3 != v2)
         a[w] = v3
-        return w + 1
+        return np.int64(w) + 1
 
     @jit
     def sort_net8(a, lo, hi):
@@ -370,15 +445,17 @@ def build(jit, jit_inline=None):
         return the new hi. A sorting network over 8 values held in registers
         (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
         loads, stores and repeats need no branch."""
-        last = hi - 1
-        v0 = a[min(lo + 0, last)]
-        v1 = a[min(lo + 1, last)]
-        v2 = a[min(lo + 2, last)]
-        v3 = a[min(lo + 3, last)]
-        v4 = a[min(lo + 4, last)]
-        v5 = a[min(lo + 5, last)]
-        v6 = a[min(lo + 6, last)]
-        v7 = a[min(lo + 7, last)]
+        # Unsigned indices: no negative-index wraparound code.
+        u = np.uint64(lo)
+        last = np.uint64(hi - 1)
+        v0 = a[min(u + np.uint64(0), last)]
+        v1 = a[min(u + np.uint64(1), last)]
+        v2 = a[min(u + np.uint64(2), last)]
+        v3 = a[min(u + np.uint64(3), last)]
+        v4 = a[min(u + np.uint64(4), last)]
+        v5 = a[min(u + np.uint64(5), last)]
+        v6 = a[min(u + np.uint64(6), last)]
+        v7 = a[min(u + np.uint64(7), last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v4, v5 = cx(v4, v5)
@@ -398,23 +475,23 @@ def build(jit, jit_inline=None):
         v1, v2 = cx(v1, v2)
         v3, v4 = cx(v3, v4)
         v5, v6 = cx(v5, v6)
-        w = lo
+        w = u
         a[w] = v0
-        w += np.int64(v1 != v0)
+        w += np.uint64(v1 != v0)
         a[w] = v1
-        w += np.int64(v2 != v1)
+        w += np.uint64(v2 != v1)
         a[w] = v2
-        w += np.int64(v3 != v2)
+        w += np.uint64(v3 != v2)
         a[w] = v3
-        w += np.int64(v4 != v3)
+        w += np.uint64(v4 != v3)
         a[w] = v4
-        w += np.int64(v5 != v4)
+        w += np.uint64(v5 != v4)
         a[w] = v5
-        w += np.int64(v6 != v5)
+        w += np.uint64(v6 != v5)
         a[w] = v6
-        w += np.int64(v7 != v6)
+        w += np.uint64(v7 != v6)
         a[w] = v7
-        return w + 1
+        return np.int64(w) + 1
 
     @jit
     def sort_net16(a, lo, hi):
@@ -422,23 +499,25 @@ def build(jit, jit_inline=None):
         return the new hi. A sorting network over 16 values held in registers
         (Batcher's odd-even merge sort); the missing ones repeat a[hi - 1], so
         loads, stores and repeats need no branch."""
-        last = hi - 1
-        v0 = a[min(lo + 0, last)]
-        v1 = a[min(lo + 1, last)]
-        v2 = a[min(lo + 2, last)]
-        v3 = a[min(lo + 3, last)]
-        v4 = a[min(lo + 4, last)]
-        v5 = a[min(lo + 5, last)]
-        v6 = a[min(lo + 6, last)]
-        v7 = a[min(lo + 7, last)]
-        v8 = a[min(lo + 8, last)]
-        v9 = a[min(lo + 9, last)]
-        v10 = a[min(lo + 10, last)]
-        v11 = a[min(lo + 11, last)]
-        v12 = a[min(lo + 12, last)]
-        v13 = a[min(lo + 13, last)]
-        v14 = a[min(lo + 14, last)]
-        v15 = a[min(lo + 15, last)]
+        # Unsigned indices: no negative-index wraparound code.
+        u = np.uint64(lo)
+        last = np.uint64(hi - 1)
+        v0 = a[min(u + np.uint64(0), last)]
+        v1 = a[min(u + np.uint64(1), last)]
+        v2 = a[min(u + np.uint64(2), last)]
+        v3 = a[min(u + np.uint64(3), last)]
+        v4 = a[min(u + np.uint64(4), last)]
+        v5 = a[min(u + np.uint64(5), last)]
+        v6 = a[min(u + np.uint64(6), last)]
+        v7 = a[min(u + np.uint64(7), last)]
+        v8 = a[min(u + np.uint64(8), last)]
+        v9 = a[min(u + np.uint64(9), last)]
+        v10 = a[min(u + np.uint64(10), last)]
+        v11 = a[min(u + np.uint64(11), last)]
+        v12 = a[min(u + np.uint64(12), last)]
+        v13 = a[min(u + np.uint64(13), last)]
+        v14 = a[min(u + np.uint64(14), last)]
+        v15 = a[min(u + np.uint64(15), last)]
         v0, v1 = cx(v0, v1)
         v2, v3 = cx(v2, v3)
         v4, v5 = cx(v4, v5)
@@ -502,39 +581,39 @@ def build(jit, jit_inline=None):
         v9, v10 = cx(v9, v10)
         v11, v12 = cx(v11, v12)
         v13, v14 = cx(v13, v14)
-        w = lo
+        w = u
         a[w] = v0
-        w += np.int64(v1 != v0)
+        w += np.uint64(v1 != v0)
         a[w] = v1
-        w += np.int64(v2 != v1)
+        w += np.uint64(v2 != v1)
         a[w] = v2
-        w += np.int64(v3 != v2)
+        w += np.uint64(v3 != v2)
         a[w] = v3
-        w += np.int64(v4 != v3)
+        w += np.uint64(v4 != v3)
         a[w] = v4
-        w += np.int64(v5 != v4)
+        w += np.uint64(v5 != v4)
         a[w] = v5
-        w += np.int64(v6 != v5)
+        w += np.uint64(v6 != v5)
         a[w] = v6
-        w += np.int64(v7 != v6)
+        w += np.uint64(v7 != v6)
         a[w] = v7
-        w += np.int64(v8 != v7)
+        w += np.uint64(v8 != v7)
         a[w] = v8
-        w += np.int64(v9 != v8)
+        w += np.uint64(v9 != v8)
         a[w] = v9
-        w += np.int64(v10 != v9)
+        w += np.uint64(v10 != v9)
         a[w] = v10
-        w += np.int64(v11 != v10)
+        w += np.uint64(v11 != v10)
         a[w] = v11
-        w += np.int64(v12 != v11)
+        w += np.uint64(v12 != v11)
         a[w] = v12
-        w += np.int64(v13 != v12)
+        w += np.uint64(v13 != v12)
         a[w] = v13
-        w += np.int64(v14 != v13)
+        w += np.uint64(v14 != v13)
         a[w] = v14
-        w += np.int64(v15 != v14)
+        w += np.uint64(v15 != v14)
         a[w] = v15
-        return w + 1
+        return np.int64(w) + 1
 
     @jit
     def sort_unique(a, lo, hi):

@@ -137,3 +137,44 @@ def test_utf8_check_at_every_alignment(rows, pad):
     valid = np.array([r is not None for r in rows], np.uint8)
     want = next((i for i, r in enumerate(rows) if r is not None and not ok(r)), -1)
     assert first_invalid_utf8(data, offsets, valid) == want
+
+
+SCAN_ALPHABET = list("ab0'\"-`\x00 ,.;:?!\t\n\r") + ["é", "猫"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(SCAN_ALPHABET[:7], min_size=1, max_size=20), min_size=1, max_size=12),
+       st.lists(st.text(SCAN_ALPHABET, max_size=80), min_size=1, max_size=8))
+def test_long_tokens_and_scan_candidates_equal_oracle(entries, texts):
+    """Tokens of 1 to 20 bytes (the 8-byte scan's chunk and key-register
+    boundaries) and bytes that look like a token's end but are not (< 64)."""
+    entries = [e for e in entries if e.strip(" ")] or ["a"]
+    m = Matcher(entries, device="cpu", threads=1, cache=False)
+    assert m.match(texts).to_pylist() == [match_naive(t, entries) for t in texts]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=40))
+def test_scan_token_cpu_equals_interpreted(raw):
+    """The CPU scan (unaligned 8-byte loads) and the interpreted routine (one
+    byte at a time) read the same tokens and keys at every state, up to the
+    buffer's last byte."""
+    from gpucurate.kernels import cpu
+    from gpucurate.kernels.routines import build
+
+    py = build(lambda f: f)
+    buf = np.frombuffer(raw, np.uint8).copy()
+    with np.errstate(over="ignore"):  # uint64 hashes wrap around by design
+        _scan_every_state(cpu.R, py, buf)
+
+
+def _scan_every_state(cpu_r, py, buf):
+    for end in {buf.size, buf.size // 2}:
+        for state in range(2 * end):
+            if state & 1 and (state >> 1) >= end:
+                continue
+            got = cpu_r.scan_token(buf, state, end)
+            want = py.scan_token(buf, state, end)
+            assert tuple(int(x) for x in got) == tuple(int(x) for x in want), (raw, state, end)
+            lo, hi, h = py.token_key(buf, int(got[0]), int(got[1]))
+            assert (int(got[3]), int(got[4]), int(got[5])) == (int(lo), int(hi), int(h))
