@@ -30,6 +30,10 @@ def info() -> dict:
     d["gpu"] = ("usable: " if ok else "not usable: ") + why
     d["default device"] = os.environ.get("GPUCURATE_DEVICE", "auto") + \
         (" -> gpu" if ok else " -> cpu")
+    from .cudf_io import available
+
+    c_ok, c_why = available()
+    d["shard reader on the GPU"] = ("cudf (" if ok and c_ok else "arrow (") + c_why + ")"
     d["cpu threads"] = default_threads()
     d["trie cache"] = cache_dir()
     return d
