@@ -9,11 +9,12 @@ back. Pass 2 (which writes the kept rows with every input column) and the jsonl
 and tar readers stay on pyarrow, as do worldwide runs (their language routing
 reads host arrays).
 
-Only :func:`device_buffers` and :func:`parquet_text_batches` call cuDF; the rest
-works on plain arrays (CuPy on a GPU, NumPy in the tests). **Unverified**: cuDF
-could not be installed on any machine this was run on (it needs a GPU, and was
-too large to carry to the GPU machine), so the two cuDF calls have never run.
-``--reader arrow`` is the measured path.
+Only :func:`device_buffers` and :func:`parquet_text_batches` (and
+``GpuEngine.match_cudf``, which builds its result with ``cudf.Series.from_arrow``)
+call cuDF; the rest works on plain arrays (CuPy on a GPU, NumPy in the tests).
+**Unverified**: cuDF could not be installed on any machine this was run on (it
+needs a GPU, and was too large to carry to the GPU machine), so those calls have
+never run. ``--reader arrow`` is the measured path.
 """
 
 from __future__ import annotations
@@ -145,10 +146,7 @@ def parquet_text_batches(shard, text_column: str, batch_bytes: int, max_rows: in
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{shard.path}: cuDF cannot read row groups {groups[0]}-{groups[-1]}"
                              f" ({exc}); re-export the file, or use --reader arrow") from None
-        s = df[text_column]
+        s = df[text_column]  # a string column: check_text_column read the schema above
         if max_rows is not None and first + len(s) > max_rows:
             s = s.iloc[: max_rows - first]
-        if str(s.dtype) not in ("object", "string", "str"):
-            raise InputError(f"{shard.path}: column {text_column!r} is {s.dtype}, not a string "
-                             "column; choose the caption column with --text-column")
         yield s, first

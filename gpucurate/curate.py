@@ -201,10 +201,7 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     buffers, e.g. a cuDF column's): UTF-8 check, match and count into the
     device array ``counts``; only scalars come back (and, with ``save_matches``,
     the batch's inverted index, (entry_id, text_id) uint32)."""
-    bad = eng.first_invalid_utf8(data, offsets, valid)
-    if bad >= 0:
-        raise InputError(f"{where}: row {first + bad} is not valid UTF-8; re-encode the source "
-                         "as UTF-8 or drop the row")
+    eng.check_utf8(data, offsets, valid, where, first)
     m_off, m_ids = eng.match_device(data, offsets, valid)
     eng.count_into(m_ids, counts)
     n = int(valid.size)
@@ -212,10 +209,14 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     r = {"captions": n, "nulls": n - int(valid.sum()),
          "matched": int(eng.xp.count_nonzero(lens))}
     if save_matches:
-        h_lens = eng.to_host(lens)
         r["entry_id"] = eng.to_host(m_ids).astype(np.uint32)
-        r["text_id"] = (np.repeat(np.arange(n, dtype=np.int64), h_lens) + first).astype(np.uint32)
+        r["text_id"] = _text_ids(eng.to_host(lens), first)
     return r
+
+
+def _text_ids(lens: np.ndarray, first: int) -> np.ndarray:
+    """The inverted index's text ids: row ``first + i`` repeated ``lens[i]`` times."""
+    return (np.repeat(np.arange(lens.size, dtype=np.int64), lens) + first).astype(np.uint32)
 
 
 def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None) -> dict:
@@ -238,30 +239,6 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
     prog = Progress(f"pass 1 {shard.name}")
     on_device = (w["reader"] == "cudf" and shard.fmt == "parquet" and w["router"] is None
                  and not cfg.group_column)
-    for table, first in (() if on_device else _batches(cfg, shard, max_rows)):
-        tb, arr = _text(table, cfg, shard, first)
-        keys = _keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column) else None
-        li, groups = _by_language(w, table, arr, shard)
-        if li is not None:
-            routed.append(li.astype(np.int16))
-        for code, rows, h_off, h_ids, off, ids in _match_groups(w, groups, tb):
-            w["engines"][code].count_into(ids, counts[code])
-            lens = np.diff(h_off)
-            per[code]["captions"] += lens.size
-            per[code]["matched"] += int(np.count_nonzero(lens))
-            matched += int(np.count_nonzero(lens))
-            if cfg.save_matches:
-                inv_e.append(h_ids.astype(np.uint32))
-                inv_t.append((np.repeat(np.arange(len(tb), dtype=np.int64), lens) + first)
-                             .astype(np.uint32))
-        if cfg.group_column:
-            ok = (li >= 0) & (tb.valid != 0)
-            g = _group_keys(cfg, shard, table, first)
-            grp.append((g[ok], choice_values(cfg.seed, g[ok], keys[ok]),
-                        np.nonzero(ok)[0] + first))
-        captions += len(tb)
-        nulls += int(len(tb) - int(tb.valid.sum()))
-        prog.update(len(tb))
     if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
         from .cudf_io import device_buffers, parquet_text_batches
 
@@ -279,6 +256,32 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
             captions += r["captions"]
             nulls += r["nulls"]
             prog.update(r["captions"])
+    else:
+        for table, first in _batches(cfg, shard, max_rows):
+            tb, arr = _text(table, cfg, shard, first)
+            keys = (_keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column)
+                    else None)
+            li, groups = _by_language(w, table, arr, shard)
+            if li is not None:
+                routed.append(li.astype(np.int16))
+            for code, rows, h_off, h_ids, off, ids in _match_groups(w, groups, tb):
+                w["engines"][code].count_into(ids, counts[code])
+                lens = np.diff(h_off)
+                m = int(np.count_nonzero(lens))
+                per[code]["captions"] += lens.size
+                per[code]["matched"] += m
+                matched += m
+                if cfg.save_matches:
+                    inv_e.append(h_ids.astype(np.uint32))
+                    inv_t.append(_text_ids(lens, first))
+            if cfg.group_column:
+                ok = (li >= 0) & (tb.valid != 0)
+                g = _group_keys(cfg, shard, table, first)
+                grp.append((g[ok], choice_values(cfg.seed, g[ok], keys[ok]),
+                            np.nonzero(ok)[0] + first))
+            captions += len(tb)
+            nulls += int(len(tb) - int(tb.valid.sum()))
+            prog.update(len(tb))
     seconds = prog.close() if captions else time.perf_counter() - t0
     parts = []
     for code in w["langs"]:

@@ -221,6 +221,16 @@ class GpuEngine:
         first = int(bad.argmax())  # sync
         return first if int(bad[first]) else -1
 
+    def check_utf8(self, data, offsets, valid, where: str, row_base: int = 0) -> None:
+        """Raise InputError naming ``where`` and the row when a non-null device
+        row is not UTF-8 (the device twin of ``columns.check_utf8``)."""
+        bad = self.first_invalid_utf8(data, offsets, valid)
+        if bad >= 0:
+            from .errors import InputError
+
+            raise InputError(f"{where}: row {row_base + bad} is not valid UTF-8; re-encode the "
+                             "source as UTF-8 or drop the row")
+
     def zeros(self, n: int, dtype):
         return self.xp.zeros(n, dtype)
 
@@ -242,12 +252,7 @@ class GpuEngine:
         from .cudf_io import device_buffers
 
         data, offsets, valid = device_buffers(series, self.xp)
-        bad = self.first_invalid_utf8(data, offsets, valid)
-        if bad >= 0:
-            from .errors import InputError
-
-            raise InputError(f"captions: row {bad} is not valid UTF-8; re-encode the source "
-                             "as UTF-8 or drop the row")
+        self.check_utf8(data, offsets, valid, "captions")
         off, ids = self.match_device(data, offsets, valid)
         arrow = _csr_arrow(self.to_host(off), self.to_host(ids))
         return cudf.Series.from_arrow(arrow)
