@@ -26,7 +26,9 @@ padding). Then ``spacing(text) = " " + M + " "`` and its tokens between single
 spaces, without the first and last (always empty) ones, are exactly
 ``M.split(" ")``. Entry ``e`` matches iff ``e.split(" ")`` occurs as a contiguous
 run of those tokens. The tokens of ``M`` are read straight off the raw caption
-bytes by :func:`scan_token`, so the spaced text is never materialized.
+bytes by :func:`next_token`, so the spaced text is never materialized: a
+caption's bytes are classified 64 at a time into a bit mask of token ends,
+which the per-token loop carries and reads with a bit scan.
 
 A token-scan *state* is one int64: ``2 * p + w`` where ``p`` is a raw byte
 position and ``w == 1`` means "the next token is the wrapped character at p".
@@ -53,11 +55,6 @@ SPACE_MASK = np.uint64((1 << 9) | (1 << 10) | (1 << 13) | (1 << 32))
 WRAP_MASK = np.uint64((1 << 44) | (1 << 46) | (1 << 59) | (1 << 58) | (1 << 63) | (1 << 33))
 
 LOW32 = np.uint64(0xFFFFFFFF)
-# Byte-parallel (SWAR) constants of the 8-byte token scan.
-HIGH1 = np.uint64(0x8080808080808080)
-LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-BYTES_96 = np.uint64(0x6060606060606060)
-BYTE_INDEX = np.uint64(0x0001020304050607)
 BYTES_EVEN = np.uint64(0x00FF00FF00FF00FF)
 PAIRS_EVEN = np.uint64(0x0000FFFF0000FFFF)
 SHIFT11 = np.uint64(11)
@@ -82,18 +79,52 @@ def load8_bytes(buf, i):
     return x
 
 
-def build(jit, jit_inline=None, load8=None):
+def tzcnt_bits(m):
+    """The index of the lowest set bit of a nonzero uint64 (a binary search)."""
+    m = np.uint64(m)
+    n = 0
+    if (m & LOW32) == 0:
+        n += 32
+        m >>= SHIFT32
+    if (m & np.uint64(0xFFFF)) == 0:
+        n += 16
+        m >>= np.uint64(16)
+    if (m & np.uint64(0xFF)) == 0:
+        n += 8
+        m >>= SHIFT8
+    if (m & np.uint64(0xF)) == 0:
+        n += 4
+        m >>= np.uint64(4)
+    if (m & np.uint64(0x3)) == 0:
+        n += 2
+        m >>= np.uint64(2)
+    if (m & np.uint64(0x1)) == 0:
+        n += 1
+    return n
+
+
+def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
     """Compile every routine with ``jit`` and return them as a namespace.
 
     ``jit_inline`` (default ``jit``) compiles the few small routines of the
     per-token path that must be inlined into their callers (numba inlines them
-    at its IR level on the CPU; NVVM on CUDA). ``load8(buf, i)`` (default
-    :func:`load8_bytes`) reads buf[i:i + 8] as a little-endian uint64.
+    at its IR level on the CPU; NVVM on CUDA). The primitives a target may
+    supply faster versions of, each giving the same values:
+
+    * ``load8(buf, i)`` (default :func:`load8_bytes`): buf[i:i + 8] as a
+      little-endian uint64;
+    * ``masks(buf, q)``: the delimiter masks of buf[q:q + 64] (see
+      ``delim_masks``) when q + 64 <= buf.size (default: none, the masks are
+      built a byte at a time);
+    * ``tzcnt(m)`` (default :func:`tzcnt_bits`): the index of the lowest set
+      bit of a nonzero uint64.
     """
     if jit_inline is None:
         jit_inline = jit
     if load8 is None:
         load8 = jit_inline(load8_bytes)
+    if tzcnt is None:
+        tzcnt = jit_inline(tzcnt_bits)
 
     # ------------------------------------------------------------------ hashing
     @jit
@@ -188,56 +219,83 @@ def build(jit, jit_inline=None, load8=None):
             return lo, bswap64(load8(buf, p)) >> np.uint64(128 - 8 * n)
         return lo, bswap64(load8(buf, p + n - 16))
 
-    def scan_token_py(buf, state, end):
+    @jit_inline
+    def delim_masks(buf, q, end):
+        """(d, w): bit k of d set when buf[q + k] is of class 1 or 2, of w when
+        it is of class 1, for k < 64 and q + k < end (bits at or past end are
+        not defined). One byte at a time; targets with wide vector compares
+        pass their own ``masks`` to :func:`build` (``targets.cpu_masks64``)."""
+        d = np.uint64(0)
+        w = np.uint64(0)
+        k = min(end, q + 64) - 1
+        while k >= q:
+            c = byte_class(buf[k])
+            d = (d << np.uint64(1)) | np.uint64(c != 0)
+            w = (w << np.uint64(1)) | np.uint64(c == 1)
+            k -= 1
+        return d, w
+
+    if masks is None:
+        token_masks = delim_masks
+    else:
+        def token_masks_wide(buf, q, end):
+            if q + 64 <= buf.size:
+                return masks(buf, q)
+            return delim_masks(buf, q, end)
+        token_masks = jit_inline(token_masks_wide)
+
+    def next_token_py(buf, state, end, mpos, d, w):
         """Read the token at ``state`` of the caption ending at ``end``.
 
-        Returns ``(start, stop, next_state, lo, hi, hash)``: the token is
-        ``buf[start:stop]`` (possibly empty), ``next_state`` the state of the
-        following token or -1, and (lo, hi, hash) its key as
-        :func:`token_key` gives it.
+        (mpos, d, w) carry the delimiter masks of buf[mpos:mpos + 64] (see
+        :func:`delim_masks`) from one token to the next, so a caption's bytes
+        are classified once, not once per token; ``mpos <= state >> 1 - 64``
+        makes the routine load them. Returns ``(start, stop, next_state, lo,
+        hi, hash, mpos, d, w)``: the token is ``buf[start:stop]`` (possibly
+        empty), ``next_state`` the state of the following token or -1, and
+        (lo, hi, hash) its key as :func:`token_key` gives it.
         """
         p = state >> 1
-        lo = np.uint64(0)
-        hi = np.uint64(0)
         if state & 1:
             lo = np.uint64(buf[p])
-            return p, p + 1, (p + 1) << 1, lo, hi, key_hash(lo, hi, 1, buf, p)
-        # Eight bytes at a time: a byte below 64 or equal to 96 (every byte
-        # of class 1 or 2 is one) is a candidate for the token's end, the
-        # first candidate is checked with byte_class.
+            return (p, p + 1, (p + 1) << 1, lo, np.uint64(0),
+                    key_hash(lo, np.uint64(0), 1, buf, p), mpos, d, w)
+        # The first byte of class 1 or 2 at or after p: a bit scan of the
+        # carried mask, a new mask each 64 bytes.
         q = p
-        c = 0
-        while q < end:
-            w = load8_safe(buf, q)
-            y = w ^ BYTES_96
-            m = (~(w | (w << np.uint64(1))) |
-                 ~(((y & LOW7) + LOW7) | y | LOW7)) & HIGH1
-            if m == 0:
-                q += 8
-                continue
-            q += np.int64((((m & (~m + np.uint64(1))) >> np.uint64(7)) * BYTE_INDEX)
-                          >> SHIFT56)
+        while True:
+            r = q - mpos
+            if r < 64:
+                m = d >> np.uint64(r)
+                if m != 0:
+                    q += np.int64(tzcnt(m))
+                    break
+                q = mpos + 64
             if q >= end:
                 break
-            c = byte_class(buf[q])
-            if c != 0:
-                break
-            q += 1
+            mpos = q
+            d, w = token_masks(buf, q, end)
         if q >= end:
             q = end
             nxt = -1
-        elif c == 1:
-            nxt = (q + 1) << 1
-        else:
-            nxt = (q << 1) | 1
+        else:  # a space: the next token starts after it; else it is one
+            nxt = 2 * q + 1 + np.int64((w >> np.uint64(q - mpos)) & np.uint64(1))
         lo, hi = key_regs(buf, p, q - p)
-        return p, q, nxt, lo, hi, key_hash(lo, hi, q - p, buf, p)
+        return p, q, nxt, lo, hi, key_hash(lo, hi, q - p, buf, p), mpos, d, w
 
     # Two compilations of one routine: match_caption's per-token loop inlines
-    # scan_token_hot (~16% faster on one thread); the rare deeper walks call
+    # next_token_hot, carrying the masks; the rare deeper walks call
     # scan_token, so the loop's code stays small.
-    scan_token = jit(scan_token_py)
-    scan_token_hot = jit_inline(scan_token_py)
+    next_token_hot = jit_inline(next_token_py)
+    next_token = jit(next_token_py)
+
+    @jit
+    def scan_token(buf, state, end):
+        """The token at ``state``: ``(start, stop, next_state, lo, hi, hash)``
+        as :func:`next_token` gives them, masks loaded afresh."""
+        a, b, nxt, lo, hi, h, mpos, d, w = next_token(
+            buf, state, end, (state >> 1) - 64, np.uint64(0), np.uint64(0))
+        return a, b, nxt, lo, hi, h
 
     # Vocabulary table: ``vn`` slots, open addressing with linear probing from
     # slot ((hash & 0xFFFFFFFF) * vn) >> 32. ``vtag[i]`` is the tag (see
@@ -343,6 +401,9 @@ def build(jit, jit_inline=None, load8=None):
         ``cap == n`` only counts.
         """
         s = start << 1
+        mpos = start - 64
+        d = np.uint64(0)
+        w = np.uint64(0)
         # Each token is read and looked up once. The walks from every start
         # advance together to depth 2: (plg, pbase) is the children table of
         # the previous token's depth-1 node (plg == 0: none), probed with the
@@ -350,7 +411,7 @@ def build(jit, jit_inline=None, load8=None):
         plg = np.uint64(0)
         pbase = np.uint64(0)
         while s >= 0:
-            a, b, nxt, lo, hi, h = scan_token_hot(buf, s, end)
+            a, b, nxt, lo, hi, h, mpos, d, w = next_token_hot(buf, s, end, mpos, d, w)
             r = lookup_token(buf, a, b, lo, hi, h, vtag, vrec, vn, voff, vbytes)
             x = np.uint64(0)
             y = np.uint64(0)
@@ -711,7 +772,8 @@ def build(jit, jit_inline=None, load8=None):
 
     return SimpleNamespace(
         utf8_invalid=utf8_invalid, mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
-        key_hash=key_hash, token_key=token_key, scan_token=scan_token, hash_tag=hash_tag,
+        key_hash=key_hash, token_key=token_key, scan_token=scan_token, next_token=next_token,
+        delim_masks=delim_masks, token_masks=token_masks, tzcnt=tzcnt, hash_tag=hash_tag,
         lookup_token=lookup_token, child_slot=child_slot, emit=emit,
         match_caption=match_caption, sift_down=sift_down, cx=cx, sort_net4=sort_net4,
         sort_net8=sort_net8, sort_net16=sort_net16,

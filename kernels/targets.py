@@ -54,3 +54,59 @@ def _cpu_load8():
 
 
 cpu_load8 = _cpu_load8()
+
+# Bytes that end a token: class 1 (\t \n \r and the space) and class 2
+# (, . ; : ? ! and the backtick) of the spacing rule (routines.byte_class).
+CLASS1 = (9, 10, 13, 32)
+CLASS2 = (33, 44, 46, 58, 59, 63, 96)
+
+
+def _cpu_masks64():
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def cpu_masks64(typingctx, arr, idx):
+        """(d, w) of buf[i:i + 64] (i + 64 <= buf.size; see routines.delim_masks):
+        one 64-byte load and vector compares, which LLVM lowers to AVX-512,
+        AVX2 or SSE2 as the CPU has them."""
+        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+            return None
+        ret = types.UniTuple(types.uint64, 2)
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.gep(ary.data, [args[1]])
+            vty = ir.VectorType(ir.IntType(8), 64)
+            v = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
+
+            def any_of(values):
+                acc = None
+                for c in values:
+                    e = builder.icmp_unsigned(
+                        "==", v, ir.Constant(vty, [ir.Constant(ir.IntType(8), c)] * 64))
+                    acc = e if acc is None else builder.or_(acc, e)
+                return acc
+
+            w = any_of(CLASS1)
+            d = builder.or_(w, any_of(CLASS2))
+            i64 = ir.IntType(64)
+            return context.make_tuple(builder, ret, [builder.bitcast(d, i64),
+                                                     builder.bitcast(w, i64)])
+
+        return ret(arr, idx), codegen
+
+    return cpu_masks64
+
+
+cpu_masks64 = _cpu_masks64()
+
+
+def _cpu_tzcnt():
+    from numba.cpython.unsafe.numbers import trailing_zeros
+
+    return trailing_zeros
+
+
+cpu_tzcnt = _cpu_tzcnt()
