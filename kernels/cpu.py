@@ -11,9 +11,9 @@ import numpy as np
 
 from . import bytewalk
 from .routines import build
-from .targets import cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_tzcnt
+from .targets import cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_prefetch, cpu_tzcnt
 
-R = build(cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_tzcnt)
+R = build(cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_tzcnt, cpu_prefetch)
 W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
 match_all, match_caption, sort_unique, key_mix, keep_caption, utf8_invalid = (

@@ -79,6 +79,11 @@ def load8_bytes(buf, i):
     return x
 
 
+def no_prefetch(arr, i):
+    """Targets without a cache prefetch ignore the hint."""
+    return None
+
+
 def tzcnt_bits(m):
     """The index of the lowest set bit of a nonzero uint64 (a binary search)."""
     m = np.uint64(m)
@@ -103,7 +108,7 @@ def tzcnt_bits(m):
     return n
 
 
-def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
+def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=None):
     """Compile every routine with ``jit`` and return them as a namespace.
 
     ``jit_inline`` (default ``jit``) compiles the few small routines of the
@@ -125,6 +130,8 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
         load8 = jit_inline(load8_bytes)
     if tzcnt is None:
         tzcnt = jit_inline(tzcnt_bits)
+    if prefetch is None:
+        prefetch = jit_inline(no_prefetch)
 
     # ------------------------------------------------------------------ hashing
     @jit
@@ -139,7 +146,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
     def fnv1a_step(h, b):
         return (h ^ np.uint64(b)) * FNV_PRIME
 
-    @jit
+    @jit_inline
     def fnv1a(buf, start, end):
         """64-bit FNV-1a over buf[start:end]."""
         h = FNV_OFFSET
@@ -169,7 +176,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
     # bytes. The hash only places a token in a table; a hit is confirmed on
     # the exact bytes (the register and n, and for n > 16 the first n - 16
     # bytes).
-    @jit
+    @jit_inline
     def key_hash(lo, hi, n, buf, start):
         """The hash of an n-byte token buf[start:start + n] with key (lo, hi)."""
         x = lo ^ (hi * MIX_M2) ^ (np.uint64(n) * MIX_M1)
@@ -242,7 +249,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
             if q + 64 <= buf.size:
                 return masks(buf, q)
             return delim_masks(buf, q, end)
-        token_masks = jit_inline(token_masks_wide)
+        token_masks = jit(token_masks_wide)
 
     def next_token_py(buf, state, end, mpos, d, w):
         """Read the token at ``state`` of the caption ending at ``end``.
@@ -384,12 +391,17 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
             if n < cap:
                 out[n] = np.int32(term >> np.uint64(1))
             return n + 1
-        i = np.int64(term >> np.uint64(1)) - 1
-        for k in range(i + 1, i + 1 + tlist[i]):
-            if n < cap:
-                out[n] = tlist[k]
+        # A node where several entries end: its list in tlist. The copy stops
+        # at the first id past cap (a loop with two exits, which LLVM does not
+        # turn into vector gathers whose constants every call would pay for).
+        i = (term >> np.uint64(1)) - np.uint64(1)
+        count = np.int64(tlist[i])
+        k = 0
+        while k < count and n < cap:
+            out[np.uint64(n)] = tlist[i + np.uint64(1 + k)]
             n += 1
-        return n
+            k += 1
+        return n + (count - k)
 
     @jit
     def match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
@@ -400,18 +412,34 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
         out[n:cap] and returns n plus the number of ids found, so a call with
         ``cap == n`` only counts.
         """
-        s = start << 1
         mpos = start - 64
         d = np.uint64(0)
         w = np.uint64(0)
+        a, b, nxt, lo, hi, h, mpos, d, w = next_token_hot(buf, start << 1, end, mpos, d, w)
         # Each token is read and looked up once. The walks from every start
         # advance together to depth 2: (plg, pbase) is the children table of
         # the previous token's depth-1 node (plg == 0: none), probed with the
         # current token. Deeper walks (rare) read the following tokens again.
+        # The following token is read one step ahead, and the table lines its
+        # lookup and its probe's filter will read are prefetched (a hint the
+        # CPU takes and CUDA ignores): +3-6% on one CPU thread.
         plg = np.uint64(0)
         pbase = np.uint64(0)
-        while s >= 0:
-            a, b, nxt, lo, hi, h, mpos, d, w = next_token_hot(buf, s, end, mpos, d, w)
+        while True:
+            cpos = mpos
+            cd = d
+            cw = w
+            na = end
+            nb = end
+            nn = -1
+            nlo = np.uint64(0)
+            nhi = np.uint64(0)
+            nh = np.uint64(0)
+            if nxt >= 0:
+                na, nb, nn, nlo, nhi, nh, mpos, d, w = next_token_hot(buf, nxt, end, mpos, d, w)
+                ni = ((nh & LOW32) * vn) >> SHIFT32
+                prefetch(vtag, ni)
+                prefetch(vrec, ni * np.uint64(4))
             r = lookup_token(buf, a, b, lo, hi, h, vtag, vrec, vn, voff, vbytes)
             x = np.uint64(0)
             y = np.uint64(0)
@@ -429,7 +457,8 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
                         lg = cx >> SHIFT56
                         t = nxt
                         while lg != 0 and t >= 0:
-                            a, b, t2, lo, hi, h2 = scan_token(buf, t, end)
+                            a, b, t2, lo, hi, h2, cpos, cd, cw = next_token_hot(buf, t, end, cpos,
+                                                                                cd, cw)
                             r2 = lookup_token(buf, a, b, lo, hi, h2, vtag, vrec, vn, voff,
                                               vbytes)
                             if r2 < 0:
@@ -446,9 +475,20 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None):
                             lg = cx >> SHIFT56
                             t = t2
                 n = emit(y & LOW32, tlist, out, n, cap)
+            if nxt < 0:
+                break
             plg = x >> SHIFT56
             pbase = y >> SHIFT32
-            s = nxt
+            if plg != 0:
+                hh = nh >> SHIFT32
+                k = pbase * np.uint64(4) + (hh & ((np.uint64(4) << plg) - np.uint64(1)))
+                prefetch(cbits, k >> np.uint64(3))
+            a = na
+            b = nb
+            nxt = nn
+            lo = nlo
+            hi = nhi
+            h = nh
         return n
 
     # ------------------------------------------------ per-caption id lists

@@ -110,3 +110,32 @@ def _cpu_tzcnt():
 
 
 cpu_tzcnt = _cpu_tzcnt()
+
+
+def _cpu_prefetch():
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def cpu_prefetch(typingctx, arr, idx):
+        """A hint to fetch the cache line of arr[i] for reading (llvm.prefetch);
+        i may be out of bounds (a prefetch never faults)."""
+        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fn = builder.module.declare_intrinsic(
+                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]))
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.none(arr, idx), codegen
+
+    return cpu_prefetch
+
+
+cpu_prefetch = _cpu_prefetch()
