@@ -150,59 +150,40 @@ def row(impl, label, n, nbytes, seconds, pairs, **extra) -> dict:
 # --------------------------------------------------------------------- runs
 def bench_workload(label, arr: pa.Array, impls: dict, threads_all: int, reps: int,
                    ref_max: int, ref_reps: int = 1) -> list[dict]:
-    """Time every implementation on one in-memory caption array.
-
-    The implementations are timed in alternating rounds (CPU engine, all
-    threads, reference, Hyperscan; then again), each keeping its best round,
-    so that a busy moment of a shared machine weighs on all of them rather
-    than on whichever happened to run then. The GPU kernels are timed apart
-    (their times are device events, not host time).
-    """
+    """Time every implementation on one in-memory caption array."""
     from gpucurate.columns import buffers
 
     tb = buffers(arr)
     n, nbytes = len(arr), tb.nbytes_text
+    rows, results = [], {}
     texts = arr.to_pylist() if n <= ref_max and ("reference" in impls or "hyperscan" in impls) \
         else None
-    if n > 1_000_000:
-        ref_reps = 1
-    timed = {}  # key -> (calls left, fn)
     for key in ("cpu1", "cpuN"):
         eng = impls.get(key)
-        if eng is not None:
-            eng.match(buffers(arr.slice(0, min(n, 1000))))  # warm-up (JIT already cached)
-            timed[key] = (reps, lambda eng=eng: eng.match(tb))
+        if eng is None:
+            continue
+        eng.match(buffers(arr.slice(0, min(n, 1000))))  # warm-up (JIT already cached)
+        s, (off, ids) = time_call(lambda: eng.match(tb), reps)
+        results[key] = (off, ids)
+        rows.append(row("cpu", label, n, nbytes, s, int(ids.size), threads=eng.threads))
+    if "gpu" in impls:
+        rows += bench_gpu_kernels(label, impls["gpu"], tb, reps, results.get("cpu1") or
+                                  results.get("cpuN"))
     if texts is not None:
+        cpu_lists = None
         for key in ("reference", "hyperscan"):
             impl = impls.get(key)
-            if impl is not None:
-                impl.run(texts[:200])
-                timed[key] = (ref_reps, lambda impl=impl: impl.run(texts))
-    best, results = {}, {}
-    for r in range(max([left for left, _ in timed.values()], default=0)):
-        for key, (left, fn) in timed.items():
-            if r < left:
-                s, res = time_call(fn)
-                if s < best.get(key, float("inf")):
-                    best[key], results[key] = s, res
-    rows = []
-    for key in ("cpu1", "cpuN"):
-        if key in results:
-            off, ids = results[key]
-            rows.append(row("cpu", label, n, nbytes, best[key], int(ids.size),
-                            threads=impls[key].threads))
-    cpu_result = results.get("cpu1") or results.get("cpuN")
-    if "gpu" in impls:
-        rows += bench_gpu_kernels(label, impls["gpu"], tb, reps, cpu_result)
-    cpu_lists = to_lists(*cpu_result) if cpu_result is not None else None
-    for key in ("reference", "hyperscan"):
-        if key not in results:
-            continue
-        lists = results[key]
-        if cpu_lists is not None and lists != cpu_lists:
-            bad = next(i for i in range(n) if lists[i] != cpu_lists[i])
-            raise AssertionError(f"{key} and gpucurate differ on {label} row {bad}")
-        rows.append(row(key, label, n, nbytes, best[key], sum(len(x) for x in lists)))
+            if impl is None:
+                continue
+            impl.run(texts[:200])
+            s, lists = time_call(lambda: impl.run(texts), ref_reps if n <= 1_000_000 else 1)
+            if cpu_lists is None and results:
+                off, ids = next(iter(results.values()))
+                cpu_lists = to_lists(off, ids)
+            if cpu_lists is not None and lists != cpu_lists:
+                bad = next(i for i in range(n) if lists[i] != cpu_lists[i])
+                raise AssertionError(f"{key} and gpucurate differ on {label} row {bad}")
+            rows.append(row(key, label, n, nbytes, s, sum(len(x) for x in lists)))
     ref = next((r for r in rows if r["impl"] == "reference"), None)
     for r in rows:
         r["speedup_vs_reference"] = (r["captions_per_s"] / ref["captions_per_s"]) if ref else None
