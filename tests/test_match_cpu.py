@@ -153,19 +153,32 @@ def test_long_tokens_and_scan_candidates_equal_oracle(entries, texts):
     assert m.match(texts).to_pylist() == [match_naive(t, entries) for t in texts]
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=40))
-def test_scan_token_cpu_equals_interpreted(raw):
-    """The CPU scan (unaligned 8-byte loads) and the interpreted routine (one
-    byte at a time) read the same tokens and keys at every state, up to the
-    buffer's last byte."""
-    from gpucurate.kernels import cpu
+# Byte strings for the scan: random bytes, and strings dense in token ends
+# (every byte of class 1 and 2, NUL, bytes below 64 that end nothing, UTF-8),
+# long enough to cross the 64-byte blocks of the delimiter masks.
+SCAN_BYTES = st.one_of(
+    st.binary(max_size=160),
+    st.lists(st.sampled_from(b" \t\n\r,.;:?!`\x00\x0b09-/aZ\x7f\x80\xe7\xbf"), max_size=160)
+    .map(bytes))
+
+
+def _py_routines():
     from gpucurate.kernels.routines import build
 
-    py = build(lambda f: f)
+    return build(lambda f: f)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SCAN_BYTES)
+def test_scan_token_cpu_equals_interpreted(raw):
+    """The CPU scan (64-byte vector compares, unaligned 8-byte loads) and the
+    interpreted routine (one byte at a time) read the same tokens and keys at
+    every state, up to the buffer's last byte."""
+    from gpucurate.kernels import cpu
+
     buf = np.frombuffer(raw, np.uint8).copy()
     with np.errstate(over="ignore"):  # uint64 hashes wrap around by design
-        _scan_every_state(cpu.R, py, buf)
+        _scan_every_state(cpu.R, _py_routines(), buf)
 
 
 def _scan_every_state(cpu_r, py, buf):
@@ -175,6 +188,48 @@ def _scan_every_state(cpu_r, py, buf):
                 continue
             got = cpu_r.scan_token(buf, state, end)
             want = py.scan_token(buf, state, end)
-            assert tuple(int(x) for x in got) == tuple(int(x) for x in want), (raw, state, end)
+            assert tuple(int(x) for x in got) == tuple(int(x) for x in want), (bytes(buf), state,
+                                                                               end)
             lo, hi, h = py.token_key(buf, int(got[0]), int(got[1]))
             assert (int(got[3]), int(got[4]), int(got[5])) == (int(lo), int(hi), int(h))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SCAN_BYTES, st.integers(0, 80), st.binary(max_size=80))
+def test_carried_masks_read_the_same_tokens(raw, lead, tail):
+    """Walking a caption token by token with the masks carried from one token
+    to the next (as match_caption does, CPU and interpreted) gives the tokens of
+    a fresh scan at each state, with other bytes before and after the caption
+    (bits of the masks past its end are not defined)."""
+    from gpucurate.kernels import cpu
+
+    py = _py_routines()
+    buf = np.frombuffer(b"x, " * lead + raw + tail, np.uint8).copy()
+    start, end = 3 * lead, 3 * lead + len(raw)
+    with np.errstate(over="ignore"):
+        for r in (cpu.R, py):
+            s, mpos, d, w = start << 1, start - 64, np.uint64(0), np.uint64(0)
+            while s >= 0:
+                a, b, nxt, lo, hi, h, mpos, d, w = r.next_token(buf, s, end, mpos, d, w)
+                d, w = np.uint64(d), np.uint64(w)  # numba returns Python ints
+                want = py.scan_token(buf, s, end)
+                assert (int(a), int(b), int(nxt), int(lo), int(hi), int(h)) == \
+                    tuple(int(x) for x in want), (bytes(buf), start, end, s)
+                s = int(nxt)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SCAN_BYTES, st.integers(0, 100))
+def test_cpu_vector_masks_equal_bytewise(raw, cut):
+    """The CPU's 64-byte vector classification and the byte-at-a-time masks
+    agree on every bit below the caption's end, at every position."""
+    from gpucurate.kernels import cpu
+
+    py = _py_routines()
+    buf = np.frombuffer(raw + bytes(64), np.uint8).copy()
+    end = min(cut, len(raw))
+    for q in range(end + 1):
+        keep = np.uint64((1 << min(64, end - q)) - 1)
+        got = cpu.R.token_masks(buf, q, end)
+        want = py.delim_masks(buf, q, end)
+        assert [int(x & keep) for x in got] == [int(x & keep) for x in want], (raw, q, end)
