@@ -84,7 +84,8 @@ def _pool_args(p, need_t: bool):
                    help="curate only the first N captions of the pool (in shard order)")
     p.add_argument("--save-matches", action="store_true",
                    help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, text_id) "
-                        "uint32) in DIR/matches so pass 2 does not match again")
+                        "uint32, and lang with --worldwide) in DIR/matches so pass 2 does not "
+                        "match again")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run with another configuration found in DIR")
     p.add_argument("--executor", choices=("local", "ray"), default="local",

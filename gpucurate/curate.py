@@ -18,6 +18,7 @@ Layout of an output directory ``DIR``::
     work/groups/shard-NNNNN.npy      --group-column: the rows chosen for their group
     work/prob.npz                    prob per entry, per language
     matches/shard-NNNNN.parquet      with --save-matches: (entry_id, text_id) uint32
+                                     (worldwide: and lang, the language of entry_id)
     entry_counts.parquet             entry_id, entry, count (uint64), prob
     entry_counts/<lang>.parquet      the same per language (worldwide)
     curated/part-NNNNN.parquet       kept rows of shard NNNNN, plus entry_ids (and lang)
@@ -235,7 +236,7 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         c.fill(0)  # this shard's counts (the files are per shard, so that a rerun resumes)
     per = {c: {"captions": 0, "matched": 0} for c in w["langs"]}
     captions = nulls = matched = 0
-    inv_e, inv_t, grp, routed = [], [], [], []
+    inv_e, inv_t, inv_l, grp, routed = [], [], [], [], []
     prog = Progress(f"pass 1 {shard.name}")
     on_device = (w["reader"] == "cudf" and shard.fmt == "parquet" and w["router"] is None
                  and not cfg.group_column)
@@ -273,7 +274,10 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
                 matched += m
                 if cfg.save_matches:
                     inv_e.append(h_ids.astype(np.uint32))
-                    inv_t.append(_text_ids(lens, first))
+                    inv_t.append(_text_ids(lens, first) if rows is None else
+                                 np.repeat(rows + first, lens).astype(np.uint32))
+                    if w["router"] is not None:
+                        inv_l.append(np.full(h_ids.size, w["langs"].index(code), np.int16))
             if cfg.group_column:
                 ok = (li >= 0) & (tb.valid != 0)
                 g = _group_keys(cfg, shard, table, first)
@@ -305,8 +309,13 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         os.makedirs(os.path.join(out, "matches"), exist_ok=True)
         e = np.concatenate(inv_e) if inv_e else np.zeros(0, np.uint32)
         t = np.concatenate(inv_t) if inv_t else np.zeros(0, np.uint32)
+        cols = {"entry_id": pa.array(e), "text_id": pa.array(t)}
+        if w["router"] is not None:  # worldwide: each id is of its caption's language
+            li = np.concatenate(inv_l) if inv_l else np.zeros(0, np.int16)
+            cols["lang"] = pa.DictionaryArray.from_arrays(pa.array(li, pa.int16()),
+                                                          pa.array(w["langs"], pa.string()))
         atomic_write_parquet(os.path.join(out, "matches", _name(shard.index, "shard", "parquet")),
-                             pa.table({"entry_id": pa.array(e), "text_id": pa.array(t)}))
+                             pa.table(cols))
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "seconds_pass1": seconds}
     if cfg.worldwide:
@@ -357,19 +366,35 @@ def _choose_groups(out: str, plan) -> None:
                            buf.getvalue())
 
 
-def _saved_matches(out: str, shard: Shard, first: int, n: int):
-    """CSR of rows first..first+n from the shard's saved inverted index."""
-    path = os.path.join(out, "matches", _name(shard.index, "shard", "parquet"))
-    t = pq.read_table(path)
-    text_id = t.column("text_id").to_numpy().astype(np.int64)
-    entry = t.column("entry_id").to_numpy().astype(np.int32)
-    sel = (text_id >= first) & (text_id < first + n)
-    text_id, entry = text_id[sel], entry[sel]
-    order = np.lexsort((entry, text_id))
-    text_id, entry = text_id[order], entry[order]
-    off = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(text_id - first, minlength=n), out=off[1:])
-    return off, entry
+def _read_saved(out: str, shard: Shard, langs: list) -> tuple:
+    """The shard's saved inverted index: (text_id int64, entry_id int32, language
+    index int16 into ``langs``, or None for a MetaCLIP 1 run)."""
+    t = pq.read_table(os.path.join(out, "matches", _name(shard.index, "shard", "parquet")))
+    lang = None
+    if "lang" in t.column_names:
+        col = t.column("lang").combine_chunks()
+        where = {c: i for i, c in enumerate(langs)}
+        remap = np.array([where[c] for c in col.dictionary.to_pylist()] or [0], np.int16)
+        lang = remap[col.indices.to_numpy(zero_copy_only=False)]
+    return (t.column("text_id").to_numpy().astype(np.int64),
+            t.column("entry_id").to_numpy().astype(np.int32), lang)
+
+
+def _saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None):
+    """CSR (offsets, sorted ids) of the rows ``rows_abs`` (ascending shard row
+    numbers) from the saved inverted index, only the ids of language
+    ``lang_index`` (worldwide)."""
+    text_id, entry, lang = saved
+    pos = np.searchsorted(rows_abs, text_id)
+    ok = pos < rows_abs.size
+    ok[ok] = rows_abs[pos[ok]] == text_id[ok]
+    if lang_index is not None:
+        ok &= lang == lang_index
+    pos, entry = pos[ok], entry[ok]
+    order = np.lexsort((entry, pos))
+    off = np.zeros(rows_abs.size + 1, np.int64)
+    np.cumsum(np.bincount(pos, minlength=rows_abs.size), out=off[1:])
+    return off, entry[order]
 
 
 def _probs(w: dict, out: str) -> dict:
@@ -395,8 +420,9 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
     chosen = None
     if cfg.group_column:
         chosen = np.load(os.path.join(out, "work", "groups", _name(shard.index, "shard", "npy")))
-    use_saved = cfg.save_matches and not cfg.worldwide and os.path.exists(
+    use_saved = cfg.save_matches and os.path.exists(
         os.path.join(out, "matches", _name(shard.index, "shard", "parquet")))
+    saved = _read_saved(out, shard, w["langs"]) if use_saved else None
     lang_file = os.path.join(out, "work", "pass1", _name(shard.index, "shard", "lang.npy"))
     routed = np.load(lang_file) if os.path.exists(lang_file) else None
     t0 = time.perf_counter()
@@ -411,12 +437,25 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
         off_all = np.zeros(n + 1, np.int64)
         lists_len = np.zeros(n, np.int64)
         id_parts: list = []
-        if use_saved:
-            h_off, h_ids = _saved_matches(out, shard, first, n)
-            eng = w["engines"][ALL]
+        if use_saved:  # pass 1's matches: no matching again
             valid = table.column(cfg.text_column).is_valid().to_numpy(zero_copy_only=False)
-            results = [(ALL, None, h_off, h_ids, eng.to_device(h_off), eng.to_device(h_ids))]
-            lang = None
+            if w["router"] is None:
+                lang = None
+                groups = [(ALL, None, np.arange(first, first + n))]
+            else:
+                lang = (routed[first:first + n].astype(np.int32) if routed is not None else
+                        w["router"].route(w["router"].codes(
+                            table, table.column(cfg.text_column), shard.path)))
+                groups = [(code, rows, rows + first) for code, rows in
+                          ((c, np.nonzero(lang == i)[0]) for i, c in enumerate(w["langs"]))
+                          if rows.size]
+            results = []
+            for code, rows, rows_abs in groups:
+                eng = w["engines"][code]
+                h_off, h_ids = _saved_csr(saved, rows_abs,
+                                          None if rows is None else w["langs"].index(code))
+                results.append((code, rows, h_off, h_ids, eng.to_device(h_off),
+                                eng.to_device(h_ids)))
         else:
             tb, arr = _text(table, cfg, shard, first)
             valid = tb.valid
@@ -465,11 +504,11 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
             sub = table.take(pa.array(idx)).append_column("entry_ids", lists.take(pa.array(idx)))
             if lang is not None:
                 names = np.array(w["langs"] + ["other"], dtype=object)
-                routed = pa.array(names[lang[idx]].tolist(), pa.string())
+                codes = pa.array(names[lang[idx]].tolist(), pa.string())
                 if "lang" in sub.column_names:  # the input's own language column: routed codes
-                    sub = sub.set_column(sub.column_names.index("lang"), "lang", routed)
+                    sub = sub.set_column(sub.column_names.index("lang"), "lang", codes)
                 else:
-                    sub = sub.append_column("lang", routed)
+                    sub = sub.append_column("lang", codes)
             parts.append(sub)
         prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
@@ -785,8 +824,6 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     if stage == "balance" and cfg.group_column:
         raise ConfigError("--group-column needs the whole pool's pass 1 to choose one caption "
                           "per group: run curate (or count and balance without it)")
-    if cfg.worldwide and cfg.save_matches:
-        raise ConfigError("--save-matches is not available with --worldwide yet; leave it out")
     mds, md_sha = _metadata_of(cfg)
     shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None)
     counts_sha = None

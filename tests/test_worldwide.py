@@ -156,3 +156,63 @@ def test_cli_worldwide_flags(ww_dir, tmp_path):
     assert cli.main(["curate", "--metadata", str(ww_dir / "de.json"), "--input",
                      str(tmp_path / "p.parquet"), "--out", str(tmp_path / "o2"), "--t", "1",
                      "--t-lang", "de=3", "--quiet"]) == 2  # --t-lang needs --worldwide
+
+
+def test_save_matches_worldwide_same_result(ww_dir, tmp_path):
+    """--save-matches with --worldwide: pass 2 reads each caption's ids, of its
+    own language, back from the inverted index and curates exactly as a run
+    that matches again (two shards, several batches, a language column with
+    unrouted and null rows)."""
+    t = pq.read_table(caption_file("multi30k"), columns=["lang", "text"])
+    t = t.take(pa.array(np.arange(0, t.num_rows, t.num_rows // 9000)[:9000]))  # every language
+    lang = t.column("lang").to_pylist()
+    lang[::50] = ["xx"] * len(lang[::50])  # languages without metadata: unrouted
+    texts = t.column("text").to_pylist()
+    texts[7::97] = [None] * len(texts[7::97])
+    t = pa.table({"lang": lang, "text": texts, "row": np.arange(t.num_rows)})
+    (tmp_path / "in").mkdir()
+    pq.write_table(t.slice(0, 5000), tmp_path / "in" / "a.parquet", row_group_size=1000)
+    pq.write_table(t.slice(5000), tmp_path / "in" / "b.parquet", row_group_size=1000)
+    kw = dict(t=20, worldwide=str(ww_dir), lang_column="lang", key_column="row", device="cpu",
+              seed=5, report=False, batch_bytes=100_000)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    sa = curate(None, [str(tmp_path / "in")], a, **kw)
+    sb = curate(None, [str(tmp_path / "in")], b, save_matches=True, **kw)
+    for lg in ("en", "de", "fr", "cs"):
+        assert _counts(a, lg).equals(_counts(b, lg)), lg
+    parts = sorted(os.listdir(os.path.join(a, "curated")))
+    assert parts == sorted(os.listdir(os.path.join(b, "curated"))) and len(parts) == 2
+    for p in parts:
+        assert pq.read_table(os.path.join(a, "curated", p)).equals(
+            pq.read_table(os.path.join(b, "curated", p))), p
+    assert sa["curated"] == sb["curated"] > 100
+    inv, inv_b = (pq.read_table(os.path.join(b, "matches", f"shard-0000{i}.parquet"))
+                  for i in (0, 1))
+    assert inv.column_names == ["entry_id", "text_id", "lang"]
+    assert set(inv.column("lang").to_pylist()) | set(inv_b.column("lang").to_pylist()) == \
+        {"en", "de", "fr", "cs"}
+    # each saved id list is the caption's match against its own language's metadata
+    de = json.load(open(ww_dir / "de.json"))
+    rows = [i for i in range(5000) if lang[i] == "de" and texts[i] is not None][:200]
+    got = Matcher(de, device="cpu", worldwide=True).match([texts[i] for i in rows]).to_pylist()
+    d = inv.filter(pa.compute.equal(inv.column("lang").cast(pa.string()), "de")).to_pydict()
+    saved = {}
+    for e, r in zip(d["entry_id"], d["text_id"]):
+        saved.setdefault(r, []).append(e)
+    assert [sorted(saved.get(i, [])) for i in rows] == got
+
+
+def test_save_matches_worldwide_language_id(ww_dir, tmp_path):
+    """The same with language ID (pass 1 keeps each row's language for pass 2),
+    several batches per shard."""
+    table = pq.read_table(caption_file("html_img_alttext"), columns=["text"]).slice(0, 1500)
+    pq.write_table(table, tmp_path / "alt.parquet", row_group_size=300)
+    kw = dict(t=3, worldwide=str(ww_dir), device="cpu", seed=2, report=False,
+              batch_bytes=20_000, t_lang={lg: 3 for lg in ("de", "fr", "cs", "ja", "zh", "th")})
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    sa = curate(None, [str(tmp_path / "alt.parquet")], a, **kw)
+    sb = curate(None, [str(tmp_path / "alt.parquet")], b, save_matches=True, **kw)
+    part = os.path.join("curated", "part-00000.parquet")
+    assert pq.read_table(os.path.join(a, part)).equals(pq.read_table(os.path.join(b, part)))
+    assert sa["curated"] == sb["curated"] > 20
+    assert sa["languages"] == sb["languages"]
