@@ -85,26 +85,16 @@ def no_prefetch(arr, i):
 
 
 def tzcnt_bits(m):
-    """The index of the lowest set bit of a nonzero uint64 (a binary search)."""
+    """The index of the lowest set bit of a nonzero uint64 (a binary search:
+    halves of 32, 16, ..., 1 bits)."""
     m = np.uint64(m)
     n = 0
-    if (m & LOW32) == 0:
-        n += 32
-        m >>= SHIFT32
-    if (m & np.uint64(0xFFFF)) == 0:
-        n += 16
-        m >>= np.uint64(16)
-    if (m & np.uint64(0xFF)) == 0:
-        n += 8
-        m >>= SHIFT8
-    if (m & np.uint64(0xF)) == 0:
-        n += 4
-        m >>= np.uint64(4)
-    if (m & np.uint64(0x3)) == 0:
-        n += 2
-        m >>= np.uint64(2)
-    if (m & np.uint64(0x1)) == 0:
-        n += 1
+    width = np.uint64(32)
+    while width != 0:
+        if (m & ((np.uint64(1) << width) - np.uint64(1))) == 0:
+            n += np.int64(width)
+            m >>= width
+        width >>= np.uint64(1)
     return n
 
 
