@@ -31,9 +31,9 @@ from numba import cuda, types  # noqa: E402
 
 from . import bytewalk
 from .routines import build
-from .targets import device_jit, device_jit_inline
+from .targets import device_jit, device_jit_inline, device_tzcnt
 
-R = build(device_jit, device_jit_inline)
+R = build(device_jit, device_jit_inline, tzcnt=device_tzcnt())
 W = bytewalk.build(device_jit, R)
 match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
     W.match_all, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)

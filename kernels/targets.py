@@ -31,6 +31,21 @@ def device_jit_inline(func):
     return cuda.jit(device=True, forceinline=True)(func)
 
 
+def device_tzcnt():
+    """tzcnt for CUDA: ``ffs(m) - 1`` (libdevice ``__nv_ffsll``, one bit-find);
+    None under Numba's CUDA simulator, whose ``ffs`` reads 32 bits only (the
+    routines then use their portable binary search)."""
+    from numba import config, cuda
+
+    if config.ENABLE_CUDASIM:
+        return None
+
+    def tzcnt(m):
+        return cuda.ffs(m) - 1
+
+    return device_jit_inline(tzcnt)
+
+
 def _cpu_load8():
     from llvmlite import ir
     from numba import types
