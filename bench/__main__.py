@@ -10,10 +10,10 @@ import sys
 from .suite import run, save
 
 FULL = dict(metadata_sizes="10000,100000,500000", pools="10000,100000,1000000,10000000",
-            reference_max=1_000_000, cpu_max=10_000_000, real_rows=0, reps=3, ref_reps=3,
+            reference_max=1_000_000, cpu_max=10_000_000, real_rows=0, reps=3, ref_reps=3, rounds=1,
             curate_pool=1_000_000)
 SMOKE = dict(metadata_sizes="2000,10000", pools="500,2000", reference_max=2000, cpu_max=2000,
-             real_rows=1500, reps=1, ref_reps=1, curate_pool=3000)
+             real_rows=1500, reps=1, ref_reps=1, rounds=1, curate_pool=3000)
 
 
 def main(argv=None) -> int:
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-reps", type=int, default=None,
                     help="timed repetitions of reference and hyperscan on the real files "
                          "(best is kept; default 3; generated pools: 1)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternating rounds of the implementations' blocks of repetitions on "
+                         "the real files (best of all is kept; default 1)")
     ap.add_argument("--out", default="bench/results", help="results directory")
     a = ap.parse_args(argv)
     base = SMOKE if a.smoke else FULL
