@@ -112,7 +112,9 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
       ``delim_masks``) when q + 64 <= buf.size (default: none, the masks are
       built a byte at a time);
     * ``tzcnt(m)`` (default :func:`tzcnt_bits`): the index of the lowest set
-      bit of a nonzero uint64.
+      bit of a nonzero uint64;
+    * ``prefetch(arr, i)`` (default :func:`no_prefetch`): a hint to fetch the
+      cache line of arr[i].
     """
     if jit_inline is None:
         jit_inline = jit
@@ -246,7 +248,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
 
         (mpos, d, w) carry the delimiter masks of buf[mpos:mpos + 64] (see
         :func:`delim_masks`) from one token to the next, so a caption's bytes
-        are classified once, not once per token; ``mpos <= state >> 1 - 64``
+        are classified once, not once per token; ``mpos <= (state >> 1) - 64``
         makes the routine load them. Returns ``(start, stop, next_state, lo,
         hi, hash, mpos, d, w)``: the token is ``buf[start:stop]`` (possibly
         empty), ``next_state`` the state of the following token or -1, and
@@ -280,9 +282,10 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
         lo, hi = key_regs(buf, p, q - p)
         return p, q, nxt, lo, hi, key_hash(lo, hi, q - p, buf, p), mpos, d, w
 
-    # Two compilations of one routine: match_caption's per-token loop inlines
-    # next_token_hot, carrying the masks; the rare deeper walks call
-    # scan_token, so the loop's code stays small.
+    # Two compilations of one routine: match_caption inlines next_token_hot
+    # (its per-token loop and the rare deeper walks, each carrying masks), so
+    # that no call in the loop clobbers the registers the scan keeps its
+    # constants in; next_token and scan_token are the called forms.
     next_token_hot = jit_inline(next_token_py)
     next_token = jit(next_token_py)
 
@@ -381,9 +384,10 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
             if n < cap:
                 out[n] = np.int32(term >> np.uint64(1))
             return n + 1
-        # A node where several entries end: its list in tlist. The copy stops
-        # at the first id past cap (a loop with two exits, which LLVM does not
-        # turn into vector gathers whose constants every call would pay for).
+        # A node where several entries end: its list in tlist, copied up to
+        # cap. Unsigned indices: with numba's negative-index wraparound LLVM
+        # vectorized this copy into gathers and scatters whose constants every
+        # call of the walk paid for.
         i = (term >> np.uint64(1)) - np.uint64(1)
         count = np.int64(tlist[i])
         k = 0
