@@ -122,6 +122,9 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
         load8 = jit_inline(load8_bytes)
     if tzcnt is None:
         tzcnt = jit_inline(tzcnt_bits)
+    # A target that prefetches gets the walk that reads one token ahead (see
+    # match_caption); the others read each token when they come to it.
+    ahead = prefetch is not None
     if prefetch is None:
         prefetch = jit_inline(no_prefetch)
 
@@ -414,9 +417,10 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
         # advance together to depth 2: (plg, pbase) is the children table of
         # the previous token's depth-1 node (plg == 0: none), probed with the
         # current token. Deeper walks (rare) read the following tokens again.
-        # The following token is read one step ahead, and the table lines its
-        # lookup and its probe's filter will read are prefetched (a hint the
-        # CPU takes and CUDA ignores): +3-6% on one CPU thread.
+        # Where the target prefetches (``ahead``: the CPU), the following token
+        # is read one step ahead and the table lines its lookup and its probe's
+        # filter will read are prefetched (+3-6% on one CPU thread); elsewhere
+        # (CUDA) it is read after this one, which keeps fewer registers live.
         plg = np.uint64(0)
         pbase = np.uint64(0)
         while True:
@@ -429,7 +433,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
             nlo = np.uint64(0)
             nhi = np.uint64(0)
             nh = np.uint64(0)
-            if nxt >= 0:
+            if ahead and nxt >= 0:
                 na, nb, nn, nlo, nhi, nh, mpos, d, w = next_token_hot(buf, nxt, end, mpos, d, w)
                 ni = ((nh & LOW32) * vn) >> SHIFT32
                 prefetch(vtag, ni)
@@ -473,7 +477,9 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
                 break
             plg = x >> SHIFT56
             pbase = y >> SHIFT32
-            if plg != 0:
+            if not ahead:
+                na, nb, nn, nlo, nhi, nh, mpos, d, w = next_token_hot(buf, nxt, end, mpos, d, w)
+            elif plg != 0:
                 hh = nh >> SHIFT32
                 k = pbase * np.uint64(4) + (hh & ((np.uint64(4) << plg) - np.uint64(1)))
                 prefetch(cbits, k >> np.uint64(3))
