@@ -46,73 +46,82 @@ def device_tzcnt():
     return device_jit_inline(tzcnt)
 
 
-def _cpu_load8():
-    from llvmlite import ir
+def _array_intrinsic(name, ret, emit):
+    """A numba intrinsic ``name(arr, i)`` of type ``ret``: ``emit(context,
+    builder, ptr)`` builds its value from the address of arr[i]."""
     from numba import types
     from numba.extending import intrinsic
 
-    @intrinsic
-    def cpu_load8(typingctx, arr, idx):
-        """buf[i:i + 8] as a little-endian uint64: one unaligned load (x86)."""
+    def typer(typingctx, arr, idx):
         if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
             return None
 
         def codegen(context, builder, signature, args):
             ary = context.make_array(signature.args[0])(context, builder, args[0])
-            ptr = builder.gep(ary.data, [args[1]])
-            p64 = builder.bitcast(ptr, ir.IntType(64).as_pointer())
-            return builder.load(p64, align=1)
+            return emit(context, builder, builder.gep(ary.data, [args[1]]))
 
-        return types.uint64(arr, idx), codegen
+        return ret(arr, idx), codegen
 
-    return cpu_load8
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+def _cpu_load8():
+    """buf[i:i + 8] as a little-endian uint64: one unaligned load."""
+    from llvmlite import ir
+    from numba import types
+
+    def emit(context, builder, ptr):
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return _array_intrinsic("cpu_load8", types.uint64, emit)
 
 
 cpu_load8 = _cpu_load8()
 
-# Bytes that end a token: class 1 (\t \n \r and the space) and class 2
-# (, . ; : ? ! and the backtick) of the spacing rule (routines.byte_class).
-CLASS1 = (9, 10, 13, 32)
-CLASS2 = (33, 44, 46, 58, 59, 63, 96)
+
+def _delimiters():
+    """The bytes that end a token, as (class 1, class 2) of the spacing rule
+    (routines.byte_class): \t \n \r and the space; , . ; : ? ! and the backtick."""
+    from .routines import SPACE_MASK, WRAP_MASK
+
+    def below64(mask):
+        return tuple(b for b in range(64) if (int(mask) >> b) & 1)
+
+    return below64(SPACE_MASK), below64(WRAP_MASK) + (96,)
+
+
+CLASS1, CLASS2 = _delimiters()
 
 
 def _cpu_masks64():
+    """(d, w) of buf[i:i + 64] (i + 64 <= buf.size; see routines.delim_masks):
+    one 64-byte load and vector compares, which LLVM lowers to AVX-512, AVX2 or
+    SSE2 as the CPU has them."""
     from llvmlite import ir
     from numba import types
-    from numba.extending import intrinsic
 
-    @intrinsic
-    def cpu_masks64(typingctx, arr, idx):
-        """(d, w) of buf[i:i + 64] (i + 64 <= buf.size; see routines.delim_masks):
-        one 64-byte load and vector compares, which LLVM lowers to AVX-512,
-        AVX2 or SSE2 as the CPU has them."""
-        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-            return None
-        ret = types.UniTuple(types.uint64, 2)
+    ret = types.UniTuple(types.uint64, 2)
 
-        def codegen(context, builder, signature, args):
-            ary = context.make_array(signature.args[0])(context, builder, args[0])
-            ptr = builder.gep(ary.data, [args[1]])
-            vty = ir.VectorType(ir.IntType(8), 64)
-            v = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
+    def emit(context, builder, ptr):
+        vty = ir.VectorType(ir.IntType(8), 64)
+        v = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
 
-            def any_of(values):
-                acc = None
-                for c in values:
-                    e = builder.icmp_unsigned(
-                        "==", v, ir.Constant(vty, [ir.Constant(ir.IntType(8), c)] * 64))
-                    acc = e if acc is None else builder.or_(acc, e)
-                return acc
+        def any_of(values):
+            acc = None
+            for c in values:
+                e = builder.icmp_unsigned(
+                    "==", v, ir.Constant(vty, [ir.Constant(ir.IntType(8), c)] * 64))
+                acc = e if acc is None else builder.or_(acc, e)
+            return acc
 
-            w = any_of(CLASS1)
-            d = builder.or_(w, any_of(CLASS2))
-            i64 = ir.IntType(64)
-            return context.make_tuple(builder, ret, [builder.bitcast(d, i64),
-                                                     builder.bitcast(w, i64)])
+        w = any_of(CLASS1)
+        d = builder.or_(w, any_of(CLASS2))
+        i64 = ir.IntType(64)
+        return context.make_tuple(builder, ret, [builder.bitcast(d, i64),
+                                                 builder.bitcast(w, i64)])
 
-        return ret(arr, idx), codegen
-
-    return cpu_masks64
+    return _array_intrinsic("cpu_masks64", ret, emit)
 
 
 cpu_masks64 = _cpu_masks64()
@@ -128,29 +137,20 @@ cpu_tzcnt = _cpu_tzcnt()
 
 
 def _cpu_prefetch():
+    """A hint to fetch the cache line of arr[i] for reading (llvm.prefetch); i
+    may be out of bounds (a prefetch never faults)."""
     from llvmlite import ir
     from numba import types
-    from numba.extending import intrinsic
 
-    @intrinsic
-    def cpu_prefetch(typingctx, arr, idx):
-        """A hint to fetch the cache line of arr[i] for reading (llvm.prefetch);
-        i may be out of bounds (a prefetch never faults)."""
-        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-            return None
+    def emit(context, builder, ptr):
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]))
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
-        def codegen(context, builder, signature, args):
-            ary = context.make_array(signature.args[0])(context, builder, args[0])
-            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
-            i32 = ir.IntType(32)
-            fn = builder.module.declare_intrinsic(
-                "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]))
-            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-            return context.get_dummy_value()
-
-        return types.none(arr, idx), codegen
-
-    return cpu_prefetch
+    return _array_intrinsic("cpu_prefetch", types.none, emit)
 
 
 cpu_prefetch = _cpu_prefetch()
