@@ -215,9 +215,12 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     return r
 
 
-def _text_ids(lens: np.ndarray, first: int) -> np.ndarray:
-    """The inverted index's text ids: row ``first + i`` repeated ``lens[i]`` times."""
-    return (np.repeat(np.arange(lens.size, dtype=np.int64), lens) + first).astype(np.uint32)
+def _text_ids(lens: np.ndarray, first: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The inverted index's text ids: row ``first + rows[i]`` (``rows``: all the
+    batch's rows when None) repeated ``lens[i]`` times."""
+    if rows is None:
+        rows = np.arange(lens.size, dtype=np.int64)
+    return (np.repeat(rows, lens) + first).astype(np.uint32)
 
 
 def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None) -> dict:
@@ -274,8 +277,7 @@ def pass1_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
                 matched += m
                 if cfg.save_matches:
                     inv_e.append(h_ids.astype(np.uint32))
-                    inv_t.append(_text_ids(lens, first) if rows is None else
-                                 np.repeat(rows + first, lens).astype(np.uint32))
+                    inv_t.append(_text_ids(lens, first, rows))
                     if w["router"] is not None:
                         inv_l.append(np.full(h_ids.size, w["langs"].index(code), np.int16))
             if cfg.group_column:
@@ -441,19 +443,21 @@ def pass2_shard(cfg: CurateConfig, out: str, shard: Shard, max_rows: int | None)
             valid = table.column(cfg.text_column).is_valid().to_numpy(zero_copy_only=False)
             if w["router"] is None:
                 lang = None
-                groups = [(ALL, None, np.arange(first, first + n))]
+                groups = [(ALL, None, None)]
             else:
                 lang = (routed[first:first + n].astype(np.int32) if routed is not None else
                         w["router"].route(w["router"].codes(
                             table, table.column(cfg.text_column), shard.path)))
-                groups = [(code, rows, rows + first) for code, rows in
-                          ((c, np.nonzero(lang == i)[0]) for i, c in enumerate(w["langs"]))
-                          if rows.size]
+                groups = []
+                for i, code in enumerate(w["langs"]):
+                    rows = np.nonzero(lang == i)[0]
+                    if rows.size:
+                        groups.append((code, rows, i))
             results = []
-            for code, rows, rows_abs in groups:
+            for code, rows, li in groups:
                 eng = w["engines"][code]
-                h_off, h_ids = _saved_csr(saved, rows_abs,
-                                          None if rows is None else w["langs"].index(code))
+                h_off, h_ids = _saved_csr(saved, first + (np.arange(n) if rows is None else rows),
+                                          li)
                 results.append((code, rows, h_off, h_ids, eng.to_device(h_off),
                                 eng.to_device(h_ids)))
         else:
