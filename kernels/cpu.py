@@ -18,14 +18,53 @@ W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
 match_all, match_caption, sort_unique, key_mix, keep_caption, utf8_invalid = (
     W.match_all, R.match_caption, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
+# The word walk compiled once more, inlined into the loop over captions: a call
+# per caption passed the ten table arrays (seven words each) on the stack and
+# reloaded the scan's vector constants, ~10% of a short caption's time.
+walk_inline = cpu_jit_inline(R.match_caption.py_func)
+
+
+@numba.njit(cache=True, nogil=True)
+def words_block(data, offsets, valid, lo, hi, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec,
+                tlist, res_off, base, out, pos, cap):
+    """MetaCLIP 1 (the word trie alone): captions i = lo.. of a range starting
+    at ``base`` set res_off[i - base] and append their distinct sorted ids to
+    out[pos:cap]. Stops at the first caption whose ids would pass ``cap``.
+    Returns (i, pos, end): the caption it stopped at (hi when done), the ids
+    written before it, and where that caption's ids would end."""
+    for i in range(lo, hi):
+        res_off[i - base] = pos
+        if valid[i] == 0:
+            continue
+        end = walk_inline(data, offsets[i], offsets[i + 1], vtag, vrec, vn, voff, vbytes, cbits,
+                          ctag, crec, tlist, out, pos, cap)
+        if end > cap:
+            return i, pos, end
+        pos = sort_unique(out, pos, end) if end - pos > 1 else end
+    return hi, pos, pos
+
+
+@numba.njit(cache=True, nogil=True)
+def worldwide_block(data, offsets, valid, lo, hi, wtrie, btrie, strip, res_off, base, out, pos,
+                    cap):
+    """words_block for MetaCLIP 2 (word and byte tries, see bytewalk.match_all)."""
+    for i in range(lo, hi):
+        res_off[i - base] = pos
+        if valid[i] == 0:
+            continue
+        end = match_all(data, offsets[i], offsets[i + 1], wtrie, btrie, strip, out, pos, cap)
+        if end > cap:
+            return i, pos, end
+        pos = sort_unique(out, pos, end) if end - pos > 1 else end
+    return hi, pos, pos
 
 
 @numba.njit(cache=True, nogil=True)
 def match_range(data, offsets, valid, lo, hi, tables):
     """``tables`` is ``MatchTables.args()``: (word trie, byte trie, strip)."""
     wtrie, btrie, strip = tables
-    # Unpacked once: taking the arrays out of the tuple per caption costs
-    # reference counting on every call (~8% on short captions).
+    # Unpacked once, not per caption (taking arrays out of a tuple costs
+    # reference counting).
     vtag, vrec, vn, voff, vbytes, cbits, ctag, crec, tlist = wtrie
     worldwide = strip != 0 or btrie[5].size > 0
     n = hi - lo
@@ -33,25 +72,20 @@ def match_range(data, offsets, valid, lo, hi, tables):
     cap = max(1024, 4 * n)
     out = np.empty(cap, np.int32)
     pos = 0
-    for i in range(lo, hi):
-        res_off[i - lo] = pos
-        if valid[i] == 0:
-            continue
-        a = offsets[i]
-        b = offsets[i + 1]
-        while True:
-            if worldwide:
-                end = match_all(data, a, b, wtrie, btrie, strip, out, pos, cap)
-            else:  # MetaCLIP 1: the word walk alone, called directly (measurably faster)
-                end = match_caption(data, a, b, vtag, vrec, vn, voff, vbytes, cbits, ctag,
-                                    crec, tlist, out, pos, cap)
-            if end <= cap:
-                break
-            cap = max(2 * cap, end + 1024)
-            grown = np.empty(cap, np.int32)
-            grown[:pos] = out[:pos]
-            out = grown
-        pos = sort_unique(out, pos, end) if end - pos > 1 else end
+    i = lo
+    while True:
+        if worldwide:
+            i, pos, end = worldwide_block(data, offsets, valid, i, hi, wtrie, btrie, strip,
+                                          res_off, lo, out, pos, cap)
+        else:
+            i, pos, end = words_block(data, offsets, valid, i, hi, vtag, vrec, vn, voff, vbytes,
+                                      cbits, ctag, crec, tlist, res_off, lo, out, pos, cap)
+        if i >= hi:
+            break
+        cap = max(2 * cap, end + 1024)  # room for caption i's ids, then go on from it
+        grown = np.empty(cap, np.int32)
+        grown[:pos] = out[:pos]
+        out = grown
     res_off[n] = pos
     return res_off, out[:pos].copy()
 

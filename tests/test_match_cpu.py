@@ -57,6 +57,21 @@ def test_big_caption_and_arrow_layouts():
     assert m.match(pa.array(texts, pa.large_string())).type == pa.list_(pa.int32())
 
 
+@pytest.mark.parametrize("worldwide", [False, True])
+def test_output_grows_mid_range(worldwide):
+    """A caption with more ids than the range's first guess of room (1024):
+    the range stops before it, grows its output and goes on from it."""
+    from gpucurate.reference import match_naive_ww
+
+    entries = ["a"] * 3000 + ["b c", "c"]
+    texts = ["x b c", "a a", None, "c a", "zz"] * 3
+    m = Matcher(entries, device="cpu", threads=1, cache=False, worldwide=worldwide)
+    ref = match_naive_ww if worldwide else match_naive
+    got = m.match(texts).to_pylist()
+    assert [len(g) for g in got[:5]] == [2, 3000, 0, 3001, 0]
+    assert got == [ref(t, entries) for t in texts]
+
+
 def test_many_captions_parallel_equals_serial():
     entries = ["a", "b", "a b", "c"]
     rng = np.random.default_rng(0)
