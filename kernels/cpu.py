@@ -16,8 +16,8 @@ from .targets import cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_prefet
 R = build(cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_tzcnt, cpu_prefetch)
 W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
-match_all, match_caption, sort_unique, key_mix, keep_caption, utf8_invalid = (
-    W.match_all, R.match_caption, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
+match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
+    W.match_all, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
 # The word walk compiled once more, inlined into the loop over captions: a call
 # per caption passed the ten table arrays (seven words each) on the stack and
 # reloaded the scan's vector constants, ~10% of a short caption's time.
