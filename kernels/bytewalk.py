@@ -147,8 +147,13 @@ def build(jit, R=None):
         ``strip`` (MetaCLIP 2). The kernels and the CPU engine call this."""
         if strip != 0:
             start, end = strip_bounds(buf, start, end)
-        n = match_caption(buf, start, end, *wtrie, out, n, cap)
-        return match_bytes(buf, start, end, *btrie, out, n, cap)
+        # Unpacked by name, not with *: numba inlines no call with *args.
+        vtag, vrec, vn, voff, vbytes, cbits, ctag, crec, tlist = wtrie
+        broot, bkeys, bvals, bmask, btoff, btids, bhasch = btrie
+        n = match_caption(buf, start, end, vtag, vrec, vn, voff, vbytes, cbits, ctag, crec, tlist,
+                          out, n, cap)
+        return match_bytes(buf, start, end, broot, bkeys, bvals, bmask, btoff, btids, bhasch,
+                           out, n, cap)
 
     return SimpleNamespace(py_space=py_space, decode_at=decode_at, strip_bounds=strip_bounds,
                            vbyte=vbyte, vnext=vnext, bchild=bchild, match_bytes=match_bytes,

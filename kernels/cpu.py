@@ -6,6 +6,8 @@ buffers (``data`` bytes, ``offsets``, ``valid``) and returns that range's CSR
 so the host layer runs ranges on several threads.
 """
 
+from types import SimpleNamespace
+
 import numba
 import numpy as np
 
@@ -22,6 +24,10 @@ match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
 # per caption passed the ten table arrays (seven words each) on the stack and
 # reloaded the scan's vector constants, ~10% of a short caption's time.
 walk_inline = cpu_jit_inline(R.match_caption.py_func)
+# MetaCLIP 2's composition (bytewalk.match_all) over the same inlined walk,
+# itself inlined into worldwide_block.
+_Wi = bytewalk.build(cpu_jit, SimpleNamespace(**{**vars(R), "match_caption": walk_inline}))
+all_inline = cpu_jit_inline(_Wi.match_all.py_func)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -52,7 +58,7 @@ def worldwide_block(data, offsets, valid, lo, hi, wtrie, btrie, strip, res_off, 
         res_off[i - base] = pos
         if valid[i] == 0:
             continue
-        end = match_all(data, offsets[i], offsets[i + 1], wtrie, btrie, strip, out, pos, cap)
+        end = all_inline(data, offsets[i], offsets[i + 1], wtrie, btrie, strip, out, pos, cap)
         if end > cap:
             return i, pos, end
         pos = sort_unique(out, pos, end) if end - pos > 1 else end
