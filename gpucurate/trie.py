@@ -121,11 +121,12 @@ def build_trie(metadata) -> WordTrie:
 
 def _code_hash() -> str:
     """Hash of the code that lays the trie out, so a cached trie is never read
-    by code that lays it out differently (even if FORMAT was not bumped)."""
-    from .kernels import trie_build
+    by code that lays it out differently (even if FORMAT was not bumped): this
+    module, the builder and the routines whose keys, hashes and tags it stores."""
+    from .kernels import routines, trie_build
 
     h = hashlib.sha256(str(FORMAT).encode())
-    for mod in (__file__, trie_build.__file__):
+    for mod in (__file__, trie_build.__file__, routines.__file__):
         with open(mod, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]
