@@ -16,18 +16,17 @@ from .routines import build
 from .targets import cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_prefetch, cpu_tzcnt
 
 R = build(cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_tzcnt, cpu_prefetch)
-W = bytewalk.build(cpu_jit, R)
 # numba resolves module globals, not attributes of a namespace: bind them.
-match_all, sort_unique, key_mix, keep_caption, utf8_invalid = (
-    W.match_all, R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
+sort_unique, key_mix, keep_caption, utf8_invalid = (
+    R.sort_unique, R.key_mix, R.keep_caption, R.utf8_invalid)
 # The word walk compiled once more, inlined into the loop over captions: a call
 # per caption passed the ten table arrays (seven words each) on the stack and
 # reloaded the scan's vector constants, ~10% of a short caption's time.
 walk_inline = cpu_jit_inline(R.match_caption.py_func)
-# MetaCLIP 2's composition (bytewalk.match_all) over the same inlined walk,
-# itself inlined into worldwide_block.
-_Wi = bytewalk.build(cpu_jit, SimpleNamespace(**{**vars(R), "match_caption": walk_inline}))
-all_inline = cpu_jit_inline(_Wi.match_all.py_func)
+# MetaCLIP 2's routines over the same inlined walk; their composition
+# (bytewalk.match_all) is inlined into worldwide_block.
+W = bytewalk.build(cpu_jit, SimpleNamespace(**{**vars(R), "match_caption": walk_inline}))
+all_inline = cpu_jit_inline(W.match_all.py_func)
 
 
 @numba.njit(cache=True, nogil=True)
