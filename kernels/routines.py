@@ -325,6 +325,17 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
             g = np.uint64(1)
         return np.uint8(g)
 
+    @jit_inline
+    def vocab_slot(h, vn):
+        """The home slot, among ``vn``, of the token with hash ``h``."""
+        return ((h & LOW32) * vn) >> SHIFT32
+
+    @jit_inline
+    def filter_bit(base, lg, h):
+        """The bit of ``cbits`` that the child with hash ``h`` sets in the
+        filter of the node whose children table is (base, lg)."""
+        return base * np.uint64(4) + ((h >> SHIFT32) & ((np.uint64(4) << lg) - np.uint64(1)))
+
     @jit
     def lookup_token(buf, start, stop, lo, hi, h, vtag, vrec, vn, voff, vbytes):
         """Record index in vrec of the token buf[start:stop] with key
@@ -334,7 +345,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
         n = stop - start
         ln = np.uint64(n)
         g = hash_tag(h)
-        i = ((h & LOW32) * vn) >> SHIFT32
+        i = vocab_slot(h, vn)
         while True:
             t = vtag[i]
             if t == 0:
@@ -361,13 +372,12 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
     def child_slot(base, lg, tidp, h, cbits, ctag, crec):
         """Index in crec of the child along token id ``tidp - 1`` of the node
         whose table is (base, lg), or -1. ``h`` is the token's hash."""
-        hh = h >> SHIFT32
-        k = base * np.uint64(4) + (hh & ((np.uint64(4) << lg) - np.uint64(1)))
+        k = filter_bit(base, lg, h)
         if (cbits[k >> np.uint64(3)] >> np.uint8(k & np.uint64(7))) & np.uint8(1) == 0:
             return -1
         mask = (np.uint64(1) << lg) - np.uint64(1)
         g = hash_tag(h)
-        j = hh & mask
+        j = (h >> SHIFT32) & mask
         while True:
             i = base + j
             t = ctag[i]
@@ -435,7 +445,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
             nh = np.uint64(0)
             if ahead and nxt >= 0:
                 na, nb, nn, nlo, nhi, nh, mpos, d, w = next_token_hot(buf, nxt, end, mpos, d, w)
-                ni = ((nh & LOW32) * vn) >> SHIFT32
+                ni = vocab_slot(nh, vn)
                 prefetch(vtag, ni)
                 prefetch(vrec, ni * np.uint64(4))
             r = lookup_token(buf, a, b, lo, hi, h, vtag, vrec, vn, voff, vbytes)
@@ -480,9 +490,7 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
             if not ahead:
                 na, nb, nn, nlo, nhi, nh, mpos, d, w = next_token_hot(buf, nxt, end, mpos, d, w)
             elif plg != 0:
-                hh = nh >> SHIFT32
-                k = pbase * np.uint64(4) + (hh & ((np.uint64(4) << plg) - np.uint64(1)))
-                prefetch(cbits, k >> np.uint64(3))
+                prefetch(cbits, filter_bit(pbase, plg, nh) >> np.uint64(3))
             a = na
             b = nb
             nxt = nn
@@ -814,7 +822,8 @@ def build(jit, jit_inline=None, load8=None, masks=None, tzcnt=None, prefetch=Non
         utf8_invalid=utf8_invalid, mix64=mix64, fnv1a_step=fnv1a_step, fnv1a=fnv1a, byte_class=byte_class,
         key_hash=key_hash, token_key=token_key, scan_token=scan_token, next_token=next_token,
         delim_masks=delim_masks, token_masks=token_masks, tzcnt=tzcnt, hash_tag=hash_tag,
-        lookup_token=lookup_token, child_slot=child_slot, emit=emit,
+        vocab_slot=vocab_slot, filter_bit=filter_bit, lookup_token=lookup_token,
+        child_slot=child_slot, emit=emit,
         match_caption=match_caption, sift_down=sift_down, cx=cx, sort_net4=sort_net4,
         sort_net8=sort_net8, sort_net16=sort_net16,
         sort_unique=sort_unique, key_mix=key_mix, draw=draw, keep_caption=keep_caption,

@@ -25,7 +25,8 @@ from .routines import LOW32, build
 from .targets import cpu_jit
 
 R = build(cpu_jit)
-byte_class, token_key, mix64, hash_tag = R.byte_class, R.token_key, R.mix64, R.hash_tag
+byte_class, token_key, mix64, hash_tag, vocab_slot, filter_bit = (
+    R.byte_class, R.token_key, R.mix64, R.hash_tag, R.vocab_slot, R.filter_bit)
 
 EMPTY_EDGE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -202,7 +203,7 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
         tid = np.int64(key & LOW32)
         c = np.int64(evals[k])
         hh = hs[tid] >> np.uint64(32)
-        kb = np.int64(base[p] * np.uint64(4) + (hh & ((np.uint64(4) << lg[p]) - np.uint64(1))))
+        kb = np.int64(filter_bit(base[p], lg[p], hs[tid]))
         cbits[kb >> 3] |= np.uint8(1 << (kb & 7))
         mask = (np.uint64(1) << lg[p]) - np.uint64(1)
         j = hh & mask
@@ -218,7 +219,7 @@ def layout(voff, vbytes, node_of_entry, n_nodes, ekeys, evals, vn):
     vrec = np.zeros(4 * vn, np.uint64)
     uvn = np.uint64(vn)
     for t in range(n_vocab):
-        i = ((hs[t] & LOW32) * uvn) >> np.uint64(32)
+        i = vocab_slot(hs[t], uvn)
         while vtag[i] != 0:
             i += np.uint64(1)
             if i == uvn:
