@@ -105,9 +105,9 @@ def main(argv=None) -> int:
 
     import importlib
 
-    gc = importlib.import_module("gpucurate.curate")  # the module (gpucurate.curate is the API function)
+    gc = importlib.import_module("gpucurate.pipeline.run")
     from gpucurate.config import CurateConfig
-    from gpucurate.curate import run
+    from gpucurate.pipeline import run
     from gpucurate.log import configure
 
     configure(quiet=True)

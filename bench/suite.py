@@ -227,7 +227,7 @@ def bench_gpu_kernels(label, eng, tb, reps, cpu_result) -> list[dict]:
 
 
 def bench_curate(label, pool_dir, metadata, device, t, threads=None) -> dict:
-    from gpucurate.curate import curate
+    from gpucurate.pipeline import curate
 
     out = tempfile.mkdtemp(prefix="gpucurate-bench-")
     t0 = time.perf_counter()
@@ -317,7 +317,7 @@ def run(args) -> dict:
     root = W.shared_data()
     all_entries = W.load_metadata(root) if root else None
     if all_entries is None:
-        from gpucurate.demo import metadata as demo_metadata
+        from gpucurate.cli.demo import metadata as demo_metadata
 
         all_entries = demo_metadata()
     impl_names = set(args.impls.split(","))
@@ -328,7 +328,7 @@ def run(args) -> dict:
                                                      else args.argv),
            "machine": machine(), "versions": {}, "trie": [], "real": [], "scaling": [],
            "curate": []}
-    from gpucurate.curate import _versions
+    from gpucurate.pipeline import versions as _versions
 
     res["versions"] = _versions()
     sizes = [int(x) for x in args.metadata_sizes.split(",")]

@@ -33,9 +33,12 @@ class ByteTrie:
         return int(self.btids.size)
 
     def arrays(self) -> tuple:
-        """In the argument order of ``bytewalk.match_bytes`` (after buf, start, end)."""
-        return (self.broot, self.bkeys, self.bvals, np.uint64(self.bkeys.size - 1),
-                self.btoff, self.btids, self.bhasch)
+        """The arrays in the order of ``kernels.layout.BYTE`` (``bmask``: the
+        edge table's hash mask)."""
+        from .kernels.layout import BYTE
+
+        derived = {"bmask": np.uint64(self.bkeys.size - 1)}
+        return tuple(derived[n] if n in derived else getattr(self, n) for n in BYTE)
 
 
 def build_byte_trie(patterns: list[str], ids) -> ByteTrie:

@@ -89,3 +89,11 @@ def check_utf8(tb: TextBuffers, where: str, row_base: int = 0) -> None:
         raw = bytes(tb.data[tb.offsets[bad]: tb.offsets[bad + 1]][:60])
         raise InputError(f"{where}: row {row_base + bad} is not valid UTF-8 ({raw!r}); "
                          "re-encode the source as UTF-8 or drop the row")
+
+
+def csr_to_arrow(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
+    """A ListArray (LargeListArray past 2**31 - 1 ids) of int32 ids."""
+    values = pa.array(ids, pa.int32())
+    if offsets[-1] < 2**31:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values)

@@ -10,12 +10,48 @@ from dataclasses import asdict, dataclass, field
 from .errors import ConfigError
 
 DEFAULT_BATCH_BYTES = 256 << 20
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def device_choice(value: str | None = None) -> str:
+    """The one place where the device is chosen: an explicit value, else
+    ``$GPUCURATE_DEVICE``, else ``auto`` (validated; ``auto`` is resolved to a
+    GPU or the CPU by :func:`gpucurate.engine.resolve_device`)."""
+    choice = value or os.environ.get("GPUCURATE_DEVICE") or "auto"
+    if choice not in DEVICES:
+        src = "" if value else " ($GPUCURATE_DEVICE)"
+        raise ConfigError(f"device{src} must be one of {', '.join(DEVICES)}, not {choice!r}")
+    return choice
+
+
+def threads_choice(value: int | None = None) -> int:
+    """CPU engine threads: an explicit value, else ``$GPUCURATE_THREADS``, else
+    every core this process may run on."""
+    if value is not None:
+        if int(value) < 1:
+            raise ConfigError(f"--threads must be >= 1, not {value}")
+        return int(value)
+    env = os.environ.get("GPUCURATE_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ConfigError(f"$GPUCURATE_THREADS must be an integer >= 1, not {env!r}") from None
+        if n < 1:
+            raise ConfigError(f"$GPUCURATE_THREADS must be >= 1, not {env!r}")
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class CurateConfig:
     """What a curation run does. Explicit values beat environment variables
-    (``GPUCURATE_DEVICE``, ``GPUCURATE_THREADS``), which beat defaults."""
+    (``GPUCURATE_DEVICE``, ``GPUCURATE_THREADS``), which beat defaults: the
+    device is resolved here (:func:`device_choice`); ``threads`` None means
+    :func:`threads_choice` in each worker process."""
 
     metadata: str | None
     inputs: tuple[str, ...]
@@ -25,7 +61,7 @@ class CurateConfig:
     text_column: str = "text"
     key_column: str | None = None
     seed: int = 0
-    device: str = "auto"
+    device: str | None = None        # None: $GPUCURATE_DEVICE, else auto
     reader: str = "auto"             # pass 1's shard reader on a GPU: auto, arrow or cudf
     batch_bytes: int = DEFAULT_BATCH_BYTES
     threads: int | None = None
@@ -73,8 +109,7 @@ class CurateConfig:
                 raise ConfigError(f"--t-lang {code}={t}: t must be an integer >= 1")
         if (self.lang_column or self.t_lang or self.group_column) and not self.worldwide:
             raise ConfigError("--lang-column, --t-lang and --group-column go with --worldwide")
-        if self.device not in ("auto", "cpu", "gpu"):
-            raise ConfigError(f"--device must be auto, cpu or gpu, not {self.device!r}")
+        object.__setattr__(self, "device", device_choice(self.device))
         if self.reader not in ("auto", "arrow", "cudf"):
             raise ConfigError(f"--reader must be auto, arrow or cudf, not {self.reader!r}")
 

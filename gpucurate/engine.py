@@ -3,7 +3,7 @@
 An engine turns :class:`~gpucurate.columns.TextBuffers` into the CSR of
 matches: ``offsets`` (int64, one more than rows) and ``ids`` (int32, sorted and
 distinct within each caption). Device choice follows cuDF's order: an explicit
-argument beats ``$GPUCURATE_DEVICE``, which beats ``auto``.
+argument beats ``$GPUCURATE_DEVICE``, which beats ``auto`` (``config.device_choice``).
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .columns import TextBuffers
-from .errors import ConfigError, DeviceError
+from .config import device_choice, threads_choice
+from .errors import DeviceError
 from .log import logger
 
-DEVICES = ("auto", "cpu", "gpu")
-
-
 def default_threads() -> int:
-    env = os.environ.get("GPUCURATE_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """CPU engine threads when none are given (see :func:`config.threads_choice`)."""
+    return threads_choice(None)
 
 
 class CpuEngine:
@@ -41,7 +34,7 @@ class CpuEngine:
         self._k = cpu
         self.tables = tables
         self.args = tables.args()
-        self.threads = threads or default_threads()
+        self.threads = threads_choice(threads)
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def _range(self, tb: TextBuffers, lo: int, hi: int):
@@ -120,10 +113,9 @@ def gpu_status() -> tuple[bool, str]:
 
 
 def resolve_device(device: str | None) -> str:
-    """'cpu' or 'gpu' for an explicit choice, ``$GPUCURATE_DEVICE`` or auto."""
-    device = device or os.environ.get("GPUCURATE_DEVICE") or "auto"
-    if device not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    """'cpu' or 'gpu' for an explicit choice, ``$GPUCURATE_DEVICE`` or auto
+    (the precedence is :func:`config.device_choice`'s)."""
+    device = device_choice(device)
     if device == "cpu":
         return "cpu"
     ok, why = gpu_status()
@@ -137,7 +129,7 @@ def resolve_device(device: str | None) -> str:
     return "gpu"
 
 
-def make_engine(tables, device: str | None = "auto", threads: int | None = None):
+def make_engine(tables, device: str | None = None, threads: int | None = None):
     """An engine for ``tables`` (:class:`~gpucurate.tables.MatchTables`)."""
     if resolve_device(device) == "gpu":
         from .gpu import GpuEngine

@@ -276,6 +276,6 @@ class GpuEngine:
 
 
 def _csr_arrow(off, ids):
-    from .matcher import csr_to_arrow
+    from .columns import csr_to_arrow
 
     return csr_to_arrow(off, ids)

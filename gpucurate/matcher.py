@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .columns import buffers, chunks_of
+from .columns import buffers, chunks_of, csr_to_arrow
 from .engine import make_engine, resolve_device
 from .metadata import load_metadata
 from .tables import load_tables, load_tables_ww
-
-
-def csr_to_arrow(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
-    """A ListArray (LargeListArray past 2**31 - 1 ids) of int32 ids."""
-    values = pa.array(ids, pa.int32())
-    if offsets[-1] < 2**31:
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
 
 
 class Matcher:
@@ -24,12 +16,14 @@ class Matcher:
 
     ``metadata``: a list of str or a path (``.json`` list, or one entry per
     line). ``worldwide=True`` applies MetaCLIP 2's rule for one language's list
-    (entries unpadded beside CJK-like characters, captions stripped). ``device``: ``"auto"`` (GPU when usable, else CPU, logging why),
-    ``"cpu"`` or ``"gpu"`` (an error when no GPU is usable). The trie is built
+    (entries unpadded beside CJK-like characters, captions stripped).
+    ``device``: ``"auto"`` (GPU when usable, else CPU, logging why), ``"cpu"``
+    or ``"gpu"`` (an error when no GPU is usable); None (the default) takes
+    ``$GPUCURATE_DEVICE``, else ``"auto"``. The trie is built
     once (or loaded from the on-disk cache) and, on a GPU, uploaded once.
     """
 
-    def __init__(self, metadata, device: str = "auto", threads: int | None = None,
+    def __init__(self, metadata, device: str | None = None, threads: int | None = None,
                  cache: bool = True, worldwide: bool = False):
         device = resolve_device(device)  # fail fast, before building anything
         self.metadata = load_metadata(metadata)

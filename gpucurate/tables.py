@@ -6,12 +6,13 @@ trie of entries that may match inside words, and whether captions are stripped.
   others stand in it as a placeholder that never matches, so ids are kept),
   the rest in the byte trie; captions are ``str.strip()``-ed first.
 
-``args()`` is the tuple the kernels take: ``(word arrays, byte arrays, strip)``.
+``args()`` is the tuple the kernels take: ``(word arrays, byte arrays, strip)``,
+in the orders named in ``gpucurate.kernels.layout``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -34,7 +35,23 @@ class MatchTables:
         return self.word.nbytes + self.byte.nbytes
 
     def args(self) -> tuple:
+        """The kernels' tables argument (order: ``kernels.layout.TABLES``)."""
         return (self.word.arrays(), self.byte.arrays(), np.uint8(self.strip))
+
+    def writable(self) -> "MatchTables":
+        """These tables with own copies of read-only arrays (e.g. zero-copy
+        from Ray's object store), so numba runs the code it compiled for a
+        local run (a read-only array is another type to numba)."""
+        return replace(self, word=_writable(self.word), byte=_writable(self.byte))
+
+
+def _writable(trie):
+    kw = {}
+    for f in fields(trie):
+        v = getattr(trie, f.name)
+        if isinstance(v, np.ndarray) and not v.flags.writeable:
+            kw[f.name] = v.copy()
+    return replace(trie, **kw) if kw else trie
 
 
 def from_trie(trie: WordTrie) -> MatchTables:

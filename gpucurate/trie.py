@@ -61,9 +61,12 @@ class WordTrie:
                    if isinstance(getattr(self, f.name), np.ndarray))
 
     def arrays(self) -> tuple:
-        """The arrays in the argument order of ``routines.match_caption``."""
-        return (self.vtag, self.vrec, np.uint64(self.vtag.size), self.voff, self.vbytes,
-                self.cbits, self.ctag, self.crec, self.tlist)
+        """The arrays in the order of ``kernels.layout.WORD`` (``vn``: the
+        vocabulary table's slot count)."""
+        from .kernels.layout import WORD
+
+        derived = {"vn": np.uint64(self.vtag.size)}
+        return tuple(derived[n] if n in derived else getattr(self, n) for n in WORD)
 
 
 CACHE_LINE = 64

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from . import bytewalk
+from .layout import BYTE_TIDS
 from .routines import build
 from .targets import cpu_jit, cpu_jit_inline, cpu_load8, cpu_masks64, cpu_prefetch, cpu_tzcnt
 
@@ -66,12 +67,13 @@ def worldwide_block(data, offsets, valid, lo, hi, wtrie, btrie, strip, res_off, 
 
 @numba.njit(cache=True, nogil=True)
 def match_range(data, offsets, valid, lo, hi, tables):
-    """``tables`` is ``MatchTables.args()``: (word trie, byte trie, strip)."""
+    """``tables`` is ``MatchTables.args()``: (word trie, byte trie, strip), in
+    the orders of ``layout.TABLES``, ``layout.WORD`` and ``layout.BYTE``."""
     wtrie, btrie, strip = tables
     # Unpacked once, not per caption (taking arrays out of a tuple costs
     # reference counting).
     vtag, vrec, vn, voff, vbytes, cbits, ctag, crec, tlist = wtrie
-    worldwide = strip != 0 or btrie[5].size > 0
+    worldwide = strip != 0 or btrie[BYTE_TIDS].size > 0
     n = hi - lo
     res_off = np.zeros(n + 1, np.int64)
     cap = max(1024, 4 * n)

@@ -55,7 +55,7 @@ def check(entries, texts, label, worldwide=False):
     assert np.array_equal(keep_c, keep_g), label
     # pass 1 of device-resident buffers (what the cuDF reader feeds): same counts,
     # same inverted index as the CPU engine, rows numbered from the batch's first
-    from gpucurate.curate import count_device_batch
+    from gpucurate.pipeline import count_device_batch
 
     dev_counts = np.zeros(len(entries), np.uint64)
     r = count_device_batch(gpu, *gpu.upload(tb), dev_counts, 1000, label, save_matches=True)
@@ -73,7 +73,7 @@ def check(entries, texts, label, worldwide=False):
 def check_device_utf8():
     """The device UTF-8 check names the first bad row of a batch, as the host's does."""
     from gpucurate.columns import TextBuffers, check_utf8
-    from gpucurate.curate import count_device_batch
+    from gpucurate.pipeline import count_device_batch
     from gpucurate.errors import InputError
 
     rows = [b"ok", b"caf\xc3\xa9", None, b"\xff bad", b"\xe0\x80\x80", b"\xed\xa0\x80",
@@ -106,7 +106,7 @@ def check_pipeline(meta_path, captions_path, tmp):
     import glob
     import tempfile
 
-    from gpucurate.curate import curate
+    from gpucurate.pipeline import curate
 
     outs = {}
     for dev in ("cpu", "gpu"):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpucurate.cudf_io import arrow_layout, available, resolve_reader, row_group_runs
-from gpucurate.curate import curate
+from gpucurate.pipeline import curate
 from gpucurate.errors import ConfigError
 
 

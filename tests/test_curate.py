@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpucurate import cli
-from gpucurate.curate import curate, p_to_t, run, t_to_p
+from gpucurate.pipeline import curate, p_to_t, run, t_to_p
 from gpucurate.config import CurateConfig
 from gpucurate.keys import fnv1a_str, keep, key_hashes, probabilities, row_key_hashes
 from pool import real_rows, write_jsonl, write_parquet_shards, write_tar

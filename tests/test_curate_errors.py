@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpucurate import cli
-from gpucurate.curate import curate
+from gpucurate.pipeline import curate
 from gpucurate.errors import ConfigError, InputError
 
 OUTPUTS = ("entry_counts.parquet", "curated", "summary.json")

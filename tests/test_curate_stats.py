@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpucurate.curate import curate
+from gpucurate.pipeline import curate
 from pool import real_rows
 
 

@@ -301,7 +301,7 @@ def test_dockerignore_sends_only_the_sources():
     assert {"pyproject.toml", "README.md", "gpucurate", "kernels"} <= set(copies)
     for c in copies:
         assert any(p == c or p.startswith(c + "/") for p in sent), f"COPY {c}: ignored"
-    assert "kernels/routines.py" in sent and "gpucurate/cli.py" in sent
+    assert "kernels/routines.py" in sent and "gpucurate/cli/main.py" in sent
     stray = [p for p in sent if not any(p == c or p.startswith(c + "/") for c in copies)]
     assert not stray, f"sent to the build but never copied: {stray[:10]}"
     assert size < 4 << 20, f"build context of {size:,} bytes"

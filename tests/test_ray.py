@@ -18,7 +18,7 @@ pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'"
 
 from gpucurate.cli import main  # noqa: E402
 from gpucurate.config import CurateConfig  # noqa: E402
-from gpucurate.curate import run  # noqa: E402
+from gpucurate.pipeline import run  # noqa: E402
 
 SOURCES = [("coco_captions_val2017", 1500), ("flickr8k", 1500), ("redcaps_explore_samples", 1000)]
 
@@ -108,7 +108,7 @@ def test_ray_missing_names_the_extra(monkeypatch, tmp_path):
     import sys
 
     from gpucurate.errors import ConfigError
-    from gpucurate.ray_executor import RayExecutor
+    from gpucurate.executors.ray import RayExecutor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     cfg = CurateConfig(metadata=["a"], inputs=("x",), out=str(tmp_path), executor="ray")

@@ -25,7 +25,7 @@ SHARDS, ROWS, T = 3, 2000, 50
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, metadata_path):
-    from gpucurate.curate import curate
+    from gpucurate.pipeline import curate
 
     base = tmp_path_factory.mktemp("report")
     table = pq.read_table(caption_file("coco_captions_val2017")).slice(0, SHARDS * ROWS)
@@ -180,8 +180,8 @@ def test_report_cli_and_extra_summary_keys(run_dir, tmp_path):
 
 def test_report_escapes_names_and_handles_count_only(tmp_path):
     from gpucurate.config import CurateConfig
-    from gpucurate.curate import run
-    from gpucurate.report import write_report
+    from gpucurate.pipeline import run
+    from gpucurate.pipeline.report import write_report
 
     md = tmp_path / "md.txt"
     md.write_text("a\n<b>dog</b>\ncat & mouse\nx\"y\n")

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import METADATA, SHARED, caption_file, _need
 from gpucurate import Matcher
-from gpucurate.curate import curate, p_to_t, t_to_p
+from gpucurate.pipeline import curate, p_to_t, t_to_p
 from gpucurate.reference import AhoCorasickReference, match_naive_ww, spaced_entry_ww
 
 WW = SHARED / "metaclip_metadata" / "worldwide"

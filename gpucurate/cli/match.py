@@ -7,10 +7,10 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .columns import buffers, chunks_of
-from .errors import InputError
-from .io import Shard, read_batches, shard_format
-from .matcher import Matcher, csr_to_arrow
+from ..columns import buffers, chunks_of, csr_to_arrow
+from ..errors import InputError
+from ..io import Shard, read_batches, shard_format
+from ..matcher import Matcher
 
 SCHEMA = pa.schema([("entry_ids", pa.list_(pa.int32()))])
 
@@ -22,8 +22,7 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
     fmt = shard_format(path)
     if not os.path.isfile(path) or fmt is None:
         raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
-    m = Matcher(metadata, device=device or os.environ.get("GPUCURATE_DEVICE", "auto"),
-                threads=threads)
+    m = Matcher(metadata, device=device, threads=threads)
     shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt)
     tmp = f"{out}.tmp-{os.getpid()}"
     rows = 0

@@ -1,13 +1,16 @@
 """Run the curation stages on Ray: many GPUs in one node, many nodes, same output.
 
-:class:`RayExecutor` has :class:`~gpucurate.curate.LocalExecutor`'s interface
-(``name``, ``map(fn, cfg, out, calls)``, ``close()``); the stages are the same
-functions either way, so the outputs are identical (tests/test_ray.py).
+:class:`RayExecutor` has :class:`~gpucurate.executors.local.LocalExecutor`'s
+interface (``name``, ``remote``, ``workers``, ``map(fn, calls, setup)``,
+``close()``); the stages are the same functions either way, so the outputs are
+identical (tests/test_ray.py). It only schedules: each actor builds its worker
+with the setup callable the pipeline hands it.
 
 How the work is laid out:
 
 * The driver loads the metadata and the trie once (from the on-disk trie
-  cache, or building it) and puts them in Ray's object store once.
+  cache, or building it) into the worker setup, which is put in Ray's object
+  store once.
 * Shards run as calls on a pool of Ray actors (``ray.util.ActorPool``, which
   hands each idle actor the next shard and returns results in call order): one
   actor per GPU (``num_gpus=1``) when the cluster has GPUs and ``device`` is not
@@ -19,14 +22,12 @@ How the work is laid out:
   the trie would be loaded and uploaded per shard) or, when reused, may hand a
   process whose CUDA context is on GPU 0 a task assigned GPU 1. An actor keeps
   its GPU for life.
-* Large arrays among the call arguments (pass 2's prob array) are put in the
-  object store once per map and fetched once per actor.
 * Per-shard results stay files (atomic writes and completion markers, in the
   stages), so the driver only sums small sparse count files.
 * Fault tolerance: a worker process that dies is restarted (``max_restarts``)
   and its shard rerun (``max_task_retries``); the rerun rewrites the same files
-  atomically, and leftover temporary files of the dead process are removed once
-  the map is done. A run that still fails resumes from its markers when rerun.
+  atomically (the pipeline removes a dead process's temporary files after the
+  pass). A run that still fails resumes from its markers when rerun.
 
 ``cfg.extra`` may tune it: ``ray_workers`` (at most this many actors),
 ``ray_max_retries`` (default 3), ``ray_init`` (more ``ray.init`` keywords).
@@ -35,16 +36,12 @@ How the work is laid out:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import glob
 import os
 import time
 
-import numpy as np
-
-from .config import CurateConfig
-from .errors import ConfigError, DeviceError, GpucurateError
-from .log import logger
+from ..config import CurateConfig
+from ..errors import ConfigError, DeviceError, GpucurateError
+from ..log import logger
 
 _EXTRA = "pip install gpucurate[ray]"
 
@@ -59,82 +56,23 @@ def _import_ray():
     return ray
 
 
-class _Broadcast:
-    """A value put once in the object store. Wrapping the reference keeps Ray
-    from resolving it per call; each worker fetches it once (:func:`_fetch`)."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self, ref):
-        self.ref = ref
-
-
-def _writable(obj):
-    """Own copies of read-only (zero-copy, object-store) arrays, so numba runs
-    the same compiled code as in a local run (read-only arrays are another type)."""
-    if isinstance(obj, np.ndarray):
-        return obj if obj.flags.writeable else obj.copy()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        kw = {}
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if isinstance(v, np.ndarray) or dataclasses.is_dataclass(v):
-                w = _writable(v)
-                if w is not v:
-                    kw[f.name] = w
-        return dataclasses.replace(obj, **kw) if kw else obj
-    if isinstance(obj, dict):
-        return {k: _writable(v) for k, v in obj.items()}
-    if isinstance(obj, (tuple, list)) and len(obj) <= 16:
-        return type(obj)(_writable(x) for x in obj)
-    return obj
-
-
 class _ShardWorker:
-    """A Ray actor: one process, one engine (one GPU), any number of shards."""
+    """A Ray actor: one process, one worker (one engine per language, on one
+    GPU or on its CPUs), any number of shards."""
 
-    def __init__(self, cfg: CurateConfig, shared: list):
+    def __init__(self, shared: list, device: str | None, threads: int | None):
         import ray
 
-        from .curate import install_worker
-
-        self.cfg = cfg
-        install_worker(cfg, _writable(ray.get(shared[0])))
-        self._fetched: dict = {}
+        self.worker = ray.get(shared[0])(device=device, threads=threads)
 
     def info(self) -> dict:
         import ray
 
-        from .curate import _WORKER
+        return {**self.worker.describe(), "node": ray.util.get_node_ip_address(),
+                "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
-        engines = _WORKER["engines"].values() if "engines" in _WORKER else [_WORKER["engine"]]
-        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
-                "gpus": [str(g) for g in ray.get_gpu_ids()],
-                "engine": sorted({e.name for e in engines})[0]}
-
-    def _fetch(self, b: _Broadcast):
-        import ray
-
-        k = b.ref.hex()
-        if k not in self._fetched:
-            if len(self._fetched) >= 4:
-                self._fetched.clear()
-            self._fetched[k] = _writable(ray.get(b.ref))
-        return self._fetched[k]
-
-    def run(self, fn, out: str, args: tuple):
-        args = tuple(self._fetch(a) if isinstance(a, _Broadcast) else a for a in args)
-        return fn(self.cfg, out, *args)
-
-
-def _sweep_tmp(out: str) -> None:
-    """Remove temporary files left by worker processes that died mid-write
-    (their shards were rerun and written whole by another process)."""
-    for tmp in glob.glob(os.path.join(glob.escape(out), "**", "*.tmp-*"), recursive=True):
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
+    def run(self, fn, args: tuple):
+        return fn(self.worker, *args)
 
 
 class RayExecutor:
@@ -143,6 +81,7 @@ class RayExecutor:
     Shuts down only a Ray it started itself."""
 
     name = "ray"
+    remote = True  # workers are other processes: the driver ships the tables once
 
     def __init__(self, cfg: CurateConfig):
         ray = _import_ray()
@@ -186,10 +125,11 @@ class RayExecutor:
 
     # ------------------------------------------------------------ workers
 
-    def _start_workers(self, cfg: CurateConfig, n_calls: int) -> None:
+    def _start_workers(self, setup, n_calls: int) -> None:
         from ray.util import ActorPool
 
         ray = self._ray
+        cfg = setup.cfg
         t0 = time.perf_counter()
         self._stop_workers()
         avail = ray.available_resources()
@@ -198,21 +138,18 @@ class RayExecutor:
             raise DeviceError("--device gpu with --executor ray: the Ray cluster has no free "
                               "GPU; use --device cpu or auto, or add GPU nodes")
         if cfg.device != "cpu" and gpus > 0:
-            wcfg = cfg
+            device, threads = None, None
             n, opts = gpus, {"num_gpus": 1, "num_cpus": 1}
         else:
-            threads = cfg.threads or 1
-            wcfg = dataclasses.replace(cfg, device="cpu", threads=threads)
+            device, threads = "cpu", cfg.threads or 1
             n = max(1, int(avail.get("CPU", 1)) // threads)
             opts = {"num_cpus": threads}
         n = max(1, min(n, n_calls, int(self._max_workers or n)))
         # Held for the executor's life: a restarted actor takes it again.
-        from .curate import worker_state
-
-        self._shared = shared = [ray.put(worker_state(cfg))]
+        self._shared = shared = [ray.put(setup)]
         cls = ray.remote(_ShardWorker).options(max_restarts=self._max_retries,
                                                max_task_retries=self._max_retries, **opts)
-        self._actors = [cls.remote(wcfg, shared) for _ in range(n)]
+        self._actors = [cls.remote(shared, device, threads) for _ in range(n)]
         self.workers = self._get([a.info.remote() for a in self._actors])
         self._pool = ActorPool(self._actors)
         self._cfg_key = cfg
@@ -251,27 +188,14 @@ class RayExecutor:
 
     # --------------------------------------------------------------- map
 
-    def map(self, fn, cfg: CurateConfig, out: str, calls: list[tuple]) -> list:
+    def map(self, fn, calls: list[tuple], setup) -> list:
         if not calls:
             return []
-        if self._pool is None or self._cfg_key != cfg:
-            self._start_workers(cfg, len(calls))
-        ray = self._ray
-        put: dict[int, _Broadcast] = {}
-
-        def share(a):
-            if isinstance(a, np.ndarray) and a.nbytes >= 1 << 16:
-                if id(a) not in put:
-                    put[id(a)] = _Broadcast(ray.put(a))
-                return put[id(a)]
-            return a
-
-        work = [tuple(share(a) for a in args) for args in calls]
+        if self._pool is None or self._cfg_key != setup.cfg:
+            self._start_workers(setup, len(calls))
         pool = self._pool
         with self._errors():
-            results = list(pool.map(lambda actor, args: actor.run.remote(fn, out, args), work))
-        _sweep_tmp(out)
-        return results
+            return list(pool.map(lambda actor, args: actor.run.remote(fn, args), calls))
 
     def close(self) -> None:
         self._stop_workers()

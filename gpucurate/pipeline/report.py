@@ -31,9 +31,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import InputError
-from .io import atomic_write_bytes
-from .log import logger
+from ..errors import InputError
+from ..io import atomic_write_bytes
+from ..log import logger
+from .layout import OutputLayout
 
 TOP_HEAD = 25          # rows of the head-entries table
 MAX_POINTS = 4000      # points per curve (geometrically spaced ranks)
@@ -43,25 +44,26 @@ MAX_POINTS = 4000      # points per curve (geometrically spaced ranks)
 
 
 def _load(out: str) -> dict:
-    def need(name):
-        p = os.path.join(out, name)
+    layout = OutputLayout(out)
+
+    def need(p):
         if not os.path.exists(p):
-            raise InputError(f"{out}: no {name}; is this a gpucurate output directory "
-                             "(curate, balance or count)?")
+            raise InputError(f"{out}: no {os.path.relpath(p, out)}; is this a gpucurate output "
+                             "directory (curate, balance or count)?")
         return p
 
-    with open(need("summary.json"), encoding="utf-8") as f:
+    with open(need(layout.summary), encoding="utf-8") as f:
         summary = json.load(f)
     langs = summary.get("languages") or {}
     main = None
-    ww = bool(langs) and not os.path.exists(os.path.join(out, "entry_counts.parquet"))
-    if langs and not os.path.exists(os.path.join(out, "entry_counts.parquet")):
+    ww = bool(langs) and not os.path.exists(layout.entry_counts)
+    if ww:
         # worldwide: the plots show one language (en, else the largest pool)
         main = "en" if langs.get("en", {}).get("pool") else max(langs, key=lambda c: langs[c]["pool"])
         summary = dict(summary, t=langs[main].get("t"))
-        counts_file = os.path.join("entry_counts", f"{main}.parquet")
+        counts_file = layout.entry_counts_of(main)
     else:
-        counts_file = "entry_counts.parquet"
+        counts_file = layout.entry_counts
     t = pq.read_table(need(counts_file), columns=["entry_id", "entry", "count"])
     ids = t.column("entry_id").to_numpy()
     before = np.zeros(int(ids.max()) + 1 if ids.size else 0, np.int64)
@@ -70,7 +72,7 @@ def _load(out: str) -> dict:
     names[ids] = t.column("entry").to_pylist()
 
     after = None
-    parts = sorted(glob.glob(os.path.join(out, "curated", "part-*.parquet")))
+    parts = sorted(glob.glob(os.path.join(glob.escape(layout.curated_dir), "part-*.parquet")))
     if summary.get("curated") is not None:
         after = np.zeros(before.size, np.int64)
         for p in parts:
@@ -87,7 +89,7 @@ def _load(out: str) -> dict:
                     after += np.bincount(flat, minlength=after.size)
 
     shards = []
-    for p in sorted(glob.glob(os.path.join(out, "stats", "shard-*.json"))):
+    for p in sorted(glob.glob(os.path.join(glob.escape(layout.stats_dir), "shard-*.json"))):
         with open(p, encoding="utf-8") as f:
             shards.append(json.load(f))
     return {"summary": summary, "before": before, "after": after, "names": names,
@@ -296,7 +298,7 @@ def write_report(out_dir) -> str:
     out = os.fspath(out_dir)
     d = _load(out)
     pngs = _plots(d)
-    rdir = os.path.join(out, "report")
+    rdir = OutputLayout(out).report
     os.makedirs(rdir, exist_ok=True)
     for name, data in pngs.items():
         atomic_write_bytes(os.path.join(rdir, name), data)

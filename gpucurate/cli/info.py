@@ -11,9 +11,10 @@ def info() -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from . import __version__
-    from .engine import default_threads, gpu_status
-    from .trie import cache_dir
+    from .. import __version__
+    from ..config import device_choice
+    from ..engine import default_threads, gpu_status
+    from ..trie import cache_dir
 
     d = {"gpucurate": __version__, "python": platform.python_version(),
          "platform": platform.platform(), "numpy": np.__version__, "pyarrow": pa.__version__,
@@ -28,9 +29,9 @@ def info() -> dict:
             d[dist] = "not installed"
     ok, why = gpu_status()
     d["gpu"] = ("usable: " if ok else "not usable: ") + why
-    d["default device"] = os.environ.get("GPUCURATE_DEVICE", "auto") + \
+    d["default device"] = device_choice(None) + \
         (" -> gpu" if ok else " -> cpu")
-    from .cudf_io import available
+    from ..cudf_io import available
 
     c_ok, c_why = available()
     d["shard reader on the GPU"] = ("cudf (" if ok and c_ok else "arrow (") + c_why + ")"

@@ -12,10 +12,10 @@ import json
 import os
 import sys
 
-from . import __version__
-from .config import DEFAULT_BATCH_BYTES, CurateConfig
-from .errors import ConfigError, GpucurateError
-from .log import configure, logger
+from .. import __version__
+from ..config import DEFAULT_BATCH_BYTES, CurateConfig
+from ..errors import ConfigError, GpucurateError
+from ..log import configure, logger
 
 
 def _device(p):
@@ -168,8 +168,7 @@ def _config(a, **extra) -> CurateConfig:
         t_lang=tuple(a.t_lang), group_column=a.group_column,
         inputs=tuple(a.input), out=a.out, t=getattr(a, "t", None),
         tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
-        key_column=a.key_column, seed=a.seed, device=a.device or os.environ.get(
-            "GPUCURATE_DEVICE", "auto"), reader=a.reader, batch_bytes=a.batch_bytes, threads=a.threads,
+        key_column=a.key_column, seed=a.seed, device=a.device, reader=a.reader, batch_bytes=a.batch_bytes, threads=a.threads,
         limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
         report=not getattr(a, "no_report", False), executor=a.executor, address=a.address,
         **extra)
@@ -213,13 +212,13 @@ def _dispatch(a) -> int:
         print(json.dumps(d, indent=1) if a.json else "\n".join(f"{k}: {v}" for k, v in d.items()))
         return 0
     if a.cmd == "match":
-        from .matchfile import match_file
+        from .match import match_file
 
         n = match_file(a.metadata, a.input, a.out, a.text_column, a.device, a.threads)
         logger.info("wrote %s (%s rows)", a.out, f"{n:,}")
         return 0
     if a.cmd == "merge-counts":
-        from .curate import merge_count_files
+        from ..pipeline.counts import merge_count_files
 
         if (a.metadata is None) == (a.worldwide is None):
             raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
@@ -236,12 +235,12 @@ def _dispatch(a) -> int:
               + (", report/index.html" if os.path.exists(os.path.join(out, "report")) else ""))
         return 0
     if a.cmd == "report":
-        from .report import write_report
+        from ..pipeline.report import write_report
 
         path = write_report(a.dir)
         print(path)
         return 0
-    from .curate import run
+    from ..pipeline import run
 
     stage = a.cmd
     cfg = _config(a, counts_file=getattr(a, "counts", None)) if stage == "balance" else _config(a)

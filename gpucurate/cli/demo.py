@@ -77,12 +77,11 @@ def write_pool(root: str, shards: int = 4, per_shard: int = 6000) -> tuple[str, 
 
 
 def run_demo(out: str | None = None, device: str | None = None, threads: int | None = None):
-    from .config import CurateConfig
-    from .curate import run
+    from ..config import CurateConfig
+    from ..pipeline import run
 
     out = os.path.abspath(out or "gpucurate-demo")
     meta, pool = write_pool(os.path.join(out, "input"))
     cfg = CurateConfig(metadata=meta, inputs=(pool,), out=os.path.join(out, "curated-run"),
-                       t=300, key_column="id", device=device or os.environ.get(
-                           "GPUCURATE_DEVICE", "auto"), threads=threads, overwrite=True)
+                       t=300, key_column="id", device=device, threads=threads, overwrite=True)
     return run(cfg, "curate"), cfg.out

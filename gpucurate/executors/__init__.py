@@ -1,0 +1,27 @@
+"""Executors schedule the pipeline's stages; they know nothing else of it.
+
+An executor has ``name``, ``remote`` (whether its workers live in other
+processes, so the driver should load the tables once and ship them),
+``workers`` (a description of each worker, filled as they start),
+``map(fn, calls, setup)`` and ``close()``. ``map`` builds one worker per
+process by calling ``setup`` once there (``setup(device=..., threads=...)``
+where the executor places CPU workers), then runs ``fn(worker, *call)`` for
+every call and returns the results in call order.
+"""
+
+from __future__ import annotations
+
+from ..config import CurateConfig
+from .local import LocalExecutor
+
+
+def make_executor(cfg: CurateConfig):
+    """The executor ``cfg.executor`` names (``local`` or ``ray``)."""
+    if cfg.executor == "ray":
+        from .ray import RayExecutor
+
+        return RayExecutor(cfg)
+    return LocalExecutor()
+
+
+__all__ = ["LocalExecutor", "make_executor"]

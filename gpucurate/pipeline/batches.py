@@ -1,0 +1,91 @@
+"""What both passes do to a batch of a shard's rows: read it, key it, take
+its text column as buffers, route it by language and match it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..columns import buffers, chunks_of
+from ..config import CurateConfig
+from ..errors import InputError
+from ..io import Shard, read_batches
+from ..keys import key_hashes, row_key_hashes
+from .layout import ALL
+
+
+def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None):
+    """(table, first_row) of the shard, stopping after max_rows rows."""
+    row = 0
+    for table in read_batches(shard, cfg.text_column, cfg.batch_bytes):
+        if max_rows is not None and row + table.num_rows > max_rows:
+            table = table.slice(0, max_rows - row)
+        if table.num_rows:
+            for col in ("entry_ids",) + (("lang",) if cfg.worldwide else ()):
+                if col in table.column_names and col != cfg.lang_column:
+                    raise InputError(f"{shard.path}: already has a column {col!r}, which "
+                                     "curation adds; rename or drop it")
+            yield table, row
+        row += table.num_rows
+        if max_rows is not None and row >= max_rows:
+            return
+
+
+def row_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int) -> np.ndarray:
+    """The draw key of every row: the key column's hash, or shard name and row."""
+    if cfg.key_column is None:
+        return row_key_hashes(shard.name, first_row, table.num_rows)
+    if cfg.key_column not in table.column_names:
+        raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
+                         f"{', '.join(table.column_names)})")
+    return key_hashes(table.column(cfg.key_column), where=shard.path, first_row=first_row)
+
+
+def group_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first: int) -> np.ndarray:
+    if cfg.group_column not in table.column_names:
+        raise InputError(f"{shard.path}: no group column {cfg.group_column!r} (columns: "
+                         f"{', '.join(table.column_names)})")
+    return key_hashes(table.column(cfg.group_column), where=f"{shard.path} (group column)",
+                      first_row=first)
+
+
+def text_buffers(table: pa.Table, cfg: CurateConfig, shard: Shard, first_row: int):
+    """(TextBuffers, Arrow array) of the batch's text column, checked UTF-8."""
+    col = table.column(cfg.text_column)
+    if pa.types.is_null(col.type):
+        col = col.cast(pa.large_string())
+    chunks = chunks_of(col)
+    arr = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+    return buffers(arr, where=f"{shard.path} (rows from {first_row})"), arr
+
+
+def by_language(w, table: pa.Table, arr: pa.Array, shard: Shard, li=None):
+    """(language index per row or None, [(language, rows or None for all, buffers)]).
+    ``li``: the routing already done (pass 1 keeps language-ID results for pass 2)."""
+    if w.router is None:
+        return None, [(ALL, None, None)]
+    if li is None:
+        li = w.router.route(w.router.codes(table, arr, shard.path))
+    groups = []
+    for i, code in enumerate(w.langs):
+        rows = np.nonzero(li == i)[0]
+        if rows.size:
+            sub = buffers(arr.take(pa.array(rows)), validate=False)
+            groups.append((code, rows, sub))
+    return li, groups
+
+
+def match_groups(w, groups, tb):
+    """Yield (language, rows, host offsets, host ids, device offsets, device ids)."""
+    for code, rows, sub in groups:
+        eng = w.engines[code]
+        off, ids = eng.match_native(tb if rows is None else sub)
+        yield code, rows, eng.to_host(off), eng.to_host(ids), off, ids
+
+
+def text_ids(lens: np.ndarray, first: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The inverted index's text ids: row ``first + rows[i]`` (``rows``: all the
+    batch's rows when None) repeated ``lens[i]`` times."""
+    if rows is None:
+        rows = np.arange(lens.size, dtype=np.int64)
+    return (np.repeat(rows, lens) + first).astype(np.uint32)

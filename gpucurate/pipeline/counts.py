@@ -1,0 +1,126 @@
+"""Entry-count files: pass 1's per-shard counts summed, ``entry_counts``
+written and read (also MetaCLIP's ``entry_counts_*.json`` mappings), and the
+counts of independent jobs merged."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..io import atomic_write_parquet
+from ..metadata import load_metadata
+from .layout import ALL, OutputLayout
+from .worker import load_worldwide
+
+
+def write_entry_counts(layout: OutputLayout, mds: dict, counts: dict,
+                       probs: dict | None) -> None:
+    """entry_counts.parquet (MetaCLIP 1) or entry_counts/<lang>.parquet (worldwide)."""
+    if ALL not in mds:
+        os.makedirs(layout.entry_counts_dir, exist_ok=True)
+    for code, md in mds.items():
+        cols = {"entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
+                "entry": pa.array(list(md.entries), pa.string()),
+                "count": pa.array(counts[code], pa.uint64())}
+        if probs is not None:
+            cols["prob"] = pa.array(probs[code], pa.float64())
+        atomic_write_parquet(layout.entry_counts_of(code), pa.table(cols))
+
+
+def read_counts(path: str, metadata) -> np.ndarray:
+    """Pool counts from an ``entry_counts.parquet`` (aligned by entry_id) or a
+    MetaCLIP ``entry_counts_*.json`` (a mapping entry -> count)."""
+    md = load_metadata(metadata)
+    n = len(md)
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                mapping = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read counts ({exc})") from None
+        if not isinstance(mapping, dict):
+            raise InputError(f"{path}: a counts .json maps entry -> count; this holds a "
+                             f"{type(mapping).__name__}")
+        counts = np.zeros(n, np.uint64)
+        for i, e in enumerate(md.entries):
+            v = mapping.get(e, 0)
+            if not isinstance(v, int) or v < 0:
+                raise InputError(f"{path}: count of entry {e!r} is {v!r}, not an integer >= 0")
+            counts[i] = v
+        return counts
+    try:
+        t = pq.read_table(path, columns=["entry_id", "count"])
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read entry counts ({exc}); expected an "
+                         "entry_counts.parquet with entry_id and count columns") from None
+    ids = t.column("entry_id").to_numpy()
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise InputError(f"{path}: entry ids run to {ids.max()}, but the metadata has {n} "
+                         "entries; use the counts made with this metadata")
+    counts = np.zeros(n, np.uint64)
+    np.add.at(counts, ids, t.column("count").to_numpy().astype(np.uint64))
+    return counts
+
+
+def read_counts_all(path: str, mds: dict) -> dict:
+    """{language: counts}: one file (MetaCLIP 1), or a directory of <lang>.parquet
+    (or <lang>.json) files for a worldwide run (a language without one counts 0)."""
+    if ALL in mds:
+        return {ALL: read_counts(path, mds[ALL])}
+    if not os.path.isdir(path):
+        raise InputError(f"--counts {path}: a worldwide run takes a directory of "
+                         "<lang>.parquet count files (an entry_counts/ directory)")
+    out = {}
+    for code, md in mds.items():
+        for ext in (".parquet", ".json"):
+            p = os.path.join(path, code + ext)
+            if os.path.exists(p):
+                out[code] = read_counts(p, md)
+                break
+        else:
+            out[code] = np.zeros(len(md), np.uint64)
+    return out
+
+
+def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = None) -> np.ndarray:
+    """Sum count files from independent jobs into one entry_counts.parquet; with
+    ``worldwide``, sum entry_counts/ directories into one directory."""
+    mds = load_worldwide(worldwide) if worldwide else {ALL: load_metadata(metadata)}
+    total = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
+    for p in paths:
+        for c, v in read_counts_all(p, mds).items():
+            total[c] += v
+    if worldwide:
+        os.makedirs(out_path, exist_ok=True)
+        for c, md in mds.items():
+            _write_counts_file(os.path.join(out_path, f"{c}.parquet"), md, total[c])
+        return np.concatenate(list(total.values()))
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    _write_counts_file(out_path, mds[ALL], total[ALL])
+    return total[ALL]
+
+
+def _write_counts_file(path: str, md, counts) -> None:
+    atomic_write_parquet(path, pa.table({
+        "entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
+        "entry": pa.array(list(md.entries), pa.string()),
+        "count": pa.array(counts, pa.uint64())}))
+
+
+def pool_counts(layout: OutputLayout, mds: dict, plan) -> dict:
+    """The pool's counts: every shard's pass-1 counts summed, per language."""
+    counts = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
+    for shard, _ in plan:
+        t = pq.read_table(layout.pass1_counts(shard.index))
+        langs = t.column("lang").to_numpy(zero_copy_only=False)
+        ids = t.column("entry_id").to_numpy()
+        cnt = t.column("count").to_numpy().astype(np.uint64)
+        for c in counts:
+            sel = langs == c
+            counts[c][ids[sel]] += cnt[sel]
+    return counts

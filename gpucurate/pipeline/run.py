@@ -1,0 +1,298 @@
+"""A whole run: ``curate`` (pass 1 + pass 2), ``count`` (pass 1) or
+``balance`` (pass 2 from given counts), scheduled by an executor.
+
+The stages are plain functions of (worker, layout, shard, row budget); the
+executor builds one :class:`~gpucurate.pipeline.worker.Worker` per process
+with the :class:`~gpucurate.pipeline.worker.WorkerSetup` it is handed, and only
+schedules. Every file is written atomically (temporary file, then rename) and
+every shard leaves a completion marker, so a rerun skips finished work and
+gives identical outputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import platform
+import shutil
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..config import CurateConfig
+from ..errors import ConfigError
+from ..io import Shard, atomic_write_bytes, atomic_write_json, resolve_inputs
+from ..keys import probabilities
+from ..log import logger
+from .counts import pool_counts, read_counts_all, write_entry_counts
+from .groups import choose_groups
+from .layout import ALL, OutputLayout
+from .pass1 import pass1_shard
+from .pass2 import pass2_shard
+from .trules import language_t
+from .worker import WorkerSetup, metadata_of
+
+
+def versions() -> dict:
+    import numba
+
+    v = {"gpucurate": __version__, "python": platform.python_version(),
+         "numpy": np.__version__, "pyarrow": pa.__version__, "numba": numba.__version__}
+    for mod in ("cupy", "cudf", "rmm", "numba_cuda", "ray"):
+        try:
+            m = __import__(mod)
+            v[mod] = getattr(m, "__version__", "?")
+        except Exception:  # noqa: BLE001 - absent or broken optional package
+            pass
+    return v
+
+
+def prepare_out(cfg: CurateConfig, layout: OutputLayout, fingerprint: str, stage: str) -> None:
+    os.makedirs(layout.root, exist_ok=True)
+    path = layout.config
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        done = [p for d in layout.marker_dirs() for p in glob.glob(os.path.join(d, "*.json"))]
+        if old.get("config_fingerprint") != fingerprint and (done or os.path.exists(
+                layout.summary)):
+            if not cfg.overwrite:
+                raise ConfigError(f"{layout.root} holds a run with another configuration "
+                                  f"(fingerprint {old.get('config_fingerprint', '?')[:12]} != "
+                                  f"{fingerprint[:12]}); pass --overwrite to replace it, or "
+                                  "choose another --out")
+            for p in layout.outputs():
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                elif os.path.exists(p):
+                    os.remove(p)
+    sweep_tmp(layout)  # leftovers of an interrupted run
+    for d in layout.marker_dirs():
+        os.makedirs(d, exist_ok=True)
+    atomic_write_json(path, {"config_fingerprint": fingerprint, "stage": stage,
+                             "config": cfg.as_dict()})
+
+
+def sweep_tmp(layout: OutputLayout) -> None:
+    """Remove temporary files that interrupted writers left under DIR."""
+    for tmp in glob.glob(os.path.join(glob.escape(layout.root), "**", "*.tmp-*"), recursive=True):
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def plan_shards(cfg: CurateConfig, shards: list[Shard]) -> list[tuple[Shard, int | None]]:
+    """Shards with their row budget under --limit (shards past it are dropped)."""
+    if cfg.limit is None:
+        return [(s, None) for s in shards]
+    plan, left = [], cfg.limit
+    for s in shards:
+        if left <= 0:
+            break
+        n = _count_rows(s)
+        plan.append((s, min(n, left)))
+        left -= n
+    return plan
+
+
+def _count_rows(shard: Shard) -> int:
+    from ..io import _open_text
+
+    if shard.fmt == "parquet":
+        return pq.ParquetFile(shard.path).metadata.num_rows
+    if shard.fmt == "jsonl":
+        with _open_text(shard.path) as f:
+            return sum(1 for _ in f)
+    return sum(1 for _ in _tar_keys(shard))
+
+
+def _tar_keys(shard: Shard):
+    import tarfile
+
+    last = None
+    with tarfile.open(shard.path, "r|*") as tf:
+        for m in tf:
+            if not m.isfile() or "." not in os.path.basename(m.name):
+                continue
+            key = os.path.join(os.path.dirname(m.name), os.path.basename(m.name).split(".", 1)[0])
+            if key != last:
+                last = key
+                yield key
+
+
+def make_executor(cfg: CurateConfig):
+    from ..executors import make_executor as make
+
+    return make(cfg)
+
+
+def run(cfg: CurateConfig, stage: str = "curate") -> dict:
+    """Run ``curate`` (pass 1 + pass 2), ``count`` (pass 1) or ``balance``
+    (pass 2 from ``cfg.counts_file``) into ``cfg.out``; return the summary."""
+    if stage in ("curate", "balance"):
+        cfg.require_t()
+    if stage == "balance" and not cfg.counts_file:
+        raise ConfigError("balance needs --counts FILE (an entry_counts.parquet or a MetaCLIP "
+                          "entry_counts_*.json; worldwide: an entry_counts/ directory)")
+    if stage == "balance" and cfg.group_column:
+        raise ConfigError("--group-column needs the whole pool's pass 1 to choose one caption "
+                          "per group: run curate (or count and balance without it)")
+    mds, md_sha = metadata_of(cfg)
+    shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None)
+    counts_sha = None
+    if stage == "balance":
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in ([cfg.counts_file] if os.path.isfile(cfg.counts_file) else
+                  sorted(glob.glob(os.path.join(cfg.counts_file, "*")))):
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+        counts_sha = h.hexdigest()
+    fp = cfg.fingerprint(md_sha, [s.path for s in shards], stage, counts_sha)
+    layout = OutputLayout(cfg.out)
+    prepare_out(cfg, layout, fp, stage)
+    plan = plan_shards(cfg, shards)
+    ex = make_executor(cfg)
+    setup = WorkerSetup(cfg)
+    if ex.remote:  # the driver loads the tables once; the executor ships them
+        setup = setup.with_tables()
+    calls = [(layout, s, m) for s, m in plan]
+    seconds: dict = {}
+    done: dict = {}
+    try:
+        if stage in ("curate", "count"):
+            p1 = _run_pass(ex, pass1_shard, calls, setup, layout.pass1_marker, "pass1",
+                           seconds, done)
+            counts = pool_counts(layout, mds, plan)
+        else:
+            p1 = None
+            counts = read_counts_all(cfg.counts_file, mds)
+        if stage == "count":
+            write_entry_counts(layout, mds, counts, None)
+            summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
+            _keep_timings(layout, summary, done)
+            atomic_write_json(layout.summary, summary)
+            return summary
+        ts = language_t(cfg, counts)
+        for code, t in ts.items():
+            logger.info("t%s = %s", "" if code == ALL else f" ({code})",
+                        "none (no match)" if t is None else f"{t:,}")
+        probs = {c: probabilities(counts[c], ts[c]) if ts[c] else np.ones(counts[c].size)
+                 for c in counts}
+        write_entry_counts(layout, mds, counts, probs)
+        buf = io.BytesIO()
+        np.savez(buf, **probs)
+        atomic_write_bytes(layout.prob, buf.getvalue())
+        if cfg.group_column:
+            choose_groups(layout, plan)
+        p2 = _run_pass(ex, pass2_shard, calls, setup, layout.stats, "pass2", seconds, done)
+        summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
+        _keep_timings(layout, summary, done)
+        atomic_write_json(layout.summary, summary)
+    finally:
+        ex.close()
+    if cfg.report and stage in ("curate", "balance"):
+        try:
+            from .report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            write_report(cfg.out)
+    return summary
+
+
+def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict) -> list:
+    """Run ``fn`` on the calls whose shard has no marker yet; the others'
+    results are their markers. Times only the shards run here."""
+    results: dict = {}
+    todo = []
+    for c in calls:
+        path = marker(c[1].index)
+        if os.path.exists(path):
+            with open(path) as f:
+                results[c[1].index] = json.load(f)
+        else:
+            todo.append(c)
+    if todo:
+        t0 = time.perf_counter()
+        for c, r in zip(todo, ex.map(fn, todo, setup)):
+            results[c[1].index] = r
+        seconds[name] = time.perf_counter() - t0
+        if ex.remote:  # a worker that died mid-write left its temporary file
+            sweep_tmp(calls[0][0])
+        done[name] = sum(results[c[1].index]["captions"] for c in todo)
+    return [results[c[1].index] for c in calls]
+
+
+def _keep_timings(layout: OutputLayout, summary: dict, done: dict) -> None:
+    """Seconds and captions/s of the work done by this run alone; for a pass
+    this run found complete, the figures of the run that did it (or none)."""
+    old = {}
+    if os.path.exists(layout.summary):
+        try:
+            with open(layout.summary) as f:
+                prev = json.load(f)
+            if prev.get("config_fingerprint") == summary["config_fingerprint"]:
+                old = prev
+        except (OSError, ValueError):
+            old = {}
+    secs, rate = {}, {}
+    for name in summary["seconds"]:
+        secs[name] = summary["seconds"][name]
+        rate[name] = done[name] / secs[name] if secs[name] > 0 and done.get(name) else None
+    for name in ("pass1", "pass2"):
+        if name not in secs and name in (old.get("seconds") or {}):
+            secs[name] = old["seconds"][name]
+            rate[name] = (old.get("captions_per_s") or {}).get(name)
+    summary["seconds"], summary["captions_per_s"] = secs, rate
+
+
+def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex) -> dict:
+    src = p2 if p2 is not None else p1
+    pool = sum(s["captions"] for s in src)
+    allc = np.concatenate(list(counts.values()))
+    w0 = (ex.workers or [{}])[0]
+    s = {"stage": stage, "pool": pool, "null_captions": sum(x["null_captions"] for x in src),
+         "matched": sum(x["matched"] for x in src),
+         "t": (ts.get(ALL, ts.get("en")) if ts else None),
+         "tail_fraction": cfg.tail_fraction, "seed": int(cfg.seed),
+         "device": w0.get("engine", cfg.device), "reader": w0.get("reader", cfg.reader),
+         "executor": ex.name, "shards": len(src), "seconds": seconds,
+         "captions_per_s": {},
+         "entries": int(allc.size), "entries_matched": int(np.count_nonzero(allc)),
+         "matches": int(allc.sum()), "versions": versions(), "config_fingerprint": fp,
+         "inputs": list(cfg.inputs),
+         "metadata": str(cfg.worldwide or (cfg.metadata if isinstance(cfg.metadata, str)
+                                           else "<list>"))}
+    if p2 is not None:
+        s["curated"] = sum(x["kept"] for x in p2)
+    if cfg.worldwide:
+        langs = {}
+        for code, c in counts.items():
+            d = {"entries": int(c.size), "matches": int(c.sum()),
+                 "t": ts.get(code) if ts else None}
+            for key in ("captions", "matched", "kept"):
+                d[{"captions": "pool", "kept": "curated"}.get(key, key)] = sum(
+                    x.get("languages", {}).get(code, {}).get(key, 0) for x in src)
+            if p2 is None:
+                d.pop("curated", None)
+            langs[code] = d
+        s["languages"] = langs
+        s["unrouted"] = pool - s["null_captions"] - sum(d["pool"] for d in langs.values())
+        s["group_column"] = cfg.group_column
+    return s
+
+
+def curate(metadata, inputs, out, *, t=None, tail_fraction=None, **kw) -> dict:
+    """Python API of ``python -m gpucurate curate`` (same keywords as the flags)."""
+    cfg = CurateConfig(metadata=os.fspath(metadata) if isinstance(metadata, os.PathLike)
+                       else metadata, inputs=inputs, out=os.fspath(out), t=t,
+                       tail_fraction=tail_fraction, **kw)
+    return run(cfg, "curate")

@@ -1,0 +1,136 @@
+"""A worker's state, built once per process by one :class:`WorkerSetup`.
+
+A worker matches with one engine per language (a MetaCLIP 1 run has the one
+language ``all``); on a GPU every language's tables are uploaded once. The
+executors receive a :class:`WorkerSetup` (picklable: the configuration, and
+for executors that ship it, the tables already loaded by the driver) and call
+it once in each worker process; the stages then take the :class:`Worker` it
+returns as their first argument.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..config import CurateConfig
+from ..errors import ConfigError
+from ..metadata import load_metadata
+from .layout import ALL
+
+
+def load_worldwide(path: str) -> dict:
+    """{language: Metadata} of every ``<lang>.json`` in a directory."""
+    if not os.path.isdir(path):
+        raise ConfigError(f"--worldwide {path}: not a directory of <lang>.json metadata files")
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(".json"))
+    if not files:
+        raise ConfigError(f"--worldwide {path}: holds no <lang>.json metadata file")
+    return {f[:-5]: load_metadata(os.path.join(path, f)) for f in files}
+
+
+def metadata_of(cfg: CurateConfig) -> tuple[dict, str]:
+    """{language: Metadata} and one hash of all of it."""
+    import hashlib
+
+    mds = load_worldwide(cfg.worldwide) if cfg.worldwide else {ALL: load_metadata(cfg.metadata)}
+    if ALL in mds:
+        return mds, mds[ALL].sha256
+    h = hashlib.sha256("".join(f"{c}:{md.sha256};" for c, md in sorted(mds.items())).encode())
+    return mds, h.hexdigest()
+
+
+def worker_tables(cfg: CurateConfig) -> dict:
+    """What a worker matches with: {language: (Metadata, MatchTables)}."""
+    from ..tables import load_tables, load_tables_ww
+
+    if cfg.worldwide:
+        return {code: (md, load_tables_ww(md)) for code, md in load_worldwide(cfg.worldwide).items()}
+    md = load_metadata(cfg.metadata)
+    return {ALL: (md, load_tables(md))}
+
+
+@dataclass
+class Worker:
+    """One process's engines and the state the stages keep between shards."""
+
+    cfg: CurateConfig
+    langs: list
+    metadata: dict           # {language: Metadata}
+    engines: dict            # {language: engine}
+    router: object | None    # worldwide: routes captions to languages
+    reader: str              # pass 1's parquet reader: arrow or cudf
+    counts: dict | None = None                     # pass 1: {language: uint64 array}
+    prob: dict | None = None                       # pass 2: {language: prob array}
+    prob_key: tuple | None = None
+    key: tuple = field(default=())
+
+    @property
+    def engine_name(self) -> str:
+        return sorted({e.name for e in self.engines.values()})[0]
+
+    def describe(self) -> dict:
+        return {"pid": os.getpid(), "engine": self.engine_name, "reader": self.reader}
+
+    def lang_counts(self) -> dict:
+        """One preallocated uint64 array per language, zeroed for a new shard."""
+        if self.counts is None:
+            self.counts = {c: self.engines[c].zeros(len(self.metadata[c]), np.uint64)
+                           for c in self.langs}
+        for c in self.counts.values():
+            c.fill(0)
+        return self.counts
+
+
+def _key(cfg: CurateConfig) -> tuple:
+    return (cfg.metadata, cfg.worldwide, cfg.lang_column, cfg.device, cfg.threads, cfg.reader)
+
+
+_CURRENT: list = []  # this process's worker (one at a time), reused across runs of one config
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """Builds (or reuses) this process's :class:`Worker` for ``cfg``.
+
+    ``tables``: the {language: (Metadata, MatchTables)} the driver loaded, so
+    that remote workers do not load them again; None loads them here.
+    ``device`` and ``threads``, when given to the call, override the
+    configuration's (an executor placing CPU workers sets them)."""
+
+    cfg: CurateConfig
+    tables: dict | None = None
+
+    def with_tables(self) -> "WorkerSetup":
+        return self if self.tables is not None else replace(self, tables=worker_tables(self.cfg))
+
+    def __call__(self, device: str | None = None, threads: int | None = None) -> Worker:
+        from ..cudf_io import resolve_reader
+        from ..engine import make_engine, resolve_device
+        from ..lang import Router
+
+        cfg = self.cfg
+        if device is not None or threads is not None:
+            cfg = replace(cfg, device=device or cfg.device, threads=threads or cfg.threads)
+        key = _key(cfg)
+        if _CURRENT and _CURRENT[0].key == key:
+            w = _CURRENT[0]
+            w.cfg = cfg
+            return w
+        dev = resolve_device(cfg.device)  # fail fast, before building anything
+        tables = self.tables if self.tables is not None else worker_tables(cfg)
+        tables = {c: (md, t.writable()) for c, (md, t) in tables.items()}
+        langs = sorted(tables)
+        w = Worker(cfg=cfg, langs=langs, metadata={c: tables[c][0] for c in langs},
+                   engines={c: make_engine(tables[c][1], dev, cfg.threads) for c in langs},
+                   router=Router(langs, cfg.lang_column) if cfg.worldwide else None,
+                   reader=resolve_reader(cfg.reader, dev), key=key)
+        _CURRENT[:] = [w]
+        return w
+
+
+def setup(cfg: CurateConfig) -> Worker:
+    """This process's worker for ``cfg`` (built once, then reused)."""
+    return WorkerSetup(cfg)()
