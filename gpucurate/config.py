@@ -76,6 +76,7 @@ class CurateConfig:
     lang_column: str | None = None   # worldwide: the caption's language (else language ID)
     t_lang: tuple = ()               # worldwide: ((lang, t), ...) overrides
     group_column: str | None = None  # worldwide: one caption per group (e.g. per image)
+    verify_inputs: bool = False      # the run fingerprint hashes every shard's content
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -121,16 +122,21 @@ class CurateConfig:
             raise ConfigError("give exactly one of --t T (an integer >= 1) and "
                               "--tail-fraction P (0 < P <= 1)")
 
-    def fingerprint(self, metadata_sha: str, shard_paths, stage: str,
-                    counts_sha: str | None = None) -> str:
-        """Hash of everything that decides the outputs (not device, threads or
-        batch size, which never change them)."""
-        doc = {"stage": stage, "metadata": metadata_sha, "inputs": list(shard_paths),
-               "text_column": self.text_column, "key_column": self.key_column,
-               "t": self.t, "tail_fraction": self.tail_fraction, "seed": int(self.seed),
-               "limit": self.limit, "counts": counts_sha, "worldwide": bool(self.worldwide),
-               "lang_column": self.lang_column, "t_lang": list(self.t_lang),
-               "group_column": self.group_column}
+    def fingerprint_doc(self, metadata_sha: str, shards, stage: str,
+                        counts_sha: str | None = None) -> dict:
+        """Everything that decides the outputs (not device, threads or batch
+        size, which never change them): the settings, and each input shard's
+        path, size and modification time (and content hash with
+        ``verify_inputs``); ``shards`` is a list of such dicts."""
+        return {"stage": stage, "metadata": metadata_sha, "inputs": list(shards),
+                "text_column": self.text_column, "key_column": self.key_column,
+                "t": self.t, "tail_fraction": self.tail_fraction, "seed": int(self.seed),
+                "limit": self.limit, "counts": counts_sha, "worldwide": bool(self.worldwide),
+                "lang_column": self.lang_column, "t_lang": [list(x) for x in self.t_lang],
+                "group_column": self.group_column}
+
+    @staticmethod
+    def fingerprint_of(doc: dict) -> str:
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def as_dict(self) -> dict:

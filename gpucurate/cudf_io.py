@@ -126,11 +126,11 @@ def parquet_text_batches(shard, text_column: str, batch_bytes: int, max_rows: in
     from .io import check_text_column
 
     try:
-        f = pq.ParquetFile(shard.path)     # the footer only, on the host
+        f = pq.ParquetFile(shard.path, page_checksum_verification=True)  # the footer only
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{shard.path}: cannot read parquet ({exc}); the file is truncated or "
                          "not parquet: re-export it") from None
-    check_text_column(f.schema_arrow.empty_table(), shard, text_column)
+    check_text_column(f.schema_arrow, shard.path, text_column)
     if "entry_ids" in f.schema_arrow.names:
         raise InputError(f"{shard.path}: already has a column 'entry_ids', which curation "
                          "adds; rename or drop it")

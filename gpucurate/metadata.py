@@ -60,7 +60,7 @@ def load_metadata(metadata) -> Metadata:
             raw = open(path, "rb").read()
         except OSError as exc:
             raise MetadataError(f"cannot read metadata file {path}: {exc.strerror}") from None
-        if path.endswith(".json"):
+        if path.lower().endswith(".json"):
             try:
                 entries = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:

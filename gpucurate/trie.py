@@ -151,13 +151,16 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
     path = os.path.join(cache_dir(), "trie", f"{md.sha256[:40]}-v{FORMAT}-{_code_hash()}.npz")
     if cache and os.path.exists(path):
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 kw = {f.name: z[f.name] if f.type == "np.ndarray" else
                       (str if f.type == "str" else int)(z[f.name]) for f in fields(WordTrie)}
+                stored = str(z["checksum"]) if "checksum" in z.files else None
                 trie = WordTrie(**kw)
-            if trie.sha256 == md.sha256:
+            if trie.sha256 == md.sha256 and stored == _checksum(trie):
                 _report(trie, "loaded from cache", 0.0)
                 return trie
+            logger.warning("trie cache file %s does not match its checksum (or another "
+                           "metadata list); rebuilding it", path)
         except (OSError, ValueError, KeyError):
             logger.warning("trie cache file %s is unreadable; rebuilding it", path)
     t0 = time.perf_counter()
@@ -167,11 +170,27 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, **{f.name: getattr(trie, f.name) for f in fields(WordTrie)})
+            np.savez(tmp, checksum=np.array(_checksum(trie)),
+                     **{f.name: getattr(trie, f.name) for f in fields(WordTrie)})
             os.replace(tmp, path)
         except OSError as exc:
             logger.warning("could not write the trie cache %s: %s", path, exc)
     return trie
+
+
+def _checksum(trie: WordTrie) -> str:
+    """BLAKE2b of every array and number of the trie: a cached trie that was
+    changed on disk (by hand or by a fault) is rebuilt, never used."""
+    h = hashlib.blake2b(digest_size=20)
+    for f in fields(WordTrie):
+        v = getattr(trie, f.name)
+        h.update(f.name.encode())
+        if isinstance(v, np.ndarray):
+            h.update(str(v.dtype).encode())
+            h.update(np.ascontiguousarray(v).view(np.uint8).data)
+        else:
+            h.update(str(v).encode())
+    return h.hexdigest()
 
 
 def _report(trie: WordTrie, how: str, seconds: float) -> None:

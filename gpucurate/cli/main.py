@@ -86,6 +86,10 @@ def _pool_args(p, need_t: bool):
                    help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, text_id) "
                         "uint32, and lang with --worldwide) in DIR/matches so pass 2 does not "
                         "match again")
+    p.add_argument("--verify-inputs", action="store_true",
+                   help="fingerprint every input shard by a hash of its content (default: its "
+                        "path, size and modification time), so that a rerun into DIR notices a "
+                        "shard rewritten in place even with the same size and time")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run with another configuration found in DIR")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -170,6 +174,7 @@ def _config(a, **extra) -> CurateConfig:
         tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
         key_column=a.key_column, seed=a.seed, device=a.device, reader=a.reader, batch_bytes=a.batch_bytes, threads=a.threads,
         limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
+        verify_inputs=a.verify_inputs,
         report=not getattr(a, "no_report", False), executor=a.executor, address=a.address,
         **extra)
 

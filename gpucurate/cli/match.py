@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 from ..columns import buffers, chunks_of, csr_to_arrow
 from ..errors import InputError
 from ..io import Shard, read_batches, shard_format
+from ..io.atomic import commit, tmp_path
+from ..io.shards import compression_of
 from ..matcher import Matcher
 
 SCHEMA = pa.schema([("entry_ids", pa.list_(pa.int32()))])
@@ -23,8 +25,8 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
     if not os.path.isfile(path) or fmt is None:
         raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
     m = Matcher(metadata, device=device, threads=threads)
-    shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt)
-    tmp = f"{out}.tmp-{os.getpid()}"
+    shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt, compression_of(path))
+    tmp = tmp_path(out)
     rows = 0
     try:
         with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
@@ -37,7 +39,7 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
                     w.write_table(pa.table({"entry_ids": csr_to_arrow(off, ids).cast(
                         pa.list_(pa.int32()))}))
                     rows += len(chunk)
-        os.replace(tmp, out)
+        commit(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -29,7 +29,18 @@ def write_entry_counts(layout: OutputLayout, mds: dict, counts: dict,
                 "count": pa.array(counts[code], pa.uint64())}
         if probs is not None:
             cols["prob"] = pa.array(probs[code], pa.float64())
-        atomic_write_parquet(layout.entry_counts_of(code), pa.table(cols))
+        atomic_write_parquet(layout.entry_counts_of(code), _stamped(pa.table(cols), md))
+
+
+SHA_KEY = b"gpucurate.metadata_sha256"
+SOURCE_KEY = b"gpucurate.metadata_source"
+
+
+def _stamped(table: pa.Table, md) -> pa.Table:
+    """The counts table carrying the SHA-256 (and source) of its metadata list
+    in its schema metadata, so that counts are never read against another list."""
+    return table.replace_schema_metadata({SHA_KEY: md.sha256.encode(),
+                                          SOURCE_KEY: str(md.source).encode()})
 
 
 def read_counts(path: str, metadata) -> np.ndarray:
@@ -37,7 +48,13 @@ def read_counts(path: str, metadata) -> np.ndarray:
     MetaCLIP ``entry_counts_*.json`` (a mapping entry -> count)."""
     md = load_metadata(metadata)
     n = len(md)
-    if path.endswith(".json"):
+    if not os.path.exists(path):
+        raise InputError(f"--counts {path} does not exist; give the entry_counts.parquet of a "
+                         "count or curate run (or a MetaCLIP entry_counts_*.json)")
+    if os.path.isdir(path):
+        raise InputError(f"--counts {path} is a directory; give an entry_counts.parquet file "
+                         "(a directory of <lang>.parquet files goes with --worldwide)")
+    if path.lower().endswith(".json"):
         try:
             with open(path, encoding="utf-8") as f:
                 mapping = json.load(f)
@@ -58,6 +75,14 @@ def read_counts(path: str, metadata) -> np.ndarray:
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise InputError(f"{path}: cannot read entry counts ({exc}); expected an "
                          "entry_counts.parquet with entry_id and count columns") from None
+    meta = t.schema.metadata or {}
+    sha = meta.get(SHA_KEY, b"").decode()
+    if sha and sha != md.sha256:
+        src = meta.get(SOURCE_KEY, b"?").decode()
+        raise InputError(f"{path}: these counts were made with the metadata list {src} "
+                         f"(sha256 {sha[:12]}), not with {md.source} (sha256 "
+                         f"{md.sha256[:12]}); use the counts made with this list, or this "
+                         "list with those counts")
     ids = t.column("entry_id").to_numpy()
     if ids.size and (ids.min() < 0 or ids.max() >= n):
         raise InputError(f"{path}: entry ids run to {ids.max()}, but the metadata has {n} "
@@ -72,6 +97,9 @@ def read_counts_all(path: str, mds: dict) -> dict:
     (or <lang>.json) files for a worldwide run (a language without one counts 0)."""
     if ALL in mds:
         return {ALL: read_counts(path, mds[ALL])}
+    if not os.path.exists(path):
+        raise InputError(f"--counts {path} does not exist; give the entry_counts/ directory of "
+                         "a worldwide count or curate run")
     if not os.path.isdir(path):
         raise InputError(f"--counts {path}: a worldwide run takes a directory of "
                          "<lang>.parquet count files (an entry_counts/ directory)")
@@ -106,10 +134,10 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
 
 
 def _write_counts_file(path: str, md, counts) -> None:
-    atomic_write_parquet(path, pa.table({
+    atomic_write_parquet(path, _stamped(pa.table({
         "entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
         "entry": pa.array(list(md.entries), pa.string()),
-        "count": pa.array(counts, pa.uint64())}))
+        "count": pa.array(counts, pa.uint64())}), md))
 
 
 def pool_counts(layout: OutputLayout, mds: dict, plan) -> dict:

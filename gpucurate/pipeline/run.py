@@ -16,7 +16,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import time
 
 import numpy as np
@@ -26,12 +25,13 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..config import CurateConfig
 from ..errors import ConfigError
-from ..io import Shard, atomic_write_bytes, atomic_write_json, resolve_inputs
+from ..io import Shard, atomic_write_bytes, atomic_write_json, count_rows, resolve_inputs
 from ..keys import probabilities
 from ..log import logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
 from .groups import choose_groups
 from .layout import ALL, OutputLayout
+from .outdir import OutLock, prepare_out, resolve_out, shard_identity, sweep_tmp
 from .pass1 import pass1_shard
 from .pass2 import pass2_shard
 from .trules import language_t
@@ -52,41 +52,6 @@ def versions() -> dict:
     return v
 
 
-def prepare_out(cfg: CurateConfig, layout: OutputLayout, fingerprint: str, stage: str) -> None:
-    os.makedirs(layout.root, exist_ok=True)
-    path = layout.config
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        done = [p for d in layout.marker_dirs() for p in glob.glob(os.path.join(d, "*.json"))]
-        if old.get("config_fingerprint") != fingerprint and (done or os.path.exists(
-                layout.summary)):
-            if not cfg.overwrite:
-                raise ConfigError(f"{layout.root} holds a run with another configuration "
-                                  f"(fingerprint {old.get('config_fingerprint', '?')[:12]} != "
-                                  f"{fingerprint[:12]}); pass --overwrite to replace it, or "
-                                  "choose another --out")
-            for p in layout.outputs():
-                if os.path.isdir(p):
-                    shutil.rmtree(p)
-                elif os.path.exists(p):
-                    os.remove(p)
-    sweep_tmp(layout)  # leftovers of an interrupted run
-    for d in layout.marker_dirs():
-        os.makedirs(d, exist_ok=True)
-    atomic_write_json(path, {"config_fingerprint": fingerprint, "stage": stage,
-                             "config": cfg.as_dict()})
-
-
-def sweep_tmp(layout: OutputLayout) -> None:
-    """Remove temporary files that interrupted writers left under DIR."""
-    for tmp in glob.glob(os.path.join(glob.escape(layout.root), "**", "*.tmp-*"), recursive=True):
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-
-
 def plan_shards(cfg: CurateConfig, shards: list[Shard]) -> list[tuple[Shard, int | None]]:
     """Shards with their row budget under --limit (shards past it are dropped)."""
     if cfg.limit is None:
@@ -95,35 +60,10 @@ def plan_shards(cfg: CurateConfig, shards: list[Shard]) -> list[tuple[Shard, int
     for s in shards:
         if left <= 0:
             break
-        n = _count_rows(s)
+        n = count_rows(s)
         plan.append((s, min(n, left)))
         left -= n
     return plan
-
-
-def _count_rows(shard: Shard) -> int:
-    from ..io import _open_text
-
-    if shard.fmt == "parquet":
-        return pq.ParquetFile(shard.path).metadata.num_rows
-    if shard.fmt == "jsonl":
-        with _open_text(shard.path) as f:
-            return sum(1 for _ in f)
-    return sum(1 for _ in _tar_keys(shard))
-
-
-def _tar_keys(shard: Shard):
-    import tarfile
-
-    last = None
-    with tarfile.open(shard.path, "r|*") as tf:
-        for m in tf:
-            if not m.isfile() or "." not in os.path.basename(m.name):
-                continue
-            key = os.path.join(os.path.dirname(m.name), os.path.basename(m.name).split(".", 1)[0])
-            if key != last:
-                last = key
-                yield key
 
 
 def make_executor(cfg: CurateConfig):
@@ -144,20 +84,32 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
         raise ConfigError("--group-column needs the whole pool's pass 1 to choose one caption "
                           "per group: run curate (or count and balance without it)")
     mds, md_sha = metadata_of(cfg)
-    shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None)
+    layout = OutputLayout(resolve_out(cfg.out))
+    shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None,
+                            exclude=layout.root)
     counts_sha = None
     if stage == "balance":
         import hashlib
 
+        if not os.path.exists(cfg.counts_file):
+            raise ConfigError(f"--counts {cfg.counts_file} does not exist; give the "
+                              "entry_counts.parquet (worldwide: the entry_counts/ directory) "
+                              "of a count or curate run")
         h = hashlib.sha256()
         for f in ([cfg.counts_file] if os.path.isfile(cfg.counts_file) else
-                  sorted(glob.glob(os.path.join(cfg.counts_file, "*")))):
+                  sorted(glob.glob(os.path.join(glob.escape(cfg.counts_file), "*")))):
             with open(f, "rb") as fh:
                 h.update(fh.read())
         counts_sha = h.hexdigest()
-    fp = cfg.fingerprint(md_sha, [s.path for s in shards], stage, counts_sha)
-    layout = OutputLayout(cfg.out)
-    prepare_out(cfg, layout, fp, stage)
+    doc = cfg.fingerprint_doc(md_sha, [shard_identity(s, cfg.verify_inputs) for s in shards],
+                              stage, counts_sha)
+    with OutLock(layout):
+        return _run_locked(cfg, stage, layout, mds, doc, shards)
+
+
+def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, doc: dict,
+                shards: list) -> dict:
+    fp = prepare_out(cfg, layout, doc, stage)
     plan = plan_shards(cfg, shards)
     ex = make_executor(cfg)
     setup = WorkerSetup(cfg)
@@ -204,7 +156,7 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
         except ImportError:
             write_report = None
         if write_report is not None:
-            write_report(cfg.out)
+            write_report(layout.root)
     return summary
 
 

@@ -1,0 +1,107 @@
+"""What every reader shares: the text column's checks and its normal form,
+and slicing tables to at most ``batch_bytes`` of caption text."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import InputError
+
+
+def _text_bytes(col) -> int:
+    if len(col) == 0:
+        return 0
+    return int(pc.sum(pc.binary_length(col)).as_py() or 0)
+
+
+def split(table: pa.Table, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
+    """Slices of ``table`` with at most ``batch_bytes`` of caption text each
+    (a single larger caption makes a slice of its own)."""
+    col = table.column(text_column)
+    if _text_bytes(col) <= batch_bytes:
+        if table.num_rows:
+            yield table
+        return
+    lens = pc.binary_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    ends = np.cumsum(lens)
+    start, base = 0, 0
+    n = len(lens)
+    while start < n:
+        # the last row that keeps the slice within batch_bytes (at least one row)
+        stop = int(np.searchsorted(ends, base + batch_bytes, side="right"))
+        stop = max(stop, start + 1)
+        yield table.slice(start, stop - start)
+        base = int(ends[stop - 1])
+        start = stop
+
+
+def is_text_type(t) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or pa.types.is_null(t) or (pa.types.is_dictionary(t) and is_text_type(t.value_type)
+                                       and not pa.types.is_null(t.value_type)))
+
+
+def check_text_column(schema: pa.Schema, where: str, text_column: str) -> None:
+    names = schema.names
+    if names.count(text_column) > 1:
+        raise InputError(f"{where}: has {names.count(text_column)} columns named "
+                         f"{text_column!r}; rename the duplicates so the caption column is one")
+    if text_column not in names:
+        raise InputError(f"{where}: no column {text_column!r} (columns: "
+                         f"{', '.join(names)}); choose one with --text-column")
+    t = schema.field(text_column).type
+    if not is_text_type(t):
+        raise InputError(f"{where}: column {text_column!r} is {t}, not a string column; "
+                         "choose the caption column with --text-column")
+
+
+def normal_text(table: pa.Table, text_column: str) -> pa.Table:
+    """The table with its text column as plain ``string``/``large_string``
+    (dictionary-encoded, ``string_view`` and all-null columns decoded)."""
+    i = table.column_names.index(text_column)
+    t = table.schema.field(i).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return table
+    return table.set_column(i, text_column, table.column(i).cast(pa.large_string()))
+
+
+def first_bad_utf8(arr: pa.Array) -> int:
+    """Row of the first non-UTF-8 value of a string array, or -1 (pyarrow
+    trusts a file's string columns; this checks their bytes)."""
+    from ..columns import buffers
+
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary.take(arr.indices) if len(arr) else arr.dictionary[:0]
+    if pa.types.is_string_view(arr.type):
+        arr = arr.cast(pa.large_binary()).cast(pa.large_string(), safe=False)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return -1
+    from ..kernels.cpu import first_invalid_utf8
+
+    tb = buffers(arr, validate=False)
+    return int(first_invalid_utf8(tb.data, tb.offsets, tb.valid))
+
+
+def check_other_strings(table: pa.Table, text_column: str, where: str, first_row: int) -> None:
+    """Every string column other than the caption holds UTF-8 (they are
+    copied into the curated parquet, which must stay valid)."""
+    for name, col in zip(table.column_names, table.columns):
+        if name == text_column:
+            continue
+        t = col.type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+                or (pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or
+                                                   pa.types.is_large_string(t.value_type)))):
+            continue
+        row = 0
+        for chunk in col.chunks:
+            bad = first_bad_utf8(chunk)
+            if bad >= 0:
+                raise InputError(f"{where}: column {name!r}, row {first_row + row + bad} is not "
+                                 "valid UTF-8; re-encode the column as UTF-8 (or store it as "
+                                 "binary) and re-export the file")
+            row += len(chunk)

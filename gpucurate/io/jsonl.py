@@ -1,0 +1,213 @@
+"""JSON-lines shards (plain, gzip, zstd): one object per line, one type per
+field across the whole shard; a blank or broken line is an error."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from typing import Iterator
+
+import pyarrow as pa
+
+from ..errors import InputError
+from .common import normal_text, split
+from .shards import Shard
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _ZstdStream(io.RawIOBase):
+    """A zstd file as a raw stream that raises EOFError when the last frame
+    is cut short (zstandard's stream_reader ends silently there)."""
+
+    def __init__(self, path: str):
+        import zstandard
+
+        self._zstd = zstandard
+        self._f = open(path, "rb")
+        self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._buf = b""
+        self._fed = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self._buf:
+            chunk = self._f.read(1 << 20)
+            if not chunk:
+                if self._fed and not self._d.eof:
+                    raise EOFError("zstd stream ended before the end of its frame")
+                return 0
+            self._fed = True
+            while chunk:
+                self._buf += self._d.decompress(chunk)
+                chunk = b""
+                if self._d.eof:
+                    chunk = self._d.unused_data
+                    self._d = self._zstd.ZstdDecompressor().decompressobj()
+                    self._fed = bool(chunk)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+def open_lines(shard: Shard):
+    """A binary stream of the shard's decompressed bytes. Compression is
+    read from the magic bytes; a file named .gz or .zst must carry them (a
+    zero-byte compressed file is a truncated one)."""
+    path = shard.path
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    if head == ZSTD_MAGIC:
+        return io.BufferedReader(_ZstdStream(path))
+    if shard.compression:
+        what = "is empty" if not head else f"does not start with {shard.compression}'s magic bytes"
+        raise InputError(f"{path}: named .{shard.compression} but {what}; the file is truncated "
+                         "or not compressed: re-create it")
+    return open(path, "rb")
+
+
+def count_lines(shard: Shard) -> int:
+    with open_lines(shard) as f:
+        return sum(1 for _ in f)
+
+
+def _where(shard: Shard, line_no: int) -> str:
+    return f"{shard.path}: line {line_no} (row {line_no - 1})"
+
+
+def _type_name(v) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def read_jsonl(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
+    rows: list[dict] = []
+    acc = 0
+    line_no = 0
+    kinds: dict[str, tuple[str, int]] = {}  # field -> (JSON type, first line holding it)
+    schema = None
+    try:
+        with open_lines(shard) as fh:
+            for line_no, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{_where(shard, line_no)} is not valid UTF-8 (byte "
+                                     f"{exc.start} of the line: {raw[exc.start:exc.start + 4]!r}); "
+                                     "re-encode the file as UTF-8") from None
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise InputError(f"{_where(shard, line_no)} is not a JSON object "
+                                     f"({getattr(exc, 'msg', exc)}); fix or remove the line") from None
+                if not isinstance(obj, dict):
+                    raise InputError(f"{_where(shard, line_no)} is a JSON {type(obj).__name__}, "
+                                     "not an object")
+                v = obj.get(text_column)
+                if text_column not in obj or not (v is None or isinstance(v, str)):
+                    what = "has no field" if text_column not in obj else "has a non-string"
+                    raise InputError(f"{_where(shard, line_no)} {what} {text_column!r}; choose "
+                                     "the caption field with --text-column")
+                for k, x in obj.items():
+                    kind = _type_name(x)
+                    if kind == "bool":
+                        kind = "bool"
+                    if kind != "null":
+                        seen = kinds.get(k)
+                        if seen is None:
+                            kinds[k] = (kind, line_no)
+                        elif seen[0] != kind and {seen[0], kind} != {"int", "float"}:
+                            raise InputError(
+                                f"{_where(shard, line_no)}: field {k!r} is a JSON {kind}, but a "
+                                f"{seen[0]} on line {seen[1]}; make each field one type in the "
+                                "whole file")
+                    if isinstance(x, str):
+                        _check_str(x, shard, line_no, k)
+                rows.append(obj)
+                acc += len(v) if v else 0
+                if acc >= batch_bytes // 4 or len(rows) >= 65536:
+                    table, schema = _rows_table(rows, shard, text_column, line_no - len(rows),
+                                                schema)
+                    yield from split(table, text_column, batch_bytes)
+                    rows, acc = [], 0
+    except InputError:
+        raise
+    except (EOFError, OSError) as exc:
+        raise InputError(f"{shard.path}: cannot read past line {line_no} ({exc}); the file is "
+                         "truncated or corrupt: re-create it") from None
+    except Exception as exc:  # noqa: BLE001 - zstandard's own error type for broken frames
+        raise InputError(f"{shard.path}: cannot read past line {line_no} ({exc}); the file is "
+                         "truncated or corrupt: re-create it") from None
+    if rows:
+        table, schema = _rows_table(rows, shard, text_column, line_no - len(rows), schema)
+        yield from split(table, text_column, batch_bytes)
+
+
+def _check_str(x: str, shard: Shard, line_no: int, field: str) -> None:
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{_where(shard, line_no)}: field {field!r} holds a lone surrogate "
+                         f"({x[exc.start:exc.end]!r} at character {exc.start}), which is not "
+                         "Unicode text; fix the \\u escape in the file") from None
+
+
+def _rows_table(rows, shard, text_column, first_row, schema):
+    """The rows as a table of the shard's schema (the first batch's, with
+    types that were all null so far taken from later rows)."""
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{shard.path}: rows {first_row}..{first_row + len(rows) - 1} cannot "
+                         f"be read as a table ({exc}); make each field one type") from None
+    table = normal_text(table, text_column)
+    if schema is not None:
+        table = _conform(table, schema, shard, first_row)
+    return table, _merge(schema, table.schema)
+
+
+def _merge(schema, new):
+    if schema is None:
+        return new
+    fields = []
+    names = set()
+    for f in schema:
+        names.add(f.name)
+        g = new.field(f.name) if f.name in new.names else None
+        fields.append(g if g is not None and pa.types.is_null(f.type) else f)
+    fields += [f for f in new if f.name not in names]
+    return pa.schema(fields)
+
+
+def _conform(table, schema, shard, first_row):
+    """Cast a later batch to the columns and types of the earlier ones."""
+    cols, names = [], []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if col.type != f.type and not pa.types.is_null(f.type):
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowException, ValueError) as exc:
+                    raise InputError(f"{shard.path}: field {f.name!r} in rows from {first_row} "
+                                     f"is {col.type}, but {f.type} before ({exc}); make each "
+                                     "field one type in the whole file") from None
+        else:
+            col = pa.nulls(table.num_rows, f.type)
+        cols.append(col)
+        names.append(f.name)
+    for name in table.column_names:
+        if name not in schema.names:
+            cols.append(table.column(name))
+            names.append(name)
+    return pa.table(cols, names=names)

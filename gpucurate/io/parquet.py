@@ -1,0 +1,56 @@
+"""Parquet shards: row groups read in runs of at most ``batch_bytes`` of text,
+page checksums verified where the file has them."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from .common import check_other_strings, check_text_column, normal_text, split
+from .shards import Shard
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read parquet ({exc}); the file is truncated or "
+                         "not parquet: re-export it") from None
+
+
+def read_parquet(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
+    f = open_parquet(shard.path)
+    schema = f.schema_arrow
+    check_text_column(schema, shard.path, text_column)
+    dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dup:
+        raise InputError(f"{shard.path}: has several columns named {dup[0]!r}; rename them so "
+                         "every column name is unique")
+    md = f.metadata
+    text_idx = schema.get_field_index(text_column)
+    total = 0
+    for rg in range(md.num_row_groups):
+        try:
+            total += md.row_group(rg).column(text_idx).total_uncompressed_size
+        except (IndexError, pa.ArrowException):
+            total = 0
+            break
+    avg = max(1, total // max(1, md.num_rows))
+    rows = int(min(max(1024, batch_bytes // avg), 1 << 22))
+    first = 0
+    try:
+        for rb in f.iter_batches(batch_size=rows):
+            table = normal_text(pa.Table.from_batches([rb]), text_column)
+            check_other_strings(table, text_column, shard.path, first)
+            first += table.num_rows
+            yield from split(table, text_column, batch_bytes)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{shard.path}: cannot read parquet near row {first} ({exc}); the file "
+                         "is truncated or corrupt: re-export it") from None
+
+
+def count_parquet(path: str) -> int:
+    return open_parquet(path).metadata.num_rows

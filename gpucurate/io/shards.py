@@ -1,0 +1,129 @@
+"""Which files are shards: inputs given as files, directories and globs."""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".jsonl.zst": "jsonl",
+           ".tar": "tar"}
+KINDS = ".parquet, .jsonl[.gz|.zst] or .tar"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    path: str    # resolved absolute path
+    name: str    # path relative to the input argument it came from
+    fmt: str     # parquet | jsonl | tar
+    compression: str | None = None  # jsonl: gz | zst (from the name it was given by)
+
+
+def shard_format(path: str) -> str | None:
+    """The format of a shard by its name (case-insensitive), or None."""
+    low = path.lower()
+    for ext in sorted(FORMATS, key=len, reverse=True):
+        if low.endswith(ext):
+            return FORMATS[ext]
+    return None
+
+
+def compression_of(path: str) -> str | None:
+    low = path.lower()
+    return "gz" if low.endswith(".gz") else "zst" if low.endswith(".zst") else None
+
+
+def _glob_prefix(pattern: str) -> str:
+    parts = pattern.split(os.sep)
+    fixed = []
+    for p in parts:
+        if glob.has_magic(p):
+            break
+        fixed.append(p)
+    return os.sep.join(fixed) or "."
+
+
+def _regular(path: str) -> str:
+    """The resolved path of a regular file (symlinks followed), else an error."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        why = "a symlink loop" if exc.errno == 40 else exc.strerror
+        raise InputError(f"input {path}: cannot be opened ({why}); give regular files") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise InputError(f"input {path} is {kind}, not a regular file; only regular files are "
+                         f"shards: move it out of the input, or give the files one by one")
+    return os.path.realpath(path)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def resolve_inputs(inputs, need_unique_names: bool = True,
+                   exclude: str | None = None) -> list[Shard]:
+    """Shards of files, directories and globs, in sorted order of resolved path.
+
+    A shard's name is its path relative to the input argument it came from: a
+    file argument gives its base name, a directory the path below it, a glob the
+    path below the glob's fixed prefix. A shard's format comes from the name it
+    is given by (a symlink's own name), case-insensitive; what it resolves to
+    must be a regular file. Files under ``exclude`` (the run's output
+    directory) are never inputs.
+    """
+    skip = os.path.realpath(exclude) if exclude else None
+    found: dict[str, tuple[str, str]] = {}
+    for arg in inputs:
+        arg = os.fspath(arg)
+        if glob.has_magic(arg):
+            base = _glob_prefix(arg)
+            hits = [p for p in glob.glob(arg, recursive=True) if not os.path.isdir(p)]
+            pairs = [(p, os.path.relpath(p, base)) for p in hits]
+        elif os.path.isdir(arg):
+            pairs = []
+            for root, dirs, files in os.walk(arg):
+                dirs.sort()
+                if skip and _under(os.path.realpath(root), skip):
+                    dirs[:] = []
+                    continue
+                for f in files:
+                    p = os.path.join(root, f)
+                    pairs.append((p, os.path.relpath(p, arg)))
+        elif os.path.lexists(arg):
+            pairs = [(arg, os.path.basename(arg))]
+        else:
+            raise InputError(f"input {arg} does not exist; give files, directories or globs "
+                             f"of {KINDS} shards")
+        kept = [(p, n) for p, n in pairs if shard_format(p)]
+        if not kept:
+            if not os.path.isdir(arg) and not glob.has_magic(arg):
+                raise InputError(f"input {arg}: unknown format; supported: .parquet, .jsonl, "
+                                 ".jsonl.gz, .jsonl.zst, .tar")
+            raise InputError(f"input {arg} holds no {KINDS} shard")
+        n_kept = 0
+        for p, n in kept:
+            real = _regular(p)
+            if skip and _under(real, skip):
+                continue  # the run's own outputs are never inputs
+            found.setdefault(real, (n, p))
+            n_kept += 1
+        if not n_kept:
+            raise InputError(f"input {arg} holds no shard outside the output directory {exclude}")
+    paths = sorted(found)
+    names: dict[str, str] = {}
+    for p in paths:
+        n = found[p][0]
+        if need_unique_names and n in names:
+            raise InputError(f"two shards have the same name {n!r} ({names[n]} and {p}); the "
+                             "default sample key hashes the shard name, so pass --key-column "
+                             "with a unique id column (or give the files distinct names)")
+        names[n] = p
+    return [Shard(i, p, found[p][0], shard_format(found[p][1]), compression_of(found[p][1]))
+            for i, p in enumerate(paths)]

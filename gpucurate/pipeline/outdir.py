@@ -1,0 +1,174 @@
+"""The output directory's life: taken by one run at a time (a lock), checked
+against the run it holds (the fingerprint, and what differs), cleared of
+exactly the run's outputs on ``--overwrite``, and swept of temporary files
+that interrupted writers left. Nothing outside DIR is ever touched: symlinks
+under DIR are removed as links, never followed."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+
+from ..config import CurateConfig
+from ..errors import ConfigError
+from ..io import Shard, atomic_write_json
+from ..io.atomic import TMP
+from ..log import logger
+from .layout import OutputLayout
+
+_TMP_NAME = re.compile(re.escape(TMP) + r"\d+$")
+
+
+def resolve_out(out: str) -> str:
+    """The output directory as a real path; a symlink is resolved once, and said."""
+    real = os.path.realpath(out)
+    if os.path.islink(out.rstrip(os.sep) or out):
+        logger.info("--out %s is a symlink: writing to %s", out, real)
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise ConfigError(f"--out {out} exists and is not a directory; give a directory "
+                          "(it is created when missing)")
+    try:
+        os.makedirs(real, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create the directory ({exc.strerror}); give a "
+                          "writable place") from None
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: the directory is not writable; give a writable place")
+    return real
+
+
+class OutLock:
+    """An exclusive lock on DIR for a run's whole life (``DIR/.lock``, holding
+    the holder's pid and host). Released when the process ends, however."""
+
+    def __init__(self, layout: OutputLayout):
+        self.path = layout.lock
+        self.fd = None
+
+    def __enter__(self):
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot take the lock {self.path} ({exc.strerror}); is it a "
+                              "symlink? remove it, or choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "another run"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise ConfigError(f"{os.path.dirname(self.path)} is in use by {holder} (lock "
+                                  f"{self.path}); wait for that run to end, or choose another "
+                                  "--out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"the run of pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            finally:
+                os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+def sweep_tmp(layout: OutputLayout) -> None:
+    """Remove the temporary files (``*.tmp-<pid>``) that interrupted writers
+    left under DIR: regular files only, symlinked directories not entered."""
+    for root, dirs, files in os.walk(layout.root, followlinks=False):
+        for f in files:
+            if _TMP_NAME.search(f):
+                p = os.path.join(root, f)
+                try:
+                    if stat.S_ISREG(os.lstat(p).st_mode):
+                        os.remove(p)
+                except FileNotFoundError:
+                    pass
+
+
+def _remove(path: str) -> None:
+    """Remove one output: a symlink or a file as itself, a directory's tree
+    (``rmtree`` removes the links it holds without following them)."""
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def shard_identity(shard: Shard, verify: bool) -> dict:
+    """What the fingerprint knows of an input shard: its path, size and
+    modification time, and its content's SHA-256 with ``--verify-inputs``."""
+    st = os.stat(shard.path)
+    d = {"path": shard.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if verify:
+        h = hashlib.sha256()
+        with open(shard.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        d["sha256"] = h.hexdigest()
+    return d
+
+
+def describe_change(old: dict, new: dict) -> str:
+    """What differs between the fingerprints of two runs, in words."""
+    said = []
+    for k in sorted(set(old) | set(new)):
+        if k == "inputs":
+            continue
+        if old.get(k) != new.get(k):
+            said.append(f"{k} {old.get(k)!r} -> {new.get(k)!r}")
+    a = {d["path"]: d for d in old.get("inputs", []) if isinstance(d, dict)}
+    b = {d["path"]: d for d in new.get("inputs", []) if isinstance(d, dict)}
+    for p in sorted(set(b) - set(a))[:3]:
+        said.append(f"input {p} is new")
+    for p in sorted(set(a) - set(b))[:3]:
+        said.append(f"input {p} is gone")
+    for p in sorted(set(a) & set(b)):
+        if a[p] != b[p]:
+            what = [k for k in ("size", "mtime_ns", "sha256") if a[p].get(k) != b[p].get(k)]
+            said.append(f"input {p} changed since that run ({', '.join(what)})")
+            if len(said) > 8:
+                break
+    return "; ".join(said) or "the configuration differs"
+
+
+def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) -> str:
+    """Check DIR against the run it holds, clear it on --overwrite, sweep it,
+    and write this run's config.json; return the fingerprint. Call with the
+    lock held."""
+    fingerprint = CurateConfig.fingerprint_of(doc)
+    path = layout.config
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = {}
+        done = any(os.path.isdir(d) and any(f.endswith(".json") for f in os.listdir(d))
+                   for d in layout.marker_dirs())
+        if old.get("config_fingerprint") != fingerprint and (done or os.path.exists(
+                layout.summary)):
+            if not cfg.overwrite:
+                change = describe_change(old.get("fingerprint_doc") or {}, doc) \
+                    if old.get("fingerprint_doc") else "the configuration differs"
+                raise ConfigError(f"{layout.root} holds another run: {change}. Pass "
+                                  "--overwrite to replace it, or choose another --out")
+            for p in layout.outputs():
+                _remove(p)
+    sweep_tmp(layout)
+    for d in layout.marker_dirs():
+        os.makedirs(d, exist_ok=True)
+    atomic_write_json(path, {"config_fingerprint": fingerprint, "stage": stage,
+                             "fingerprint_doc": doc, "config": cfg.as_dict()})
+    return fingerprint

@@ -1,0 +1,305 @@
+"""Bad input, odd files and concurrent runs: a clean error naming the file (and
+row or column) and the fix, or a correct result; nothing outside OUT touched."""
+
+import fcntl
+import gzip
+import json
+import os
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpucurate.cli import main
+from gpucurate.errors import ConfigError, InputError
+from gpucurate.pipeline import curate, run
+from gpucurate.config import CurateConfig
+
+
+@pytest.fixture()
+def meta(tmp_path):
+    p = tmp_path / "meta.json"
+    p.write_text(json.dumps(["dog", "cat", "hot dog", "a"]))
+    return str(p)
+
+
+def _cur(meta, inputs, out, **kw):
+    kw.setdefault("t", 1000)
+    kw.setdefault("device", "cpu")
+    kw.setdefault("report", False)
+    return curate(meta, inputs if isinstance(inputs, list) else [str(inputs)], str(out), **kw)
+
+
+def _err(meta, inputs, out, **kw):
+    with pytest.raises((InputError, ConfigError)) as e:
+        _cur(meta, inputs, out, **kw)
+    return str(e.value)
+
+
+def _rows(out):
+    return pq.read_table(os.path.join(out, "curated")).to_pylist()
+
+
+def test_jsonl_field_changing_type_after_a_batch(meta, tmp_path):
+    p = tmp_path / "a.jsonl"
+    with open(p, "w") as f:
+        for i in range(70000):
+            f.write(json.dumps({"text": "a dog", "x": i if i < 65536 else str(i)}) + "\n")
+    msg = _err(meta, p, tmp_path / "o")
+    assert str(p) in msg and "'x'" in msg and "line 65537" in msg
+
+
+def test_parquet_with_two_text_columns(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["a dog"]), pa.array(["x"])],
+                                        names=["text", "text"]), p)
+    msg = _err(meta, p, tmp_path / "o")
+    assert str(p) in msg and "2 columns named 'text'" in msg
+
+
+def test_out_that_is_a_file_or_cannot_be_made(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"]}), p)
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "exists and is not a directory" in _err(meta, p, f)
+    assert "cannot create" in _err(meta, p, "/proc/x")
+    assert main(["curate", "--metadata", meta, "--input", str(p), "--out", str(f), "--t", "5",
+                 "--device", "cpu", "--quiet"]) == 2
+
+
+def test_symlinked_shards_take_the_links_name(meta, tmp_path):
+    src = tmp_path / "data.bin"
+    pq.write_table(pa.table({"text": ["a dog", "cat"]}), src)
+    d = tmp_path / "in"
+    d.mkdir()
+    os.symlink(src, d / "x.parquet")
+    s = _cur(meta, d, tmp_path / "o")
+    assert s["pool"] == 2 and s["curated"] == 2
+    d2 = tmp_path / "in2"
+    d2.mkdir()
+    os.symlink("/dev/zero", d2 / "z.jsonl")
+    msg = _err(meta, d2, tmp_path / "o2")
+    assert "z.jsonl" in msg and "not a regular file" in msg
+    os.symlink(d2 / "loop.parquet", d2 / "loop.parquet")
+    os.unlink(d2 / "z.jsonl")
+    assert "symlink loop" in _err(meta, d2, tmp_path / "o3")
+
+
+def test_fifo_in_an_input_directory_is_an_error_not_a_hang(meta, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"text": ["a dog"]}), d / "a.parquet")
+    os.mkfifo(d / "x.jsonl")
+    done = []
+    th = threading.Thread(target=lambda: done.append(_err(meta, d, tmp_path / "o")), daemon=True)
+    th.start()
+    th.join(60)
+    assert done and "a FIFO" in done[0] and "x.jsonl" in done[0]
+
+
+def test_overwrite_removes_symlinks_never_their_targets(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog", "a cat"]}), p)
+    out = tmp_path / "o"
+    _cur(meta, p, out, t=5)
+    keep = tmp_path / "elsewhere"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    os.rename(out / "curated", tmp_path / "old-curated")
+    os.symlink(keep, out / "curated")
+    _cur(meta, p, out, t=1, overwrite=True)
+    assert (keep / "precious.txt").read_text() == "x"
+    assert not os.path.islink(out / "curated") and len(_rows(str(out))) >= 1
+
+
+def test_sweep_never_follows_symlinks_out_of_out(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"]}), p)
+    out = tmp_path / "o"
+    out.mkdir()
+    other = tmp_path / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "data.tmp-1").write_text("x")
+    (other / "sub" / "backup.tmp-2024").write_text("y")
+    os.symlink(other, out / "mylink")
+    (out / "stale.tmp-99999").write_text("z")
+    _cur(meta, p, out)
+    assert (other / "data.tmp-1").exists() and (other / "sub" / "backup.tmp-2024").exists()
+    assert not (out / "stale.tmp-99999").exists()
+
+
+def test_corrupt_page_with_checksums_is_an_error(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    texts = [f"caption number {i} of a dog" for i in range(2000)]
+    pq.write_table(pa.table({"text": texts}), p, write_page_checksum=True, compression="none")
+    data = bytearray(p.read_bytes())
+    i = data.find(b"caption number 1000")
+    data[i + 3] ^= 0x20
+    p.write_bytes(bytes(data))
+    msg = _err(meta, p, tmp_path / "o")
+    assert str(p) in msg and "corrupt" in msg
+
+
+def test_metadata_extension_is_case_insensitive(tmp_path):
+    m = tmp_path / "m.JSON"
+    m.write_text(json.dumps(["dog", "cat"]))
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog", "a cat", "x"]}), p)
+    s = _cur(str(m), p, tmp_path / "o")
+    assert s["entries"] == 2 and s["matched"] == 2
+
+
+def test_invalid_utf8_in_another_string_column(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    url = pa.array([b"ok", b"bad \xff"], pa.binary()).cast(pa.string(), safe=False)
+    pq.write_table(pa.table({"text": ["a dog", "a cat"], "url": url}), p)
+    msg = _err(meta, p, tmp_path / "o")
+    assert "column 'url', row 1 is not valid UTF-8" in msg and str(p) in msg
+
+
+@pytest.mark.parametrize("ext", ["jsonl.gz", "jsonl.zst"])
+def test_zero_byte_compressed_jsonl_is_truncated(meta, tmp_path, ext):
+    p = tmp_path / f"a.{ext}"
+    p.write_bytes(b"")
+    msg = _err(meta, p, tmp_path / "o")
+    assert str(p) in msg and "truncated" in msg
+
+
+def test_gzip_detected_by_magic_bytes(meta, tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(gzip.compress(b'{"text": "a dog"}\n'))
+    assert _cur(meta, p, tmp_path / "o")["matched"] == 1
+
+
+def test_shard_rewritten_in_place_is_refused_naming_it(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"] * 10}), p)
+    out = tmp_path / "o"
+    _cur(meta, p, out)
+    pq.write_table(pa.table({"text": ["a cat"] * 12}), p)
+    msg = _err(meta, p, out)
+    assert f"input {p} changed since that run" in msg and "--overwrite" in msg
+    assert _cur(meta, p, out, overwrite=True)["matched"] == 12
+
+
+def test_verify_inputs_hashes_content(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"]}), p)
+    out = tmp_path / "o"
+    _cur(meta, p, out, verify_inputs=True)
+    st = os.stat(p)
+    data = bytearray(p.read_bytes())
+    i = data.find(b"a dog")
+    data[i + 2:i + 5] = b"cat"
+    p.write_bytes(bytes(data))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "sha256" in _err(meta, p, out, verify_inputs=True)
+
+
+def test_config_mismatch_says_what_differs(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"]}), p)
+    out = tmp_path / "o"
+    _cur(meta, p, out, t=20000)
+    msg = _err(meta, p, out, t=5)
+    assert "t 20000 -> 5" in msg
+
+
+def test_counts_of_another_metadata_list_are_refused(tmp_path):
+    m1, m2 = tmp_path / "m1.json", tmp_path / "m2.json"
+    m1.write_text(json.dumps(["a", "b"]))
+    m2.write_text(json.dumps(["b", "a"]))
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a", "b a"]}), p)
+    assert main(["count", "--metadata", str(m1), "--input", str(p), "--out",
+                 str(tmp_path / "c"), "--device", "cpu", "--quiet"]) == 0
+    counts = str(tmp_path / "c" / "entry_counts.parquet")
+    cfg = CurateConfig(metadata=str(m2), inputs=(str(p),), out=str(tmp_path / "b"), t=5,
+                       counts_file=counts, device="cpu", report=False)
+    with pytest.raises(InputError, match=r"made with the metadata list .*m1\.json"):
+        run(cfg, "balance")
+    assert main(["merge-counts", counts, "--metadata", str(m2), "--out",
+                 str(tmp_path / "mm.parquet"), "--quiet"]) == 2
+
+
+def test_balance_with_a_missing_counts_file(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"]}), p)
+    cfg = CurateConfig(metadata=meta, inputs=(str(p),), out=str(tmp_path / "b"), t=5,
+                       counts_file=str(tmp_path / "nope.parquet"), device="cpu")
+    with pytest.raises(ConfigError, match="does not exist"):
+        run(cfg, "balance")
+
+
+def test_out_inside_an_input_directory_is_never_read(meta, tmp_path):
+    d = tmp_path / "pool"
+    d.mkdir()
+    pq.write_table(pa.table({"text": ["a dog", "a cat"]}), d / "a.parquet")
+    out = d / "out"
+    s1 = _cur(meta, d, out)
+    s2 = _cur(meta, d, out)
+    assert s1["pool"] == s2["pool"] == 2
+    s3 = _cur(meta, [str(d / "**" / "*.parquet")], out, overwrite=True, t=1)
+    assert s3["pool"] == 2 and os.path.exists(out / "entry_counts.parquet")
+
+
+def test_a_second_run_on_the_same_out_fails_at_once(meta, tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"]}), p)
+    out = tmp_path / "o"
+    out.mkdir()
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"the run of pid 1 on elsewhere\n", 0)
+    (out / "x.parquet.tmp-1").write_text("live")
+    try:
+        msg = _err(meta, p, out)
+        assert "in use by the run of pid 1 on elsewhere" in msg
+        assert (out / "x.parquet.tmp-1").exists()  # a live run's temporary file stays
+    finally:
+        os.close(fd)
+    assert _cur(meta, p, out)["pool"] == 1
+
+
+@pytest.mark.parametrize("kind", ["string_view", "null", "dictionary"])
+def test_valid_text_column_types(meta, tmp_path, kind):
+    p = tmp_path / "a.parquet"
+    base = pa.array(["a dog", None, "hot dog"])
+    col = {"string_view": base.cast(pa.string_view()), "null": pa.nulls(3),
+           "dictionary": base.dictionary_encode()}[kind]
+    pq.write_table(pa.table({"text": col, "id": [1, 2, 3]}), p)
+    s = _cur(meta, p, tmp_path / "o")
+    assert s["pool"] == 3 and s["matched"] == (0 if kind == "null" else 2)
+
+
+def test_jsonl_bad_utf8_names_its_line(meta, tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b"".join(b'{"text": "a dog"}\n' for _ in range(5)) + b'{"text": "a \xff"}\n')
+    msg = _err(meta, p, tmp_path / "o")
+    assert "line 6 (row 5) is not valid UTF-8" in msg
+
+
+def test_jsonl_lone_surrogate(meta, tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"text": "a dog"}\n{"text": "a \\ud800 dog"}\n')
+    msg = _err(meta, p, tmp_path / "o")
+    assert "line 2 (row 1)" in msg and "lone surrogate" in msg
+
+
+def test_trie_cache_tampering_is_detected(tmp_path, monkeypatch):
+    from gpucurate.trie import cache_dir, load_trie
+
+    monkeypatch.setenv("GPUCURATE_CACHE_DIR", str(tmp_path / "cache"))
+    entries = ["dog", "cat", "hot dog"]
+    t1 = load_trie(entries)
+    (path,) = [os.path.join(r, f) for r, _, fs in os.walk(cache_dir()) for f in fs]
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["vtag"] = np.zeros_like(arrays["vtag"])
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    t2 = load_trie(entries)
+    assert np.array_equal(t1.vtag, t2.vtag) and t2.vtag.any()
