@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError
 
-DEFAULT_BATCH_BYTES = 256 << 20
+DEFAULT_BATCH_BYTES = 32 << 20
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -80,6 +80,10 @@ class CurateConfig:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
+        for name in ("metadata", "out", "counts_file", "worldwide"):
+            v = getattr(self, name)
+            if isinstance(v, os.PathLike):
+                object.__setattr__(self, name, os.fspath(v))
         if isinstance(self.inputs, (str, os.PathLike)):
             object.__setattr__(self, "inputs", (os.fspath(self.inputs),))
         else:

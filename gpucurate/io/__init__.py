@@ -29,14 +29,35 @@ def _reader(fmt: str):
         from .jsonl import read_jsonl
         return read_jsonl
     from .tar import read_tar
-    return read_tar
+
+    return lambda shard, text_column, batch_bytes: read_tar(shard.path, shard.path, text_column,
+                                                           batch_bytes)
 
 
-def read_batches(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
-    """Tables of the shard's rows in order (all columns), text checked."""
-    for table in _reader(shard.fmt)(shard, text_column, batch_bytes):
+def read_batches(shard: Shard, text_column: str, batch_bytes: int,
+                 columns: list | None = None) -> Iterator[pa.Table]:
+    """Tables of the shard's rows in order, text checked: every column, or
+    with ``columns`` at least those (parquet reads only those; jsonl and tar
+    rows are parsed whole)."""
+    if columns is not None and shard.fmt == "parquet":
+        from .parquet import read_parquet
+
+        batches = read_parquet(shard, text_column, batch_bytes, columns)
+    else:
+        batches = _reader(shard.fmt)(shard, text_column, batch_bytes)
+    for table in batches:
         check_text_column(table.schema, shard.path, text_column)
         yield table
+
+
+def shard_schema(shard: Shard) -> pa.Schema | None:
+    """The columns of a parquet shard, from its footer (None for jsonl and tar,
+    whose columns are known once read)."""
+    if shard.fmt != "parquet":
+        return None
+    from .parquet import open_parquet
+
+    return open_parquet(shard.path).schema_arrow
 
 
 def count_rows(shard: Shard) -> int:
@@ -47,22 +68,9 @@ def count_rows(shard: Shard) -> int:
     if shard.fmt == "jsonl":
         from .jsonl import count_lines
         return count_lines(shard)
-    return _count_tar(shard)
+    from .tar import count_samples
 
-
-def _count_tar(shard: Shard) -> int:
-    import tarfile
-
-    last, n = None, 0
-    with tarfile.open(shard.path, "r|*") as tf:
-        for m in tf:
-            if not m.isfile() or "." not in os.path.basename(m.name):
-                continue
-            key = os.path.join(os.path.dirname(m.name), os.path.basename(m.name).split(".", 1)[0])
-            if key != last:
-                last = key
-                n += 1
-    return n
+    return count_samples(shard.path)
 
 
 def read_table(path: str, text_column: str = "text") -> pa.Table:

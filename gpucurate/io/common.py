@@ -39,6 +39,15 @@ def split(table: pa.Table, text_column: str, batch_bytes: int) -> Iterator[pa.Ta
         start = stop
 
 
+def rows_to_table(rows: list) -> pa.Table:
+    """A table of dicts with a column for every key of any row (in order of
+    first appearance; ``pa.Table.from_pylist`` would keep the first row's keys
+    only and drop the others' silently)."""
+    if not rows:
+        return pa.table({})
+    return pa.Table.from_struct_array(pa.array(rows))
+
+
 def is_text_type(t) -> bool:
     return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
             or pa.types.is_null(t) or (pa.types.is_dictionary(t) and is_text_type(t.value_type)

@@ -11,7 +11,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from ..errors import InputError
-from .common import normal_text, split
+from .common import normal_text, rows_to_table, split
 from .shards import Shard
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -166,7 +166,7 @@ def _rows_table(rows, shard, text_column, first_row, schema):
     """The rows as a table of the shard's schema (the first batch's, with
     types that were all null so far taken from later rows)."""
     try:
-        table = pa.Table.from_pylist(rows)
+        table = rows_to_table(rows)
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"{shard.path}: rows {first_row}..{first_row + len(rows) - 1} cannot "
                          f"be read as a table ({exc}); make each field one type") from None

@@ -21,7 +21,10 @@ def open_parquet(path: str) -> pq.ParquetFile:
                          "not parquet: re-export it") from None
 
 
-def read_parquet(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
+def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
+                 columns: list | None = None) -> Iterator[pa.Table]:
+    """Batches of the shard (only ``columns`` when given; the others are
+    neither read nor decoded)."""
     f = open_parquet(shard.path)
     schema = f.schema_arrow
     check_text_column(schema, shard.path, text_column)
@@ -41,8 +44,14 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[p
     avg = max(1, total // max(1, md.num_rows))
     rows = int(min(max(1024, batch_bytes // avg), 1 << 22))
     first = 0
+    if columns is not None:
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise InputError(f"{shard.path}: no column {missing[0]!r} (columns: "
+                             f"{', '.join(schema.names)})")
+        columns = [c for c in schema.names if c in set(columns)]
     try:
-        for rb in f.iter_batches(batch_size=rows):
+        for rb in f.iter_batches(batch_size=rows, columns=columns):
             table = normal_text(pa.Table.from_batches([rb]), text_column)
             check_other_strings(table, text_column, shard.path, first)
             first += table.num_rows

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from ..errors import InputError
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".jsonl.zst": "jsonl",
-           ".tar": "tar"}
-KINDS = ".parquet, .jsonl[.gz|.zst] or .tar"
+           ".tar": "tar", ".tar.gz": "tar", ".tgz": "tar"}
+KINDS = ".parquet, .jsonl[.gz|.zst] or .tar[.gz]"
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
         if not kept:
             if not os.path.isdir(arg) and not glob.has_magic(arg):
                 raise InputError(f"input {arg}: unknown format; supported: .parquet, .jsonl, "
-                                 ".jsonl.gz, .jsonl.zst, .tar")
+                                 ".jsonl.gz, .jsonl.zst, .tar, .tar.gz, .tgz")
             raise InputError(f"input {arg} holds no {KINDS} shard")
         n_kept = 0
         for p, n in kept:

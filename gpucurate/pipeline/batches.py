@@ -14,17 +14,36 @@ from ..keys import key_hashes, row_key_hashes
 from .layout import ALL
 
 
-def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None):
-    """(table, first_row) of the shard, stopping after max_rows rows."""
+ADDED = ("entry_ids",)  # columns curation adds (and "lang" when worldwide)
+
+
+def check_added(cfg: CurateConfig, shard: Shard, names) -> None:
+    for col in ADDED + (("lang",) if cfg.worldwide else ()):
+        if col in names and col != cfg.lang_column:
+            raise InputError(f"{shard.path}: already has a column {col!r}, which "
+                             "curation adds; rename or drop it")
+
+
+def pass1_columns(cfg: CurateConfig) -> list:
+    """The columns pass 1 reads: the text, and the key (checked here, before
+    any output is written), group and language columns."""
+    cols = [cfg.text_column]
+    cols += [c for c in (cfg.key_column, cfg.group_column) if c]
+    if cfg.lang_column:
+        cols.append(cfg.lang_column)
+    return list(dict.fromkeys(cols))
+
+
+def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
+                  columns: list | None = None):
+    """(table, first_row) of the shard, stopping after max_rows rows (only
+    ``columns`` of a parquet shard when given)."""
     row = 0
-    for table in read_batches(shard, cfg.text_column, cfg.batch_bytes):
+    for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns):
         if max_rows is not None and row + table.num_rows > max_rows:
             table = table.slice(0, max_rows - row)
         if table.num_rows:
-            for col in ("entry_ids",) + (("lang",) if cfg.worldwide else ()):
-                if col in table.column_names and col != cfg.lang_column:
-                    raise InputError(f"{shard.path}: already has a column {col!r}, which "
-                                     "curation adds; rename or drop it")
+            check_added(cfg, shard, table.column_names)
             yield table, row
         row += table.num_rows
         if max_rows is not None and row >= max_rows:

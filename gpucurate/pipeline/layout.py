@@ -8,6 +8,8 @@
     work/pass1/shard-NNNNN.parquet   its sparse entry counts (lang, entry_id, count)
     work/pass1/shard-NNNNN.lang.npy  worldwide, language ID: each row's language
     work/pass1/shard-NNNNN.groups.parquet  --group-column: (group, choice, row)
+    work/pass1/shard-NNNNN.schema    jsonl and tar: the shard's columns (Arrow IPC schema)
+    work/matches/shard-NNNNN.parquet pass 1's matches for pass 2, removed once it is done
     work/groups/shard-NNNNN.npy      --group-column: the rows chosen for their group
     work/prob.npz                    prob per entry, per language
     matches/shard-NNNNN.parquet      with --save-matches: (entry_id, text_id) uint32
@@ -134,6 +136,16 @@ class OutputLayout:
 
     def pass1_groups(self, i: int) -> str:
         return self.join("work", "pass1", _name(i, "shard", "groups.parquet"))
+
+    def pass1_schema(self, i: int) -> str:
+        return self.join("work", "pass1", _name(i, "shard", "schema"))
+
+    def work_matches(self, i: int) -> str:
+        return self.join("work", "matches", _name(i, "shard", "parquet"))
+
+    @property
+    def work_matches_dir(self) -> str:
+        return self.join("work", "matches")
 
     def groups(self, i: int) -> str:
         return self.join("work", "groups", _name(i, "shard", "npy"))

@@ -10,10 +10,14 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from ..io import Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet
+import pyarrow.parquet as pq
+
+from ..io import Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet, shard_schema
+from ..io.atomic import commit, tmp_path
 from ..log import Progress
-from .batches import (by_language, group_keys, match_groups, row_keys, shard_batches,
-                      text_buffers, text_ids)
+from .batches import (by_language, check_added, group_keys, match_groups, pass1_columns,
+                      row_keys, shard_batches, text_buffers, text_ids)
+from .stream import prefetch
 from .groups import choice_values
 from .layout import ALL, OutputLayout
 
@@ -37,20 +41,75 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     return r
 
 
-def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> dict:
+class MatchSpill:
+    """The shard's inverted index, (entry_id, text_id) uint32 (and lang when
+    worldwide), written batch by batch as one row group each (text ids rise
+    from row group to row group), to a temporary file renamed when whole."""
+
+    def __init__(self, path: str, langs: list | None):
+        self.path, self.langs = path, langs
+        self.tmp = tmp_path(path)
+        fields = [("entry_id", pa.uint32()), ("text_id", pa.uint32())]
+        if langs is not None:
+            fields.append(("lang", pa.dictionary(pa.int16(), pa.string())))
+        self.schema = pa.schema(fields)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+
+    def write(self, e: list, t: list, li: list) -> None:
+        e = np.concatenate(e) if e else np.zeros(0, np.uint32)
+        t = np.concatenate(t) if t else np.zeros(0, np.uint32)
+        cols = [pa.array(e, pa.uint32()), pa.array(t, pa.uint32())]
+        if self.langs is not None:
+            li = np.concatenate(li) if li else np.zeros(0, np.int16)
+            cols.append(pa.DictionaryArray.from_arrays(pa.array(li, pa.int16()),
+                                                       pa.array(self.langs, pa.string())))
+        self.writer.write_table(pa.Table.from_arrays(cols, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+        commit(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+
+def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
+                spill: bool = False) -> dict:
     """Match and count one shard (``w``: this process's
     :class:`~gpucurate.pipeline.worker.Worker`); write its sparse counts and
-    marker. A shard whose marker exists is not read again."""
+    marker. A shard whose marker exists is not read again. Its matches are
+    written batch by batch to ``matches/`` with --save-matches, else, when
+    ``spill`` (pass 2 follows), to ``work/matches/`` for pass 2 to reuse."""
     cfg = w.cfg
     marker = layout.pass1_marker(shard.index)
     if os.path.exists(marker):
         with open(marker) as f:
             return json.load(f)
+    keep = cfg.save_matches or spill
+    inv = MatchSpill(layout.matches(shard.index) if cfg.save_matches else
+                     layout.work_matches(shard.index),
+                     w.langs if w.router is not None else None) if keep else None
+    try:
+        return _pass1(w, cfg, layout, shard, max_rows, inv)
+    except BaseException:
+        if inv is not None:
+            inv.abort()
+        raise
+
+
+def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
     t0 = time.perf_counter()
     counts = w.lang_counts()  # this shard's counts (the files are per shard, so a rerun resumes)
     per = {c: {"captions": 0, "matched": 0} for c in w.langs}
     captions = nulls = matched = 0
-    inv_e, inv_t, inv_l, grp, routed = [], [], [], [], []
+    grp, routed = [], []
+    keep = inv is not None
+    schema = None
     prog = Progress(f"pass 1 {shard.name}")
     on_device = (w.reader == "cudf" and shard.fmt == "parquet" and w.router is None
                  and not cfg.group_column)
@@ -61,24 +120,30 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
         for series, first in parquet_text_batches(shard, cfg.text_column, cfg.batch_bytes,
                                                   max_rows):
             r = count_device_batch(eng, *device_buffers(series, eng.xp), counts[ALL], first,
-                                   shard.path, cfg.save_matches)
+                                   shard.path, keep)
             matched += r["matched"]
             per[ALL]["captions"] += r["captions"]
             per[ALL]["matched"] += r["matched"]
-            if cfg.save_matches:
-                inv_e.append(r["entry_id"])
-                inv_t.append(r["text_id"])
+            if keep:
+                inv.write([r["entry_id"]], [r["text_id"]], [])
             captions += r["captions"]
             nulls += r["nulls"]
             prog.update(r["captions"])
     else:
-        for table, first in shard_batches(cfg, shard, max_rows):
+        file_schema = shard_schema(shard)
+        if file_schema is not None:
+            check_added(cfg, shard, file_schema.names)
+        cols = pass1_columns(cfg) if file_schema is not None else None
+        for table, first in prefetch(shard_batches(cfg, shard, max_rows, cols)):
+            if file_schema is None:  # jsonl, tar: the columns pass 2 will write
+                schema = table.schema if schema is None else _union(schema, table.schema)
             tb, arr = text_buffers(table, cfg, shard, first)
             keys = (row_keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column)
                     else None)
             li, groups = by_language(w, table, arr, shard)
             if li is not None:
                 routed.append(li.astype(np.int16))
+            inv_e, inv_t, inv_l = [], [], []
             for code, rows, h_off, h_ids, off, ids in match_groups(w, groups, tb):
                 w.engines[code].count_into(ids, counts[code])
                 lens = np.diff(h_off)
@@ -86,11 +151,13 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
                 per[code]["captions"] += lens.size
                 per[code]["matched"] += m
                 matched += m
-                if cfg.save_matches:
+                if keep:
                     inv_e.append(h_ids.astype(np.uint32))
                     inv_t.append(text_ids(lens, first, rows))
                     if w.router is not None:
                         inv_l.append(np.full(h_ids.size, w.langs.index(code), np.int16))
+            if keep:
+                inv.write(inv_e, inv_t, inv_l)
             if cfg.group_column:
                 ok = (tb.valid != 0) if li is None else ((li >= 0) & (tb.valid != 0))
                 g = group_keys(cfg, shard, table, first)
@@ -118,19 +185,21 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
         atomic_write_parquet(layout.pass1_groups(shard.index), pa.table(
             {"group": pa.array(g, pa.uint64()), "choice": pa.array(c, pa.uint64()),
              "row": pa.array(r, pa.int64())}))
-    if cfg.save_matches:
-        os.makedirs(layout.matches_dir, exist_ok=True)
-        e = np.concatenate(inv_e) if inv_e else np.zeros(0, np.uint32)
-        t = np.concatenate(inv_t) if inv_t else np.zeros(0, np.uint32)
-        cols = {"entry_id": pa.array(e), "text_id": pa.array(t)}
-        if w.router is not None:  # worldwide: each id is of its caption's language
-            li = np.concatenate(inv_l) if inv_l else np.zeros(0, np.int16)
-            cols["lang"] = pa.DictionaryArray.from_arrays(pa.array(li, pa.int16()),
-                                                          pa.array(w.langs, pa.string()))
-        atomic_write_parquet(layout.matches(shard.index), pa.table(cols))
+    if schema is not None:
+        atomic_write_bytes(layout.pass1_schema(shard.index), schema.serialize().to_pybytes())
+    if keep:
+        inv.close()
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "seconds_pass1": seconds}
     if cfg.worldwide:
         stats["languages"] = per
-    atomic_write_json(marker, stats)
+    atomic_write_json(layout.pass1_marker(shard.index), stats)
     return stats
+
+
+def _union(a: pa.Schema, b: pa.Schema) -> pa.Schema:
+    """The columns of two batches of a jsonl or tar shard, in order of first
+    appearance (a column all null so far takes a later batch's type)."""
+    if a.equals(b):
+        return a
+    return pa.unify_schemas([a, b], promote_options="permissive")

@@ -1,4 +1,10 @@
-"""Pass 2 of one shard: the keep decision per row, then its kept rows written."""
+"""Pass 2 of one shard: the keep decision per row, then its kept rows written
+as they come (one part file per input shard, written whole).
+
+The matches come from pass 1 (its inverted index, read batch by batch beside
+the shard), so pass 2 does not match again; only a ``balance`` run, which has
+no pass 1, matches here.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,61 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import CurateConfig
-from ..io import Shard, atomic_write_json, atomic_write_parquet
+from ..io import Shard, atomic_write_json, shard_schema
+from ..io.atomic import commit, tmp_path
 from ..log import Progress
 from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
 from .layout import ALL, OutputLayout
+from .stream import Behind, prefetch
+
+# Parquet settings of the curated parts: zstd at its fastest level (the parts
+# are read once or twice; writing is what the run waits for).
+PART_OPTIONS = {"compression": "zstd", "compression_level": 1}
 
 
-def read_saved(layout: OutputLayout, shard: Shard, langs: list) -> tuple:
-    """The shard's saved inverted index: (text_id int64, entry_id int32, language
-    index int16 into ``langs``, or None for a MetaCLIP 1 run)."""
-    t = pq.read_table(layout.matches(shard.index))
-    lang = None
-    if "lang" in t.column_names:
-        col = t.column("lang").combine_chunks()
-        where = {c: i for i, c in enumerate(langs)}
-        remap = np.array([where[c] for c in col.dictionary.to_pylist()] or [0], np.int16)
-        lang = remap[col.indices.to_numpy(zero_copy_only=False)]
-    return (t.column("text_id").to_numpy().astype(np.int64),
-            t.column("entry_id").to_numpy().astype(np.int32), lang)
+class SavedMatches:
+    """A shard's saved inverted index, read forward batch by batch: the ids of
+    text ids in [lo, hi) (pass 1 writes one row group per batch, in row order)."""
+
+    def __init__(self, path: str, langs: list):
+        self.f = pq.ParquetFile(path)
+        self.langs = langs
+        self.next_group = 0
+        self.buf = None  # (text_id int64, entry_id int32, lang int16 or None)
+
+    def _read_group(self) -> tuple:
+        t = self.f.read_row_group(self.next_group)
+        self.next_group += 1
+        lang = None
+        if "lang" in t.column_names:
+            col = t.column("lang").combine_chunks()
+            where = {c: i for i, c in enumerate(self.langs)}
+            remap = np.array([where[c] for c in col.dictionary.to_pylist()] or [0], np.int16)
+            lang = remap[col.indices.to_numpy(zero_copy_only=False)]
+        return (t.column("text_id").to_numpy().astype(np.int64),
+                t.column("entry_id").to_numpy().astype(np.int32), lang)
+
+    def _group_min(self, g: int) -> int | None:
+        st = self.f.metadata.row_group(g).column(1).statistics
+        return int(st.min) if st is not None and st.has_min_max else None
+
+    def take(self, lo: int, hi: int) -> tuple:
+        parts = [] if self.buf is None else [self.buf]
+        n = self.f.metadata.num_row_groups
+        while self.next_group < n:
+            m = self._group_min(self.next_group)
+            if m is not None and m >= hi and self.f.metadata.row_group(self.next_group).num_rows:
+                break
+            parts.append(self._read_group())
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int32), None
+        t = np.concatenate([p[0] for p in parts])
+        e = np.concatenate([p[1] for p in parts])
+        lang = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        inside = (t >= lo) & (t < hi)
+        rest = ~inside & (t >= hi)
+        self.buf = (t[rest], e[rest], None if lang is None else lang[rest]) if rest.any() else None
+        return t[inside], e[inside], None if lang is None else lang[inside]
 
 
 def saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None):
@@ -60,6 +103,76 @@ def _probs(w, layout: OutputLayout) -> dict:
     return w.prob
 
 
+def output_schema(cfg: CurateConfig, schema: pa.Schema) -> pa.Schema:
+    """The curated part's columns: the shard's, then entry_ids (and lang)."""
+    fields = list(schema)
+    fields.append(pa.field("entry_ids", pa.list_(pa.int32())))
+    if cfg.worldwide:
+        names = [f.name for f in fields]
+        if "lang" in names:  # the input's own language column: the routed codes
+            fields[names.index("lang")] = pa.field("lang", pa.string())
+        else:
+            fields.append(pa.field("lang", pa.string()))
+    return pa.schema(fields)
+
+
+def _normal(schema: pa.Schema, text_column: str) -> pa.Schema:
+    """A shard schema with its text column as the readers yield it."""
+    i = schema.get_field_index(text_column)
+    if i < 0:
+        return schema
+    t = schema.field(i).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return schema
+    return schema.set(i, pa.field(text_column, pa.large_string()))
+
+
+class PartWriter:
+    """The curated part of one shard, written batch by batch on a thread of
+    its own into a temporary file, renamed when whole. With no schema known in
+    advance (a ``balance`` run over jsonl or tar), the batches are kept and
+    written at the end."""
+
+    def __init__(self, path: str, schema: pa.Schema | None):
+        self.path, self.schema = path, schema
+        self.tmp = tmp_path(path)
+        self.parts: list = []
+        self.writer = None
+        self.behind = None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if schema is not None:
+            self.writer = pq.ParquetWriter(self.tmp, schema, **PART_OPTIONS)
+            self.behind = Behind(self.writer.write_table)
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.parts.append(table)
+            return
+        if not table.schema.equals(self.schema):
+            table = pa.Table.from_arrays(
+                [table.column(f.name).cast(f.type) if f.name in table.column_names else
+                 pa.nulls(table.num_rows, f.type) for f in self.schema], schema=self.schema)
+        self.behind.put(table)
+
+    def close(self, empty: pa.Table) -> None:
+        if self.writer is None:
+            table = pa.concat_tables(self.parts, promote_options="permissive") \
+                if self.parts else empty
+            pq.write_table(table, self.tmp, **PART_OPTIONS)
+        else:
+            self.behind.close()
+            self.writer.close()
+        commit(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.behind is not None:
+            self.behind.abort()
+        if self.writer is not None:
+            self.writer.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
 def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> dict:
     """Balance one shard: write its kept rows and its stats (the marker)."""
     cfg = w.cfg
@@ -67,28 +180,49 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
     if os.path.exists(marker):
         with open(marker) as f:
             return json.load(f)
+    schema = shard_schema(shard)
+    if schema is None and os.path.exists(layout.pass1_schema(shard.index)):
+        with open(layout.pass1_schema(shard.index), "rb") as f:
+            schema = pa.ipc.read_schema(pa.py_buffer(f.read()))
+    out_schema = output_schema(cfg, _normal(schema, cfg.text_column)) if schema is not None \
+        else None
+    writer = PartWriter(layout.curated(shard.index), out_schema)
+    try:
+        stats = _pass2(w, cfg, layout, shard, max_rows, writer)
+    except BaseException:
+        writer.abort()
+        raise
+    atomic_write_json(marker, stats)
+    wm = layout.work_matches(shard.index)
+    if os.path.exists(wm):  # pass 1's matches for this pass: no longer needed
+        os.remove(wm)
+    return stats
+
+
+def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWriter) -> dict:
     probs = _probs(w, layout)
     chosen = None
     if cfg.group_column:
         chosen = np.load(layout.groups(shard.index))
-    use_saved = cfg.save_matches and os.path.exists(layout.matches(shard.index))
-    saved = read_saved(layout, shard, w.langs) if use_saved else None
+    src = next((p for p in (layout.matches(shard.index), layout.work_matches(shard.index))
+                if os.path.exists(p)), None)
+    saved = SavedMatches(src, w.langs) if src is not None else None
     lang_file = layout.pass1_lang(shard.index)
     routed = np.load(lang_file) if os.path.exists(lang_file) else None
     t0 = time.perf_counter()
-    parts = []
     captions = nulls = matched = kept = 0
     per = {c: {"captions": 0, "matched": 0, "kept": 0} for c in w.langs}
     prog = Progress(f"pass 2 {shard.name}")
-    for table, first in shard_batches(cfg, shard, max_rows):
+    for table, first in prefetch(shard_batches(cfg, shard, max_rows)):
         n = table.num_rows
         keys = row_keys(cfg, shard, table, first)
         keep = np.zeros(n, bool)
         off_all = np.zeros(n + 1, np.int64)
         lists_len = np.zeros(n, np.int64)
         id_parts: list = []
-        if use_saved:  # pass 1's matches: no matching again
+        if saved is not None:  # pass 1's matches: no matching again
             valid = table.column(cfg.text_column).is_valid().to_numpy(zero_copy_only=False)
+            batch = saved.take(first, first + n)
             if w.router is None:
                 lang = None
                 groups = [(ALL, None, None)]
@@ -104,7 +238,7 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
             results = []
             for code, rows, li in groups:
                 eng = w.engines[code]
-                h_off, h_ids = saved_csr(saved, first + (np.arange(n) if rows is None else rows),
+                h_off, h_ids = saved_csr(batch, first + (np.arange(n) if rows is None else rows),
                                          li)
                 results.append((code, rows, h_off, h_ids, eng.to_device(h_off),
                                 eng.to_device(h_ids)))
@@ -140,36 +274,10 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
         kept += int(idx.size)
         captions += n
         if idx.size:
-            if len(id_parts) == 1 and id_parts[0][0].size == n:
-                off_all, flat = id_parts[0][1], id_parts[0][2]
-            else:  # scatter each language's lists into row order
-                np.cumsum(lists_len, out=off_all[1:])
-                flat = np.empty(int(off_all[-1]), np.int32)
-                for at, h_off, h_ids in id_parts:
-                    lens = np.diff(h_off)
-                    dest = np.repeat(off_all[at], lens) + (
-                        np.arange(h_ids.size) - np.repeat(h_off[:-1], lens))
-                    flat[dest] = h_ids
-            lists = pa.ListArray.from_arrays(
-                pa.array(off_all.astype(np.int32) if off_all[-1] < 2**31 else off_all),
-                pa.array(flat, pa.int32()))
-            sub = table.take(pa.array(idx)).append_column("entry_ids", lists.take(pa.array(idx)))
-            if lang is not None:
-                names = np.array(w.langs + ["other"], dtype=object)
-                codes = pa.array(names[lang[idx]].tolist(), pa.string())
-                if "lang" in sub.column_names:  # the input's own language column: routed codes
-                    sub = sub.set_column(sub.column_names.index("lang"), "lang", codes)
-                else:
-                    sub = sub.append_column("lang", codes)
-            parts.append(sub)
+            writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n))
         prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
-    os.makedirs(layout.curated_dir, exist_ok=True)
-    if parts:
-        table = pa.concat_tables(parts, promote_options="permissive")
-    else:
-        table = empty_schema(cfg, shard)
-    atomic_write_parquet(layout.curated(shard.index), table)
+    writer.close(empty_schema(cfg, shard))
     p1 = layout.pass1_marker(shard.index)
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "kept": kept,
@@ -179,8 +287,38 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
     if os.path.exists(p1):
         with open(p1) as f:
             stats["seconds_pass1"] = json.load(f)["seconds_pass1"]
-    atomic_write_json(marker, stats)
     return stats
+
+
+def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n) -> pa.Table:
+    """The kept rows of a batch with their entry_ids (and routed lang)."""
+    if len(id_parts) == 1 and id_parts[0][0].size == n:
+        off_all, flat = id_parts[0][1], id_parts[0][2]
+    else:  # scatter each language's lists into row order
+        np.cumsum(lists_len, out=off_all[1:])
+        flat = np.empty(int(off_all[-1]), np.int32)
+        for at, h_off, h_ids in id_parts:
+            lens = np.diff(h_off)
+            dest = np.repeat(off_all[at], lens) + (
+                np.arange(h_ids.size) - np.repeat(h_off[:-1], lens))
+            flat[dest] = h_ids
+    # Only the kept rows' lists: their offsets and ids gathered, not every row's.
+    starts, ends = off_all[idx], off_all[idx + 1]
+    lens = ends - starts
+    k_off = np.zeros(idx.size + 1, np.int64)
+    np.cumsum(lens, out=k_off[1:])
+    gather = np.repeat(starts - k_off[:-1], lens) + np.arange(int(k_off[-1]))
+    lists = pa.ListArray.from_arrays(pa.array(k_off.astype(np.int32)),
+                                     pa.array(flat[gather], pa.int32()))
+    sub = table.take(pa.array(idx)).append_column("entry_ids", lists)
+    if lang is not None:
+        names = np.array(w.langs + ["other"], dtype=object)
+        codes = pa.array(names[lang[idx]].tolist(), pa.string())
+        if "lang" in sub.column_names:  # the input's own language column: routed codes
+            sub = sub.set_column(sub.column_names.index("lang"), "lang", codes)
+        else:
+            sub = sub.append_column("lang", codes)
+    return sub
 
 
 def empty_schema(cfg: CurateConfig, shard: Shard) -> pa.Table:

@@ -120,8 +120,9 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
     done: dict = {}
     try:
         if stage in ("curate", "count"):
-            p1 = _run_pass(ex, pass1_shard, calls, setup, layout.pass1_marker, "pass1",
-                           seconds, done)
+            spill = stage == "curate"  # pass 2 reuses pass 1's matches
+            p1 = _run_pass(ex, pass1_shard, [c + (spill,) for c in calls], setup,
+                           layout.pass1_marker, "pass1", seconds, done)
             counts = pool_counts(layout, mds, plan)
         else:
             p1 = None

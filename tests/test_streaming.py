@@ -1,0 +1,127 @@
+"""The streaming pipeline: outputs independent of sharding and batch size,
+pass 2 reusing pass 1's matches, and summary figures that stay true."""
+
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpucurate.pipeline import curate, run
+from gpucurate.config import CurateConfig
+from gpucurate.pipeline.stream import Behind, prefetch
+from pool import real_rows, write_parquet_shards
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory, metadata_path):
+    root = tmp_path_factory.mktemp("stream")
+    t = real_rows("html_img_alttext", 3000)
+    t = t.append_column("uid", pa.array([f"k{i:06d}" for i in range(t.num_rows)]))
+    one = write_parquet_shards(t, root / "one", 1)
+    eight = write_parquet_shards(t, root / "eight", 8)
+    return root, t, one, eight
+
+
+def _curated(out):
+    t = pq.read_table(os.path.join(out, "curated"))
+    return sorted(zip(t.column("uid").to_pylist(), t.column("entry_ids").to_pylist()))
+
+
+def _counts(out):
+    return pq.read_table(os.path.join(out, "entry_counts.parquet")).column("count").to_pylist()
+
+
+def test_one_shard_and_eight_give_the_same_curation(pool, metadata_path):
+    root, t, one, eight = pool
+    kw = dict(t=3, key_column="uid", device="cpu", report=False)
+    curate(metadata_path, one, str(root / "o1"), **kw)
+    curate(metadata_path, eight, str(root / "o8"), **kw)
+    assert _curated(root / "o1") == _curated(root / "o8")
+    assert _counts(root / "o1") == _counts(root / "o8")
+    assert len(_curated(root / "o1")) > 0
+
+
+def test_small_batches_give_identical_outputs(pool, metadata_path):
+    root, t, one, eight = pool
+    kw = dict(t=3, key_column="uid", device="cpu", report=False)
+    curate(metadata_path, one, str(root / "big"), **kw)
+    curate(metadata_path, one, str(root / "small"), batch_bytes=4096, **kw)
+    a = pq.read_table(root / "big" / "curated")
+    b = pq.read_table(root / "small" / "curated")
+    assert a.equals(b) and a.num_rows > 0
+    assert _counts(root / "big") == _counts(root / "small")
+    # the part was written in several row groups as the batches came
+    assert pq.ParquetFile(root / "small" / "curated" / "part-00000.parquet").num_row_groups > 1
+
+
+def test_pass2_reuses_pass1_matches_and_equals_matching_again(pool, metadata_path, tmp_path):
+    root, t, one, eight = pool
+    out = str(tmp_path / "c")
+    s = curate(metadata_path, eight, out, t=3, key_column="uid", device="cpu", report=False,
+               batch_bytes=20000)
+    assert not os.path.exists(os.path.join(out, "work", "matches")) or \
+        not os.listdir(os.path.join(out, "work", "matches"))  # removed once pass 2 is done
+    assert not os.path.exists(os.path.join(out, "matches"))
+    # balance has no pass 1: it matches again, and must agree
+    cfg = CurateConfig(metadata=metadata_path, inputs=tuple(eight), out=str(tmp_path / "b"),
+                       t=3, key_column="uid", device="cpu", report=False,
+                       counts_file=os.path.join(out, "entry_counts.parquet"))
+    b = run(cfg, "balance")
+    assert b["curated"] == s["curated"]
+    assert pq.read_table(os.path.join(out, "curated")).equals(
+        pq.read_table(str(tmp_path / "b" / "curated")))
+
+
+def test_jsonl_columns_that_appear_late_reach_the_output(metadata_path, tmp_path):
+    rows = [{"text": "a photo of a dog", "id": i} for i in range(50)]
+    rows += [{"text": "a photo of a cat", "id": 50 + i, "extra": "x"} for i in range(50)]
+    p = str(tmp_path / "a.jsonl")
+    with open(p, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    s = curate(metadata_path, [p], str(tmp_path / "o"), t=1000, device="cpu", report=False,
+               batch_bytes=64)
+    out = pq.read_table(tmp_path / "o" / "curated")
+    assert s["curated"] == out.num_rows == 100
+    assert out.column("extra").to_pylist() == [None] * 50 + ["x"] * 50
+
+
+def test_rerun_that_skips_everything_keeps_true_figures(pool, metadata_path, tmp_path):
+    root, t, one, eight = pool
+    out = str(tmp_path / "r")
+    kw = dict(t=3, key_column="uid", device="cpu", report=False)
+    s1 = curate(metadata_path, eight, out, **kw)
+    s2 = curate(metadata_path, eight, out, **kw)
+    assert s2["seconds"] == s1["seconds"] and s2["captions_per_s"] == s1["captions_per_s"]
+    for k in ("pass1", "pass2"):
+        assert s1["captions_per_s"][k] == pytest.approx(s1["pool"] / s1["seconds"][k])
+    on_disk = json.load(open(os.path.join(out, "summary.json")))
+    assert on_disk["captions_per_s"] == s1["captions_per_s"]
+
+
+def test_prefetch_and_behind_carry_errors_and_order():
+    def gen():
+        yield 1
+        yield 2
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        for x in prefetch(gen(), 1):
+            got.append(x)
+    assert got == [1, 2]
+    seen = []
+    b = Behind(seen.append, 1)
+    for i in range(100):
+        b.put(i)
+    b.close()
+    assert seen == list(range(100))
+
+    def bad(x):
+        raise OSError("disk full")
+
+    b = Behind(bad, 1)
+    b.put(1)
+    with pytest.raises(OSError, match="disk full"):
+        b.close()
