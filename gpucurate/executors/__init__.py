@@ -3,10 +3,11 @@
 An executor has ``name``, ``remote`` (whether its workers live in other
 processes, so the driver should load the tables once and ship them),
 ``workers`` (a description of each worker, filled as they start),
-``map(fn, calls, setup)`` and ``close()``. ``map`` builds one worker per
-process by calling ``setup`` once there (``setup(device=..., threads=...)``
-where the executor places CPU workers), then runs ``fn(worker, *call)`` for
-every call and returns the results in call order.
+``map(fn, calls, setup, on_result=None)`` and ``close()``. ``map`` builds one
+worker per process by calling ``setup`` once there (``setup(device=...,
+threads=...)`` where the executor places CPU workers), then runs
+``fn(worker, *call)`` for every call, hands each result to ``on_result`` as it
+comes (in any order), and returns the results in call order.
 """
 
 from __future__ import annotations

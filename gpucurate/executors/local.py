@@ -11,12 +11,17 @@ class LocalExecutor:
     def __init__(self):
         self.workers: list[dict] = []
 
-    def map(self, fn, calls: list[tuple], setup) -> list:
+    def map(self, fn, calls: list[tuple], setup, on_result=None) -> list:
         if not calls:
             return []
         worker = setup()
         self.workers = [worker.describe()]
-        return [fn(worker, *args) for args in calls]
+        out = []
+        for args in calls:
+            out.append(fn(worker, *args))
+            if on_result is not None:
+                on_result(out[-1])
+        return out
 
     def close(self) -> None:
         pass

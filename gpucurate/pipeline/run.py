@@ -27,7 +27,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError
 from ..io import Shard, atomic_write_bytes, atomic_write_json, count_rows, resolve_inputs
 from ..keys import probabilities
-from ..log import logger
+from ..log import RunProgress, configure, logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
 from .groups import choose_groups
 from .layout import ALL, OutputLayout
@@ -175,7 +175,13 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
             todo.append(c)
     if todo:
         t0 = time.perf_counter()
-        for c, r in zip(todo, ex.map(fn, todo, setup)):
+        prog = RunProgress({"pass1": "pass 1", "pass2": "pass 2"}.get(name, name), len(calls))
+        prog.done = len(calls) - len(todo)
+        try:
+            ran = ex.map(fn, todo, setup, prog.shard_done)
+        finally:
+            prog.close()
+        for c, r in zip(todo, ran):
             results[c[1].index] = r
         seconds[name] = time.perf_counter() - t0
         if ex.remote:  # a worker that died mid-write left its temporary file
@@ -243,8 +249,13 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
     return s
 
 
-def curate(metadata, inputs, out, *, t=None, tail_fraction=None, **kw) -> dict:
-    """Python API of ``python -m gpucurate curate`` (same keywords as the flags)."""
+def curate(metadata, inputs, out, *, t=None, tail_fraction=None, progress: bool = False,
+           **kw) -> dict:
+    """Python API of ``python -m gpucurate curate`` (same keywords as the flags).
+    It logs through the ``gpucurate`` logger; ``progress=True`` also shows the
+    log and the run's progress on stderr, as the command line does."""
+    if progress:
+        configure()
     cfg = CurateConfig(metadata=os.fspath(metadata) if isinstance(metadata, os.PathLike)
                        else metadata, inputs=inputs, out=os.fspath(out), t=t,
                        tail_fraction=tail_fraction, **kw)
