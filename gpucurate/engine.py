@@ -23,6 +23,24 @@ def default_threads() -> int:
     return threads_choice(None)
 
 
+def cached(*dispatchers) -> bool:
+    """Whether numba's on-disk cache holds compiled code for every one of
+    these functions (an index written by this source; False when unsure)."""
+    try:
+        return all(bool(d._cache._cache_file._load_index()) for d in dispatchers)
+    except Exception:  # noqa: BLE001 - numba internals differ: say it may compile
+        return False
+
+
+def compile_notice(what: str, *dispatchers) -> None:
+    """Say before a first run compiles: it takes a while, once."""
+    if not cached(*dispatchers):
+        import numba
+
+        where = numba.config.CACHE_DIR or "__pycache__ beside the package"
+        logger.info("compiling %s (first run only; cached in %s)", what, where)
+
+
 class CpuEngine:
     """The numba CPU engine, parallel over contiguous caption ranges."""
 
@@ -32,13 +50,15 @@ class CpuEngine:
         from .kernels import cpu
 
         self._k = cpu
+        compile_notice("the CPU engine", cpu.match_range, cpu.count_entries, cpu.keep_range,
+                       cpu.first_invalid_utf8)
         self.tables = tables
-        self.args = tables.args()
+        self.args = cpu.range_args(tables.args())
         self.threads = threads_choice(threads)
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def _range(self, tb: TextBuffers, lo: int, hi: int):
-        return self._k.match_range(tb.data, tb.offsets, tb.valid, lo, hi, self.args)
+        return self._k.match_range(tb.data, tb.offsets, tb.valid, lo, hi, *self.args)
 
     def match(self, tb: TextBuffers) -> tuple[np.ndarray, np.ndarray]:
         n = len(tb)

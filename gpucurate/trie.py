@@ -163,6 +163,11 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
                            "metadata list); rebuilding it", path)
         except (OSError, ValueError, KeyError):
             logger.warning("trie cache file %s is unreadable; rebuilding it", path)
+    from .engine import compile_notice
+    from .kernels import trie_build as tbld
+
+    compile_notice("the trie builder", tbld.token_kinds, tbld.matchable_entries,
+                   tbld.insert_entries)
     t0 = time.perf_counter()
     trie = build_trie(md)
     _report(trie, "built", time.perf_counter() - t0)

@@ -66,14 +66,14 @@ def worldwide_block(data, offsets, valid, lo, hi, wtrie, btrie, strip, res_off, 
 
 
 @numba.njit(cache=True, nogil=True)
-def match_range(data, offsets, valid, lo, hi, tables):
-    """``tables`` is ``MatchTables.args()``: (word trie, byte trie, strip), in
-    the orders of ``layout.TABLES``, ``layout.WORD`` and ``layout.BYTE``."""
-    wtrie, btrie, strip = tables
+def match_range(data, offsets, valid, lo, hi, wtrie, btrie, strip):
+    """The word trie ``wtrie`` (order ``layout.WORD``), the byte trie ``btrie``
+    (order ``layout.BYTE``) and ``strip``, as in ``MatchTables.args()``. A
+    MetaCLIP 1 run passes ``btrie=None``: numba then prunes the worldwide walk
+    and never compiles it (a first run compiles only what it needs)."""
     # Unpacked once, not per caption (taking arrays out of a tuple costs
     # reference counting).
     vtag, vrec, vn, voff, vbytes, cbits, ctag, crec, tlist = wtrie
-    worldwide = strip != 0 or btrie[BYTE_TIDS].size > 0
     n = hi - lo
     res_off = np.zeros(n + 1, np.int64)
     cap = max(1024, 4 * n)
@@ -81,12 +81,12 @@ def match_range(data, offsets, valid, lo, hi, tables):
     pos = 0
     i = lo
     while True:
-        if worldwide:
-            i, pos, end = worldwide_block(data, offsets, valid, i, hi, wtrie, btrie, strip,
-                                          res_off, lo, out, pos, cap)
-        else:
+        if btrie is None:
             i, pos, end = words_block(data, offsets, valid, i, hi, vtag, vrec, vn, voff, vbytes,
                                       cbits, ctag, crec, tlist, res_off, lo, out, pos, cap)
+        else:
+            i, pos, end = worldwide_block(data, offsets, valid, i, hi, wtrie, btrie, strip,
+                                          res_off, lo, out, pos, cap)
         if i >= hi:
             break
         cap = max(2 * cap, end + 1024)  # room for caption i's ids, then go on from it
@@ -95,6 +95,16 @@ def match_range(data, offsets, valid, lo, hi, tables):
         out = grown
     res_off[n] = pos
     return res_off, out[:pos].copy()
+
+
+def range_args(tables: tuple) -> tuple:
+    """``match_range``'s table arguments of ``MatchTables.args()``: the byte
+    trie as None when nothing needs the worldwide walk (no byte-trie entry,
+    no strip)."""
+    wtrie, btrie, strip = tables
+    if strip == 0 and btrie[BYTE_TIDS].size == 0:
+        return wtrie, None, strip
+    return wtrie, btrie, strip
 
 
 @numba.njit(cache=True, nogil=True)
