@@ -58,7 +58,7 @@ class CurateConfig:
     out: str
     t: int | None = None
     tail_fraction: float | None = None
-    text_column: str = "text"
+    text_column: str | None = None  # None: text, else caption, chosen from the shards
     key_column: str | None = None
     seed: int = 0
     device: str | None = None        # None: $GPUCURATE_DEVICE, else auto

@@ -64,9 +64,10 @@ def _pool_args(p, need_t: bool):
         g.add_argument("--tail-fraction", type=float, default=None, metavar="P",
                        help="derive t as MetaCLIP 2's p_to_t: the count at which the cumulative "
                             "share of all matches, counts sorted ascending, is nearest P")
-    p.add_argument("--text-column", default="text",
+    p.add_argument("--text-column", default=None,
                    help="caption column (parquet/jsonl) or .json field (tar; default: the .txt "
-                        "member). Default: text")
+                        "member). Default: text, else caption (img2dataset's and DataComp's "
+                        "name) when every shard has it; the choice is logged")
     p.add_argument("--key-column", default=None,
                    help="column of unique sample ids (integers or strings) that keys the "
                         "random draw, so the curated set does not depend on sharding. Default: "
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     try:
         return _dispatch(a)
     except GpucurateError as exc:
-        logger.error("error: %s", exc)
+        logger.error("error: %s", " ".join(str(exc).split("\n")).strip())
         return 2
     except KeyboardInterrupt:
         logger.error("interrupted; rerun the same command to resume")

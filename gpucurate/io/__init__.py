@@ -60,6 +60,40 @@ def shard_schema(shard: Shard) -> pa.Schema | None:
     return open_parquet(shard.path).schema_arrow
 
 
+def _columns_of(shard: Shard) -> list | None:
+    """The column names a shard shows cheaply (a parquet footer, a jsonl file's
+    first line), or None (a tar's caption is its .txt member)."""
+    if shard.fmt == "parquet":
+        return shard_schema(shard).names
+    if shard.fmt == "jsonl":
+        import json
+
+        from .jsonl import open_lines
+
+        try:
+            with open_lines(shard) as f:
+                obj = json.loads(f.readline() or b"{}")
+        except (ValueError, OSError, EOFError):
+            return None  # the reader says what is wrong, with the line
+        return list(obj) if isinstance(obj, dict) else None
+    return None
+
+
+def choose_text_column(shards: list, given: str | None) -> str:
+    """The caption column: ``given``, else ``text``, else ``caption`` (the
+    name img2dataset and DataComp use) when every parquet and jsonl shard has
+    it; else an error listing the columns."""
+    if given:
+        return given
+    seen = [(s, c) for s in shards for c in [_columns_of(s)] if c is not None]
+    for name in ("text", "caption"):
+        if all(name in c for _, c in seen):
+            return name
+    s, c = next((s, c) for s, c in seen if "text" not in c)
+    raise InputError(f"{s.path}: no column 'text' or 'caption' (columns: {', '.join(c)}); "
+                     "choose the caption column with --text-column")
+
+
 def count_rows(shard: Shard) -> int:
     """Rows of a shard (for --limit)."""
     if shard.fmt == "parquet":

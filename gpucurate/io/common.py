@@ -48,6 +48,40 @@ def rows_to_table(rows: list) -> pa.Table:
     return pa.Table.from_struct_array(pa.array(rows))
 
 
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def json_value_problem(v) -> str | None:
+    """What keeps a decoded JSON value from a faithful Arrow column, or None:
+    a lone surrogate in a string (not Unicode text), or an integer outside
+    int64 (it would silently become a float)."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"a lone surrogate ({v[exc.start:exc.end]!r}), which is not Unicode text; "
+                    "fix the \\u escape")
+        return None
+    if isinstance(v, bool) or v is None or isinstance(v, float):
+        return None
+    if isinstance(v, int):
+        if not INT64[0] <= v <= INT64[1]:
+            return f"the integer {v}, outside the 64-bit range; store it as a string"
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            why = json_value_problem(k) or json_value_problem(x)
+            if why:
+                return why
+        return None
+    if isinstance(v, list):
+        for x in v:
+            why = json_value_problem(x)
+            if why:
+                return why
+    return None
+
+
 def is_text_type(t) -> bool:
     return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
             or pa.types.is_null(t) or (pa.types.is_dictionary(t) and is_text_type(t.value_type)

@@ -11,7 +11,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from ..errors import InputError
-from .common import normal_text, rows_to_table, split
+from .common import json_value_problem, normal_text, rows_to_table, split
 from .shards import Shard
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -68,7 +68,8 @@ def open_lines(shard: Shard):
         head = f.read(4)
     if head[:2] == GZIP_MAGIC:
         return gzip.open(path, "rb")
-    if head == ZSTD_MAGIC:
+    if head == ZSTD_MAGIC or (len(head) == 4 and head[1:] == b"\x2a\x4d\x18"
+                              and head[0] & 0xF0 == 0x50):  # a frame, or a skippable frame
         return io.BufferedReader(_ZstdStream(path))
     if shard.compression:
         what = "is empty" if not head else f"does not start with {shard.compression}'s magic bytes"
@@ -131,8 +132,11 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.
                                 f"{_where(shard, line_no)}: field {k!r} is a JSON {kind}, but a "
                                 f"{seen[0]} on line {seen[1]}; make each field one type in the "
                                 "whole file")
-                    if isinstance(x, str):
-                        _check_str(x, shard, line_no, k)
+                    if not isinstance(x, (bool, float)) and x is not None:
+                        why = json_value_problem(x) or json_value_problem(k)
+                        if why:
+                            raise InputError(f"{_where(shard, line_no)}: field {k!r} holds "
+                                             f"{why}") from None
                 rows.append(obj)
                 acc += len(v) if v else 0
                 if acc >= batch_bytes // 4 or len(rows) >= 65536:
@@ -151,15 +155,6 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.
     if rows:
         table, schema = _rows_table(rows, shard, text_column, line_no - len(rows), schema)
         yield from split(table, text_column, batch_bytes)
-
-
-def _check_str(x: str, shard: Shard, line_no: int, field: str) -> None:
-    try:
-        x.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(f"{_where(shard, line_no)}: field {field!r} holds a lone surrogate "
-                         f"({x[exc.start:exc.end]!r} at character {exc.start}), which is not "
-                         "Unicode text; fix the \\u escape in the file") from None
 
 
 def _rows_table(rows, shard, text_column, first_row, schema):

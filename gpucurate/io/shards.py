@@ -21,6 +21,7 @@ class Shard:
     name: str    # path relative to the input argument it came from
     fmt: str     # parquet | jsonl | tar
     compression: str | None = None  # jsonl: gz | zst (from the name it was given by)
+    tar: str | None = None          # a download folder's tar beside this parquet (same stem)
 
 
 def shard_format(path: str) -> str | None:
@@ -116,7 +117,8 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             n_kept += 1
         if not n_kept:
             raise InputError(f"input {arg} holds no shard outside the output directory {exclude}")
-    paths = sorted(found)
+    paired = _download_pairs(found)
+    paths = sorted(p for p in found if p not in paired.values())
     names: dict[str, str] = {}
     for p in paths:
         n = found[p][0]
@@ -125,5 +127,22 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
                              "default sample key hashes the shard name, so pass --key-column "
                              "with a unique id column (or give the files distinct names)")
         names[n] = p
-    return [Shard(i, p, found[p][0], shard_format(found[p][1]), compression_of(found[p][1]))
-            for i, p in enumerate(paths)]
+    return [Shard(i, p, found[p][0], shard_format(found[p][1]), compression_of(found[p][1]),
+                  paired.get(p)) for i, p in enumerate(paths)]
+
+
+def _stem(path: str) -> str:
+    low = os.path.basename(path)
+    for ext in (".parquet", ".tar.gz", ".tgz", ".tar"):
+        if low.lower().endswith(ext):
+            return os.path.join(os.path.dirname(path), low[:-len(ext)])
+    return path
+
+
+def _download_pairs(found: dict) -> dict:
+    """{parquet path: tar path} for each stem that has both a ``.parquet`` and
+    a tar (an img2dataset or DataComp download folder): the sample is read once,
+    from the parquet; the tar holds its images."""
+    tars = {_stem(p): p for p in found if shard_format(found[p][1]) == "tar"}
+    return {p: tars[_stem(p)] for p in found
+            if shard_format(found[p][1]) == "parquet" and _stem(p) in tars}

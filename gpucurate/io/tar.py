@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
+from .common import json_value_problem
 
 try:  # optional: a faster parser, its result checked against json's rules below
     import orjson as _orjson
@@ -746,7 +747,7 @@ class _Scan:
         recreate = "re-create the shard (e.g. re-run the writer) or drop it from the input"
         if code == E_NO_EOA:
             msg = (f"{w}: the tar ends at byte {off}, {self._after()}, without the two zero "
-                   "blocks that end a tar archive: the shard is cut short (an interrupted copy "
+                   "blocks that end a tar archive: the shard is truncated (an interrupted copy "
                    f"or write) and would be read as part of its samples; {recreate}")
         elif code == E_TRUNC_HEADER:
             msg = (f"{w}: the tar is cut inside the header at byte {off} ({self._after()}); "
@@ -1029,6 +1030,10 @@ def _metas(where, js, rows, has_json, key_arr) -> list:
                 raise InputError(
                     f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
                     f"{rows[i, 5]}) is a JSON {type(m).__name__}, not an object; fix the sample")
+        why = json_value_problem(m)
+        if why:
+            raise InputError(f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
+                             f"{rows[i, 5]}) holds {why}")
         out[i] = m
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..columns import buffers, chunks_of
 from ..config import CurateConfig
@@ -24,10 +25,13 @@ def check_added(cfg: CurateConfig, shard: Shard, names) -> None:
                              "curation adds; rename or drop it")
 
 
-def pass1_columns(cfg: CurateConfig) -> list:
+def pass1_columns(cfg: CurateConfig, shard: Shard, names) -> list:
     """The columns pass 1 reads: the text, and the key (checked here, before
-    any output is written), group and language columns."""
+    any output is written), group and language columns (and a download
+    folder's status)."""
     cols = [cfg.text_column]
+    if shard.tar is not None and "status" in names:
+        cols.append("status")
     cols += [c for c in (cfg.key_column, cfg.group_column) if c]
     if cfg.lang_column:
         cols.append(cfg.lang_column)
@@ -35,11 +39,23 @@ def pass1_columns(cfg: CurateConfig) -> list:
 
 
 def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
-                  columns: list | None = None):
+                  columns: list | None = None, tally: dict | None = None):
     """(table, first_row) of the shard, stopping after max_rows rows (only
-    ``columns`` of a parquet shard when given)."""
+    ``columns`` of a parquet shard when given). The parquet of a download
+    folder gives only its rows whose ``status`` is ``success`` (the others,
+    failed downloads, are counted in ``tally["failed_downloads"]``); rows are
+    numbered among those given."""
     row = 0
     for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns):
+        if shard.tar is not None and "status" in table.column_names:
+            ok = pc.fill_null(pc.equal(table.column("status").cast(pa.string()), "success"),
+                              False)
+            n_ok = int(pc.sum(ok).as_py() or 0)
+            if tally is not None:
+                tally["failed_downloads"] = tally.get("failed_downloads", 0) + \
+                    table.num_rows - n_ok
+            if n_ok < table.num_rows:
+                table = table.filter(ok)
         if max_rows is not None and row + table.num_rows > max_rows:
             table = table.slice(0, max_rows - row)
         if table.num_rows:

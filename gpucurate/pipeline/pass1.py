@@ -12,6 +12,7 @@ import pyarrow as pa
 
 import pyarrow.parquet as pq
 
+from ..errors import InputError
 from ..io import Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..log import Progress
@@ -108,6 +109,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
     per = {c: {"captions": 0, "matched": 0} for c in w.langs}
     captions = nulls = matched = 0
     grp, routed = [], []
+    tally: dict = {}
     keep = inv is not None
     schema = None
     prog = Progress(f"pass 1 {shard.name}")
@@ -133,10 +135,11 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
         file_schema = shard_schema(shard)
         if file_schema is not None:
             check_added(cfg, shard, file_schema.names)
-        cols = pass1_columns(cfg) if file_schema is not None else None
-        for table, first in prefetch(shard_batches(cfg, shard, max_rows, cols)):
+        cols = pass1_columns(cfg, shard, file_schema.names) if file_schema is not None else None
+        for table, first in prefetch(shard_batches(cfg, shard, max_rows, cols, tally)):
             if file_schema is None:  # jsonl, tar: the columns pass 2 will write
-                schema = table.schema if schema is None else _union(schema, table.schema)
+                schema = table.schema if schema is None else _union(schema, table.schema,
+                                                                     shard, first)
             tb, arr = text_buffers(table, cfg, shard, first)
             keys = (row_keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column)
                     else None)
@@ -190,16 +193,23 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
     if keep:
         inv.close()
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
-             "null_captions": nulls, "matched": matched, "seconds_pass1": seconds}
+             "null_captions": nulls, "matched": matched, "seconds_pass1": seconds,
+             "failed_downloads": tally.get("failed_downloads", 0)}
     if cfg.worldwide:
         stats["languages"] = per
     atomic_write_json(layout.pass1_marker(shard.index), stats)
     return stats
 
 
-def _union(a: pa.Schema, b: pa.Schema) -> pa.Schema:
+def _union(a: pa.Schema, b: pa.Schema, shard: Shard, first: int) -> pa.Schema:
     """The columns of two batches of a jsonl or tar shard, in order of first
     appearance (a column all null so far takes a later batch's type)."""
     if a.equals(b):
         return a
-    return pa.unify_schemas([a, b], promote_options="permissive")
+    try:
+        return pa.unify_schemas([a, b], promote_options="permissive")
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        bad = [f.name for f in b if f.name in a.names and a.field(f.name).type != f.type]
+        raise InputError(f"{shard.path}: field {bad[0] if bad else '?'!r} in rows from {first} "
+                         f"is of another type than before ({exc}); make each field one type in "
+                         "the whole shard") from None

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import CurateConfig
+from ..errors import InputError
 from ..io import Shard, atomic_write_json, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..log import Progress
@@ -133,8 +134,8 @@ class PartWriter:
     advance (a ``balance`` run over jsonl or tar), the batches are kept and
     written at the end."""
 
-    def __init__(self, path: str, schema: pa.Schema | None):
-        self.path, self.schema = path, schema
+    def __init__(self, path: str, schema: pa.Schema | None, where: str = ""):
+        self.path, self.schema, self.where = path, schema, where
         self.tmp = tmp_path(path)
         self.parts: list = []
         self.writer = None
@@ -149,9 +150,13 @@ class PartWriter:
             self.parts.append(table)
             return
         if not table.schema.equals(self.schema):
-            table = pa.Table.from_arrays(
-                [table.column(f.name).cast(f.type) if f.name in table.column_names else
-                 pa.nulls(table.num_rows, f.type) for f in self.schema], schema=self.schema)
+            try:
+                table = pa.Table.from_arrays(
+                    [table.column(f.name).cast(f.type) if f.name in table.column_names else
+                     pa.nulls(table.num_rows, f.type) for f in self.schema], schema=self.schema)
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise InputError(f"{self.where}: a batch's columns do not fit the shard's "
+                                 f"({exc}); make each field one type in the whole shard") from None
         self.behind.put(table)
 
     def close(self, empty: pa.Table) -> None:
@@ -186,7 +191,7 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
             schema = pa.ipc.read_schema(pa.py_buffer(f.read()))
     out_schema = output_schema(cfg, _normal(schema, cfg.text_column)) if schema is not None \
         else None
-    writer = PartWriter(layout.curated(shard.index), out_schema)
+    writer = PartWriter(layout.curated(shard.index), out_schema, shard.path)
     try:
         stats = _pass2(w, cfg, layout, shard, max_rows, writer)
     except BaseException:

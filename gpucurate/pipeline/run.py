@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,8 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..config import CurateConfig
 from ..errors import ConfigError
-from ..io import Shard, atomic_write_bytes, atomic_write_json, count_rows, resolve_inputs
+from ..io import (Shard, atomic_write_bytes, atomic_write_json, choose_text_column, count_rows,
+                  resolve_inputs)
 from ..keys import probabilities
 from ..log import RunProgress, configure, logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
@@ -87,6 +89,13 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     layout = OutputLayout(resolve_out(cfg.out))
     shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None,
                             exclude=layout.root)
+    if cfg.text_column is None:
+        cfg = replace(cfg, text_column=choose_text_column(shards, None))
+        logger.info("caption column: %s", cfg.text_column)
+    pairs = sum(1 for s in shards if s.tar)
+    if pairs:
+        logger.info("%d download-folder shards: captions from each .parquet beside its .tar "
+                    "(rows with status 'success')", pairs)
     counts_sha = None
     if stage == "balance":
         import hashlib
@@ -236,6 +245,8 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
                                            else "<list>"))}
     if p2 is not None:
         s["curated"] = sum(x["kept"] for x in p2)
+    if p1 is not None:
+        s["failed_downloads"] = sum(x.get("failed_downloads", 0) for x in p1)
     if cfg.worldwide:
         langs = {}
         for code, c in counts.items():
