@@ -25,6 +25,7 @@ import json
 import mmap
 import operator
 import os
+import re
 from typing import BinaryIO, Iterator
 
 import numba
@@ -33,6 +34,8 @@ import pyarrow as pa
 
 from ..errors import InputError
 from .common import json_value_problem
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 try:  # optional: a faster parser, its result checked against json's rules below
     import orjson as _orjson
@@ -1009,7 +1012,9 @@ def _metas(where, js, rows, has_json, key_arr) -> list:
     spans = [(int(rows[i, 1]), int(rows[i, 1] + rows[i, 2])) for i in idx] \
         if len(idx) < 64 else list(zip(rows[idx, 1].tolist(), (rows[idx, 1] + rows[idx, 2]).tolist()))
     parsed = None
-    if _orjson is not None:
+    # orjson reads an integer past 64 bits as a float; json keeps it, so that
+    # it is refused below. Any run of 19 digits sends the batch to json.
+    if _orjson is not None and not _LONG_DIGITS.search(js):
         loads = _orjson.loads
         try:
             parsed = [loads(mv[s:e]) for s, e in spans]
