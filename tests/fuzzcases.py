@@ -1065,6 +1065,11 @@ def ref_tar(path: str, text: str) -> tuple[list[dict], bool]:
                   must=trunc if short else None, mustnt="no .txt member" if short else None)
     if tail.count(0) != 1024:
         either = True
+    rest = raw[tf.offset + 1024:]
+    if rest.count(0) != len(rest):
+        # The contract: non-zero bytes after the end-of-archive blocks (a second
+        # tar appended, or damage) are an error, never silently ignored.
+        raise Bad(path, "data after the end-of-archive blocks")
     field_ = None if text == "text" else text
     rows, cur_key, cur = [], None, None
 

@@ -909,15 +909,6 @@ def _string_array(offsets: np.ndarray, data: np.ndarray, n: int) -> pa.Array:
     return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _loads(raw: bytes):
-    if _orjson is not None:
-        try:
-            return _orjson.loads(raw)
-        except _orjson.JSONDecodeError:
-            pass  # json's own rules decide (NaN, big integers, UTF-16 ...)
-    return json.loads(raw)
-
-
 def read_tar(path: str, shard_label: str, text_column: str | None,
              batch_bytes: int) -> Iterator[pa.Table]:
     """A WebDataset shard (plain or compressed tar) as pyarrow tables.
@@ -1024,7 +1015,7 @@ def _metas(where, js, rows, has_json, key_arr) -> list:
         parsed = []
         for i, (s, e) in zip(idx, spans):
             try:
-                parsed.append(_loads(js[s:e]))
+                parsed.append(json.loads(js[s:e]))
             except ValueError as exc:
                 raise InputError(
                     f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "

@@ -76,6 +76,22 @@ def row_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int) -
     return key_hashes(table.column(cfg.key_column), where=shard.path, first_row=first_row)
 
 
+def check_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int) -> None:
+    """The key column is there, of integers or strings, with no null (pass 1
+    checks it before any output is written; pass 2 hashes it)."""
+    if cfg.key_column not in table.column_names:
+        raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
+                         f"{', '.join(table.column_names)})")
+    col = table.column(cfg.key_column)
+    t = col.type
+    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or pa.types.is_string_view(t)):
+        key_hashes(col, where=shard.path, first_row=first_row)  # its error names the type
+    if col.null_count:
+        key_hashes(col, where=shard.path, first_row=first_row)  # its error names the row
+
+
 def group_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first: int) -> np.ndarray:
     if cfg.group_column not in table.column_names:
         raise InputError(f"{shard.path}: no group column {cfg.group_column!r} (columns: "

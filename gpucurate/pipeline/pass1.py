@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..io import Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..log import Progress
-from .batches import (by_language, check_added, group_keys, match_groups, pass1_columns,
+from .batches import (by_language, check_added, check_keys, group_keys, match_groups, pass1_columns,
                       row_keys, shard_batches, text_buffers, text_ids)
 from .stream import prefetch
 from .groups import choice_values
@@ -47,7 +47,7 @@ class MatchSpill:
     worldwide), written batch by batch as one row group each (text ids rise
     from row group to row group), to a temporary file renamed when whole."""
 
-    def __init__(self, path: str, langs: list | None):
+    def __init__(self, path: str, langs: list | None, keep: bool = True):
         self.path, self.langs = path, langs
         self.tmp = tmp_path(path)
         fields = [("entry_id", pa.uint32()), ("text_id", pa.uint32())]
@@ -55,7 +55,9 @@ class MatchSpill:
             fields.append(("lang", pa.dictionary(pa.int16(), pa.string())))
         self.schema = pa.schema(fields)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        # Kept (--save-matches): zstd; read once by pass 2 and removed: lz4, cheaper to write.
+        self.writer = pq.ParquetWriter(self.tmp, self.schema,
+                                       compression="zstd" if keep else "lz4")
 
     def write(self, e: list, t: list, li: list) -> None:
         e = np.concatenate(e) if e else np.zeros(0, np.uint32)
@@ -94,7 +96,7 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
     keep = cfg.save_matches or spill
     inv = MatchSpill(layout.matches(shard.index) if cfg.save_matches else
                      layout.work_matches(shard.index),
-                     w.langs if w.router is not None else None) if keep else None
+                     w.langs if w.router is not None else None, cfg.save_matches) if keep else None
     try:
         return _pass1(w, cfg, layout, shard, max_rows, inv)
     except BaseException:
@@ -141,8 +143,10 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
                 schema = table.schema if schema is None else _union(schema, table.schema,
                                                                      shard, first)
             tb, arr = text_buffers(table, cfg, shard, first)
-            keys = (row_keys(cfg, shard, table, first) if (cfg.key_column or cfg.group_column)
-                    else None)
+            if cfg.group_column:
+                keys = row_keys(cfg, shard, table, first)
+            elif cfg.key_column:  # checked here (a null key), hashed in pass 2
+                check_keys(cfg, shard, table, first)
             li, groups = by_language(w, table, arr, shard)
             if li is not None:
                 routed.append(li.astype(np.int16))

@@ -86,10 +86,14 @@ def saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None)
     if lang_index is not None:
         ok &= lang == lang_index
     pos, entry = pos[ok], entry[ok]
-    order = np.lexsort((entry, pos))
     off = np.zeros(rows_abs.size + 1, np.int64)
     np.cumsum(np.bincount(pos, minlength=rows_abs.size), out=off[1:])
-    return off, entry[order]
+    if pos.size > 1 and not bool(np.all(pos[1:] >= pos[:-1])):
+        # pass 1 writes each caption's ids sorted, captions in row order (per
+        # language when worldwide): only the latter needs putting in row order
+        order = np.argsort(pos, kind="stable")
+        entry = entry[order]
+    return off, entry
 
 
 def _probs(w, layout: OutputLayout) -> dict:
