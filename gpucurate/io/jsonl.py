@@ -3,7 +3,6 @@ field across the whole shard; a blank or broken line is an error."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 from typing import Iterator
@@ -11,6 +10,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from ..errors import InputError
+from .fs import open_gzip, open_input
 from .common import normal_text, rows_to_table, split
 from .shards import Shard
 
@@ -26,7 +26,7 @@ class _ZstdStream(io.RawIOBase):
         import zstandard
 
         self._zstd = zstandard
-        self._f = open(path, "rb")
+        self._f = open_input(path)
         self._d = zstandard.ZstdDecompressor().decompressobj()
         self._buf = b""
         self._fed = False
@@ -64,17 +64,17 @@ def open_lines(shard: Shard):
     read from the magic bytes; a file named .gz or .zst must carry them (a
     zero-byte compressed file is a truncated one)."""
     path = shard.path
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         head = f.read(4)
     if head[:2] == GZIP_MAGIC:
-        return gzip.open(path, "rb")
+        return open_gzip(path)
     if head == ZSTD_MAGIC:
         return io.BufferedReader(_ZstdStream(path))
     if shard.compression:
         what = "is empty" if not head else f"does not start with {shard.compression}'s magic bytes"
         raise InputError(f"{path}: named .{shard.compression} but {what}; the file is truncated "
                          "or not compressed: re-create it")
-    return open(path, "rb")
+    return open_input(path)
 
 
 def count_lines(shard: Shard) -> int:

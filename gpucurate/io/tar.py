@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
+from .fs import download_input, is_url
 
 try:  # optional: a faster parser, its result checked against json's rules below
     import orjson as _orjson
@@ -586,6 +587,9 @@ class _Source:
 
     def __init__(self, path: str):
         self.path = path
+        self._copy = None
+        if is_url(path):  # an object: read from a local copy (one shard), removed on close
+            path = self._copy = download_input(path)
         self.kind = compression(path)
         self._mm = None
         self._gen = None
@@ -688,6 +692,9 @@ class _Source:
                 pass
         if self._gen is not None:
             self._gen.close()
+        if self._copy is not None:
+            os.remove(self._copy)
+            self._copy = None
 
 
 class _Truncated(Exception):

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..config import CurateConfig
 from ..errors import ConfigError
+from ..io.fs import is_url
 from ..io import Shard, atomic_write_bytes, atomic_write_json, count_rows, resolve_inputs
 from ..keys import probabilities
 from ..log import RunProgress, configure, logger
@@ -86,7 +87,7 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     mds, md_sha = metadata_of(cfg)
     layout = OutputLayout(resolve_out(cfg.out))
     shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None,
-                            exclude=layout.root)
+                            exclude=cfg.out if is_url(cfg.out) else layout.root)
     counts_sha = None
     if stage == "balance":
         import hashlib
