@@ -55,13 +55,15 @@ def test_expand_braces():
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    """A pool of every format: two parquet shards, a gzip jsonl, a tar."""
+    """A pool of every format: two parquet shards, jsonl (gzip, zstd, plain), a tar."""
     root = tmp_path_factory.mktemp("pool")
-    t = real_rows("coco_captions_val2017", 2400)
+    t = real_rows("coco_captions_val2017", 3000)
     write_parquet_shards(t.slice(0, 1600), root / "in", 2)
     os.makedirs(root / "in" / "sub")
     write_jsonl(t.slice(1600, 400), str(root / "in" / "sub" / "j.jsonl.gz"))
-    write_tar(t.slice(2000, 400), str(root / "in" / "w.tar"))
+    write_jsonl(t.slice(2000, 300), str(root / "in" / "sub" / "p.jsonl"))
+    write_jsonl(t.slice(2300, 300), str(root / "in" / "z.jsonl.zst"))
+    write_tar(t.slice(2600, 400), str(root / "in" / "w.tar"))
     return root / "in"
 
 
@@ -101,7 +103,8 @@ def test_s3_pool_curates_as_on_disk(tmp_path, pool, s3, metadata_path, key_colum
     assert local["curated"] == remote["curated"] and 0 < local["curated"] < local["pool"]
     a, b = _rows(tmp_path / "local"), _rows(tmp_path / "s3")
     assert a == b
-    assert b[2] == ["part-00.parquet", "part-01.parquet", "sub/j.jsonl.gz", "w.tar"]
+    assert b[2] == ["part-00.parquet", "part-01.parquet", "sub/j.jsonl.gz", "sub/p.jsonl",
+                    "w.tar", "z.jsonl.zst"]
     cfg = json.load(open(tmp_path / "s3" / "config.json"))
     ins = cfg["fingerprint_doc"]["inputs"]
     assert ins[0]["path"] == f"s3://{BUCKET}/pool/part-00.parquet" and ins[0]["size"] > 0
@@ -111,7 +114,9 @@ def test_s3_glob_and_braces(tmp_path, pool, s3, metadata_path):
     whole = curate(str(metadata_path), [f"s3://{BUCKET}/pool/part-*.parquet"],
                    str(tmp_path / "glob"), **KW)
     braces = curate(str(metadata_path), [f"s3://{BUCKET}/pool/part-{{00..01}}.parquet"],
-                    str(tmp_path / "braces"), **KW)
+                    str(tmp_path / "braces"), verify_inputs=True, **KW)
+    ins = json.load(open(tmp_path / "braces" / "config.json"))["fingerprint_doc"]["inputs"]
+    assert [len(d["sha256"]) for d in ins] == [64, 64]
     local = curate(str(metadata_path), [str(pool / "part-{00..01}.parquet")],
                    str(tmp_path / "local"), **KW)
     assert whole["shards"] == braces["shards"] == local["shards"] == 2
@@ -127,6 +132,11 @@ def test_local_braces(tmp_path, pool, metadata_path):
     b = curate(str(metadata_path), [str(pool / "part-00.parquet"), str(pool / "part-01.parquet"),
                                     str(pool / "w.tar")], str(tmp_path / "b"), **KW)
     assert a["shards"] == 3 and _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    lit = tmp_path / "lit"
+    os.makedirs(lit)
+    shutil.copy(pool / "w.tar", lit / "{a,b}.tar")  # exists as written: no expansion
+    assert curate(str(metadata_path), [str(lit / "{a,b}.tar")], str(tmp_path / "l"),
+                  **KW)["shards"] == 1
     with pytest.raises(InputError, match="part-02.parquet does not exist"):
         curate(str(metadata_path), [str(pool / "part-{00..07}.parquet")], str(tmp_path / "c"),
                **KW)
@@ -263,13 +273,14 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def test_http_input(tmp_path, pool, http_pool, metadata_path):
-    urls = [f"{http_pool}/part-{{00..01}}.parquet", f"{http_pool}/sub/j.jsonl.gz",
-            f"{http_pool}/w.tar"]
+    urls = [f"{http_pool}/part-{{00..01}}.parquet", f"{http_pool}/sub/{{j.jsonl.gz,p.jsonl}}",
+            f"{http_pool}/w.tar", f"{http_pool}/z.jsonl.zst"]
     files = [str(pool / "part-00.parquet"), str(pool / "part-01.parquet"),
-             str(pool / "sub" / "j.jsonl.gz"), str(pool / "w.tar")]
+             str(pool / "sub" / "j.jsonl.gz"), str(pool / "sub" / "p.jsonl"),
+             str(pool / "w.tar"), str(pool / "z.jsonl.zst")]
     a = curate(str(metadata_path), urls, str(tmp_path / "http"), key_column="id", **KW)
     b = curate(str(metadata_path), files, str(tmp_path / "local"), key_column="id", **KW)
-    assert a["shards"] == 4 and _rows(tmp_path / "http") == _rows(tmp_path / "local")
+    assert a["shards"] == 6 and _rows(tmp_path / "http") == _rows(tmp_path / "local")
     with pytest.raises(InputError, match="nothere.parquet"):
         curate(str(metadata_path), [f"{http_pool}/nothere.parquet"], str(tmp_path / "x"), **KW)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import fnmatch
 import hashlib
+import io
 import os
 import posixpath
 import re
@@ -222,14 +223,20 @@ def filesystem(url: str):
     return store, rest if scheme != "hf" else rest
 
 
-def open_input(path: str):
+def open_input(path: str, native: bool = False):
     """A binary file object of a local path or a URL (seekable where the
-    backend allows: S3, GCS and local files are; http(s) is by range requests)."""
+    backend allows: S3, GCS and local files are; http(s) is by range
+    requests). With ``native``, S3 and GCS objects come as pyarrow's own
+    random-access files (for pyarrow's readers), else as buffered Python
+    files (lines, ``read(n)``)."""
     if not is_url(path):
         return open(path, "rb")
     store, p = filesystem(path)
     try:
-        return store.open(p)
+        f = store.open(p)
+        if isinstance(store, _Arrow) and not native:
+            return io.BufferedReader(f, 1 << 22)
+        return f
     except (OSError, FileNotFoundError) as exc:
         raise InputError(f"{path}: cannot be opened ({exc}); check that the object exists and "
                          "the credentials allow reading it") from None

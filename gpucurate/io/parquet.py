@@ -16,7 +16,7 @@ from .shards import Shard
 
 def open_parquet(path: str) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(open_input(path) if is_url(path) else path,
+        return pq.ParquetFile(open_input(path, native=True) if is_url(path) else path,
                               page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read parquet ({exc}); the file is truncated or "

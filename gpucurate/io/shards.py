@@ -82,7 +82,9 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
 
     skip = os.path.realpath(exclude) if exclude and not is_url(exclude) else None
     found: dict[str, tuple[str, str]] = {}
-    for arg in [a for x in inputs for a in expand_braces(os.fspath(x))]:
+    # brace patterns expand first (a local path that exists as written is taken as it is)
+    for arg in [a for x in map(os.fspath, inputs)
+                for a in ([x] if os.path.lexists(x) else expand_braces(x))]:
         if is_url(arg):  # objects: no symlinks, no FIFOs; the URL is the path
             kept = [(u, n) for u, n in url_shards(arg, exclude) if shard_format(u)]
             if not kept:
