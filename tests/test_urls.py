@@ -281,6 +281,10 @@ def test_http_input(tmp_path, pool, http_pool, metadata_path):
     a = curate(str(metadata_path), urls, str(tmp_path / "http"), key_column="id", **KW)
     b = curate(str(metadata_path), files, str(tmp_path / "local"), key_column="id", **KW)
     assert a["shards"] == 6 and _rows(tmp_path / "http") == _rows(tmp_path / "local")
+    # a directory URL (ending in /): the files its index page links to, names below it
+    d = curate(str(metadata_path), [f"{http_pool}/"], str(tmp_path / "hdir"), **KW)
+    curate(str(metadata_path), [str(pool)], str(tmp_path / "ldir"), **KW)
+    assert d["shards"] == 6 and _rows(tmp_path / "hdir") == _rows(tmp_path / "ldir")
     with pytest.raises(InputError, match="nothere.parquet"):
         curate(str(metadata_path), [f"{http_pool}/nothere.parquet"], str(tmp_path / "x"), **KW)
 

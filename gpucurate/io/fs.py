@@ -344,11 +344,16 @@ def url_shards(arg: str, exclude: str | None = None) -> list[tuple[str, str]]:
         except OSError as exc:
             raise InputError(f"input {arg}: cannot be read ({exc}); check the bucket, the "
                              "credentials and the endpoint") from None
+        if http and path.endswith("/"):  # a listed directory (links of its index page)
+            kind = "dir"
         if kind == "file":
             pairs = [(store.url(path), posixpath.basename(path.rstrip("/")))]
         elif kind == "dir":
             root = path.rstrip("/")
-            pairs = [(store.url(p), posixpath.relpath(p, root)) for p in store.find(root)]
+            hits = store.find(path if http else root)
+            if http:  # links of the page that lie below it
+                hits = [p for p in hits if p.startswith(root + "/")]
+            pairs = [(store.url(p), posixpath.relpath(p, root)) for p in hits]
         else:
             raise InputError(f"input {arg} does not exist; give objects, prefixes or globs of "
                              "shards (and check the bucket name)")
