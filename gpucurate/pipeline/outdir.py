@@ -71,7 +71,8 @@ class OutLock:
             holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "another run"
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise ConfigError(f"{os.path.dirname(self.path)} is in use by {holder} (lock "
+                where = self.remote.url if self.remote else os.path.dirname(self.path)
+                raise ConfigError(f"{where} is in use by {holder} (lock "
                                   f"{self.path}); wait for that run to end, or choose another "
                                   "--out") from None
             raise
