@@ -11,6 +11,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .fs import publish
+
 TMP = ".tmp-"  # temporary files are named <target>.tmp-<pid>
 
 
@@ -37,6 +39,7 @@ def commit(tmp: str, path: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path)
+    publish(path)  # an output on s3:// or gs://: uploaded whole, as one object
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -3,7 +3,6 @@ field across the whole shard; a blank or broken line is an error."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 from typing import Iterator
@@ -12,6 +11,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from .common import json_value_problem, normal_text, rows_to_table, split
+from .fs import open_gzip, open_input
 from .shards import Shard
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -26,7 +26,7 @@ class _ZstdStream(io.RawIOBase):
         import zstandard
 
         self._zstd = zstandard
-        self._f = open(path, "rb")
+        self._f = open_input(path)
         self._d = zstandard.ZstdDecompressor().decompressobj()
         self._buf = b""
         self._fed = False
@@ -64,10 +64,10 @@ def open_lines(shard: Shard):
     read from the magic bytes; a file named .gz or .zst must carry them (a
     zero-byte compressed file is a truncated one)."""
     path = shard.path
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         head = f.read(4)
     if head[:2] == GZIP_MAGIC:
-        return gzip.open(path, "rb")
+        return open_gzip(path)
     if head == ZSTD_MAGIC or (len(head) == 4 and head[1:] == b"\x2a\x4d\x18"
                               and head[0] & 0xF0 == 0x50):  # a frame, or a skippable frame
         return io.BufferedReader(_ZstdStream(path))
@@ -75,7 +75,7 @@ def open_lines(shard: Shard):
         what = "is empty" if not head else f"does not start with {shard.compression}'s magic bytes"
         raise InputError(f"{path}: named .{shard.compression} but {what}; the file is truncated "
                          "or not compressed: re-create it")
-    return open(path, "rb")
+    return open_input(path)
 
 
 def count_lines(shard: Shard) -> int:

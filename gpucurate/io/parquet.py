@@ -9,13 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
+from .fs import is_url, open_input
 from .common import check_other_strings, check_text_column, normal_text, split
 from .shards import Shard
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path, page_checksum_verification=True)
+        return pq.ParquetFile(open_input(path, native=True) if is_url(path) else path,
+                              page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read parquet ({exc}); the file is truncated or "
                          "not parquet: re-export it") from None

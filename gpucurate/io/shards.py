@@ -79,10 +79,21 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
     must be a regular file. Files under ``exclude`` (the run's output
     directory) are never inputs.
     """
-    skip = os.path.realpath(exclude) if exclude else None
+    from .fs import expand_braces, is_url, url_shards
+
+    skip = os.path.realpath(exclude) if exclude and not is_url(exclude) else None
     found: dict[str, tuple[str, str]] = {}
-    for arg in inputs:
-        arg = os.fspath(arg)
+    # brace patterns expand first (a local path that exists as written is taken as it is)
+    for arg in [a for x in map(os.fspath, inputs)
+                for a in ([x] if os.path.lexists(x) else expand_braces(x))]:
+        if is_url(arg):  # objects: no symlinks, no FIFOs; the URL is the path
+            kept = [(u, n) for u, n in url_shards(arg, exclude) if shard_format(u)]
+            if not kept:
+                raise InputError(f"input {arg} holds no {KINDS} shard"
+                                 + (f" outside the output {exclude}" if exclude else ""))
+            for u, n in kept:
+                found.setdefault(u, (n, u))
+            continue
         if glob.has_magic(arg):
             base = _glob_prefix(arg)
             hits = [p for p in glob.glob(arg, recursive=True) if not os.path.isdir(p)]

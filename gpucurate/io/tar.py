@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from .common import json_value_problem
+from .fs import download_input, is_url
 
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
@@ -590,6 +591,9 @@ class _Source:
 
     def __init__(self, path: str):
         self.path = path
+        self._copy = None
+        if is_url(path):  # an object: read from a local copy (one shard), removed on close
+            path = self._copy = download_input(path)
         self.kind = compression(path)
         self._mm = None
         self._gen = None
@@ -692,6 +696,9 @@ class _Source:
                 pass
         if self._gen is not None:
             self._gen.close()
+        if self._copy is not None:
+            os.remove(self._copy)
+            self._copy = None
 
 
 class _Truncated(Exception):

@@ -20,6 +20,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError
 from ..io import Shard, atomic_write_json
 from ..io.atomic import TMP
+from ..io.fs import is_url, remote_out, stage_dir, unpublish, url_identity
 from ..log import logger
 from .layout import OutputLayout
 
@@ -27,7 +28,11 @@ _TMP_NAME = re.compile(re.escape(TMP) + r"\d+$")
 
 
 def resolve_out(out: str) -> str:
-    """The output directory as a real path; a symlink is resolved once, and said."""
+    """The output directory as a real path; a symlink is resolved once, and said.
+    For an ``s3://`` or ``gs://`` URL, the local staging directory whose
+    files are uploaded as they are committed (``gpucurate.io.fs``)."""
+    if is_url(out):
+        return stage_dir(out)
     real = os.path.realpath(out)
     if os.path.islink(out.rstrip(os.sep) or out):
         logger.info("--out %s is a symlink: writing to %s", out, real)
@@ -51,6 +56,7 @@ class OutLock:
     def __init__(self, layout: OutputLayout):
         self.path = layout.lock
         self.fd = None
+        self.remote = remote_out(layout.root)  # OUT on s3:// or gs://: the lock object too
 
     def __enter__(self):
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -65,16 +71,25 @@ class OutLock:
             holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "another run"
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise ConfigError(f"{os.path.dirname(self.path)} is in use by {holder} (lock "
+                where = self.remote.url if self.remote else os.path.dirname(self.path)
+                raise ConfigError(f"{where} is in use by {holder} (lock "
                                   f"{self.path}); wait for that run to end, or choose another "
                                   "--out") from None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"the run of pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self.fd = fd
+        if self.remote is not None:
+            try:
+                self.remote.acquire()
+            except BaseException:
+                self.__exit__()
+                raise
         return self
 
     def __exit__(self, *exc):
+        if self.remote is not None:
+            self.remote.release()
         if self.fd is not None:
             try:
                 os.ftruncate(self.fd, 0)
@@ -100,6 +115,7 @@ def sweep_tmp(layout: OutputLayout) -> None:
 def _remove(path: str) -> None:
     """Remove one output: a symlink or a file as itself, a directory's tree
     (``rmtree`` removes the links it holds without following them)."""
+    unpublish(path)  # its objects, when DIR is staged for s3:// or gs://
     if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
         os.unlink(path)
     elif os.path.isdir(path):
@@ -109,6 +125,8 @@ def _remove(path: str) -> None:
 def shard_identity(shard: Shard, verify: bool) -> dict:
     """What the fingerprint knows of an input shard: its path, size and
     modification time, and its content's SHA-256 with ``--verify-inputs``."""
+    if is_url(shard.path):
+        return url_identity(shard.path, verify)
     st = os.stat(shard.path)
     d = {"path": shard.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if verify:

@@ -116,7 +116,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
     schema = None
     prog = Progress(f"pass 1 {shard.name}")
     on_device = (w.reader == "cudf" and shard.fmt == "parquet" and w.router is None
-                 and not cfg.group_column)
+                 and not cfg.group_column and "://" not in shard.path)
     if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
         from ..cudf_io import device_buffers, parquet_text_batches
 

@@ -20,6 +20,7 @@ from ..config import CurateConfig
 from ..errors import InputError
 from ..io import Shard, atomic_write_json, shard_schema
 from ..io.atomic import commit, tmp_path
+from ..io.fs import unpublish
 from ..log import Progress
 from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
 from .layout import ALL, OutputLayout
@@ -205,6 +206,7 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
     wm = layout.work_matches(shard.index)
     if os.path.exists(wm):  # pass 1's matches for this pass: no longer needed
         os.remove(wm)
+        unpublish(wm)
     return stats
 
 
@@ -332,7 +334,7 @@ def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n) -> pa.Table
 
 def empty_schema(cfg: CurateConfig, shard: Shard) -> pa.Table:
     if shard.fmt == "parquet":
-        schema = pq.read_schema(shard.path)
+        schema = shard_schema(shard)
     else:
         schema = pa.schema([(cfg.text_column, pa.large_string())])
     t = schema.empty_table().append_column("entry_ids", pa.array([], pa.list_(pa.int32())))

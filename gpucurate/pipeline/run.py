@@ -28,6 +28,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError
 from ..io import (Shard, atomic_write_bytes, atomic_write_json, choose_text_column, count_rows,
                   resolve_inputs)
+from ..io.fs import is_url
 from ..keys import probabilities
 from ..log import RunProgress, configure, logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
@@ -88,7 +89,7 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     mds, md_sha = metadata_of(cfg)
     layout = OutputLayout(resolve_out(cfg.out))
     shards = resolve_inputs(cfg.inputs, need_unique_names=cfg.key_column is None,
-                            exclude=layout.root)
+                            exclude=cfg.out if is_url(cfg.out) else layout.root)
     if cfg.text_column is None:
         cfg = replace(cfg, text_column=choose_text_column(shards, None))
         logger.info("caption column: %s", cfg.text_column)

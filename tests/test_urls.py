@@ -1,0 +1,297 @@
+"""Inputs at URLs (s3://, http://; hf:// routing), outputs on s3://, brace
+patterns. S3 is a real S3-compatible server on 127.0.0.1 (moto's server
+mode, ``tests/s3server.py``) reached over HTTP through AWS_ENDPOINT_URL, and
+http:// a ``http.server`` on 127.0.0.1: no client is mocked."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT
+from pool import real_rows, write_jsonl, write_parquet_shards, write_tar
+from s3server import list_keys, s3_server, upload_tree
+
+pytest.importorskip("moto.server")
+pytest.importorskip("boto3")
+
+from gpucurate import curate  # noqa: E402
+from gpucurate.errors import ConfigError, InputError  # noqa: E402
+from gpucurate.io.fs import expand_braces, filesystem  # noqa: E402
+
+BUCKET = "gpucurate-test"
+KW = dict(t=3, device="cpu", threads=1, report=False, seed=5)
+
+
+# ------------------------------------------------------------------ braces
+def test_expand_braces():
+    assert expand_braces("a/{00..03}.tar") == [f"a/{i:02d}.tar" for i in range(4)]
+    assert expand_braces("{00000..00002}") == ["00000", "00001", "00002"]
+    assert expand_braces("{8..11}") == ["8", "9", "10", "11"]
+    assert expand_braces("{08..11}") == ["08", "09", "10", "11"]
+    assert expand_braces("x{a,b{1..2}}y") == ["xay", "xb1y", "xb2y"]
+    assert expand_braces("{a,b}{c,d}") == ["ac", "ad", "bc", "bd"]
+    assert expand_braces("{0..6..3}") == ["0", "3", "6"]
+    assert expand_braces("{3..1}") == ["3", "2", "1"]
+    assert expand_braces("{a}/{}/x{") == ["{a}/{}/x{"]
+    assert expand_braces("s3://b/p/{0..1}-{x,y}.parquet") == [
+        "s3://b/p/0-x.parquet", "s3://b/p/0-y.parquet", "s3://b/p/1-x.parquet",
+        "s3://b/p/1-y.parquet"]
+    assert expand_braces("plain/path") == ["plain/path"]
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """A pool of every format: two parquet shards, jsonl (gzip, zstd, plain), a tar."""
+    root = tmp_path_factory.mktemp("pool")
+    t = real_rows("coco_captions_val2017", 3000)
+    write_parquet_shards(t.slice(0, 1600), root / "in", 2)
+    os.makedirs(root / "in" / "sub")
+    write_jsonl(t.slice(1600, 400), str(root / "in" / "sub" / "j.jsonl.gz"))
+    write_jsonl(t.slice(2000, 300), str(root / "in" / "sub" / "p.jsonl"))
+    write_jsonl(t.slice(2300, 300), str(root / "in" / "z.jsonl.zst"))
+    write_tar(t.slice(2600, 400), str(root / "in" / "w.tar"))
+    return root / "in"
+
+
+@pytest.fixture(scope="module")
+def s3(pool):
+    with s3_server() as (endpoint, client):
+        client.create_bucket(Bucket=BUCKET)
+        upload_tree(client, str(pool), BUCKET, "pool")
+        yield endpoint, client
+
+
+def _rows(out):
+    """Every curated row of a run, in part order, and the entry counts."""
+    parts = sorted(os.listdir(os.path.join(out, "curated")))
+    rows = [r for p in parts for r in pq.read_table(os.path.join(out, "curated", p)).to_pylist()]
+    counts = pq.read_table(os.path.join(out, "entry_counts.parquet")).column("count").to_pylist()
+    names = [json.load(open(os.path.join(out, "stats", f)))["shard"]
+             for f in sorted(os.listdir(os.path.join(out, "stats")))]
+    return rows, counts, names
+
+
+def _download(client, prefix, dest):
+    for key in list_keys(client, BUCKET, prefix):
+        p = os.path.join(dest, *key[len(prefix):].split("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        client.download_file(BUCKET, key, p)
+    return dest
+
+
+# ------------------------------------------------------------------ s3 inputs
+@pytest.mark.parametrize("key_column", [None, "id"])
+def test_s3_pool_curates_as_on_disk(tmp_path, pool, s3, metadata_path, key_column):
+    local = curate(str(metadata_path), [str(pool)], str(tmp_path / "local"),
+                   key_column=key_column, **KW)
+    remote = curate(str(metadata_path), [f"s3://{BUCKET}/pool/"], str(tmp_path / "s3"),
+                    key_column=key_column, **KW)
+    assert local["curated"] == remote["curated"] and 0 < local["curated"] < local["pool"]
+    a, b = _rows(tmp_path / "local"), _rows(tmp_path / "s3")
+    assert a == b
+    assert b[2] == ["part-00.parquet", "part-01.parquet", "sub/j.jsonl.gz", "sub/p.jsonl",
+                    "w.tar", "z.jsonl.zst"]
+    cfg = json.load(open(tmp_path / "s3" / "config.json"))
+    ins = cfg["fingerprint_doc"]["inputs"]
+    assert ins[0]["path"] == f"s3://{BUCKET}/pool/part-00.parquet" and ins[0]["size"] > 0
+
+
+def test_s3_glob_and_braces(tmp_path, pool, s3, metadata_path):
+    whole = curate(str(metadata_path), [f"s3://{BUCKET}/pool/part-*.parquet"],
+                   str(tmp_path / "glob"), **KW)
+    braces = curate(str(metadata_path), [f"s3://{BUCKET}/pool/part-{{00..01}}.parquet"],
+                    str(tmp_path / "braces"), verify_inputs=True, **KW)
+    ins = json.load(open(tmp_path / "braces" / "config.json"))["fingerprint_doc"]["inputs"]
+    assert [len(d["sha256"]) for d in ins] == [64, 64]
+    local = curate(str(metadata_path), [str(pool / "part-{00..01}.parquet")],
+                   str(tmp_path / "local"), **KW)
+    assert whole["shards"] == braces["shards"] == local["shards"] == 2
+    assert _rows(tmp_path / "glob") == _rows(tmp_path / "braces") == _rows(tmp_path / "local")
+    deep = curate(str(metadata_path), [f"s3://{BUCKET}/pool/**/*.jsonl.gz"],
+                  str(tmp_path / "deep"), **KW)
+    assert deep["shards"] == 1 and _rows(tmp_path / "deep")[2] == ["sub/j.jsonl.gz"]
+
+
+def test_local_braces(tmp_path, pool, metadata_path):
+    a = curate(str(metadata_path), [str(pool / "{part-00.parquet,part-01.parquet,w.tar}")],
+               str(tmp_path / "a"), **KW)
+    b = curate(str(metadata_path), [str(pool / "part-00.parquet"), str(pool / "part-01.parquet"),
+                                    str(pool / "w.tar")], str(tmp_path / "b"), **KW)
+    assert a["shards"] == 3 and _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    lit = tmp_path / "lit"
+    os.makedirs(lit)
+    shutil.copy(pool / "w.tar", lit / "{a,b}.tar")  # exists as written: no expansion
+    assert curate(str(metadata_path), [str(lit / "{a,b}.tar")], str(tmp_path / "l"),
+                  **KW)["shards"] == 1
+    with pytest.raises(InputError, match="part-02.parquet does not exist"):
+        curate(str(metadata_path), [str(pool / "part-{00..07}.parquet")], str(tmp_path / "c"),
+               **KW)
+
+
+def test_missing_object_and_bucket(tmp_path, s3, metadata_path):
+    url = f"s3://{BUCKET}/pool/nothere.parquet"
+    with pytest.raises(InputError, match=f"input {url} does not exist"):
+        curate(str(metadata_path), [url], str(tmp_path / "o"), **KW)
+    with pytest.raises(InputError, match="no-such-bucket"):
+        curate(str(metadata_path), ["s3://no-such-bucket/pool/"], str(tmp_path / "o"), **KW)
+    with pytest.raises(InputError, match=f"s3://{BUCKET}/empty holds no"):
+        s3[1].put_object(Bucket=BUCKET, Key="empty/readme.txt", Body=b"x")
+        curate(str(metadata_path), [f"s3://{BUCKET}/empty"], str(tmp_path / "o"), **KW)
+
+
+# ------------------------------------------------------------------ s3 outputs
+def test_s3_out_whole_and_same(tmp_path, pool, s3, metadata_path):
+    """A run into s3:// in a process of its own while the test reads every
+    object the moment it is listed: each is whole (parses), and a marker is
+    never there without its data."""
+    client = s3[1]
+    out = f"s3://{BUCKET}/runs/a"
+    cmd = [sys.executable, "-m", "gpucurate", "curate", "--metadata", str(metadata_path),
+           "--input", str(pool), "--out", out, "--t", "3", "--device", "cpu", "--threads", "1",
+           "--seed", "5", "--batch-bytes", "4000", "--quiet", "--no-report"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    seen: set = set()
+    while True:
+        running = p.poll() is None
+        keys = list_keys(client, BUCKET, "runs/a/")
+        for k in sorted(set(keys) - seen):
+            body = client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+            assert ".tmp-" not in k
+            if k.endswith(".parquet"):
+                pq.read_table(io.BytesIO(body))  # whole
+            elif k.endswith(".json"):
+                json.loads(body)
+                rel = k[len("runs/a/"):]
+                n = rel.rsplit("-", 1)[-1][:5] if "shard-" in rel else None
+                if rel.startswith("stats/"):
+                    assert f"runs/a/curated/part-{n}.parquet" in keys, k
+                if rel.startswith("work/pass1/"):
+                    assert f"runs/a/work/pass1/shard-{n}.parquet" in keys, k
+            seen.add(k)
+        if not running:
+            break
+        time.sleep(0.02)
+    assert p.returncode == 0, p.stderr.read()
+    keys = list_keys(client, BUCKET, "runs/")
+    assert "runs/a/.lock" not in keys and "runs/a/summary.json" in keys
+    assert not [k for k in keys if "/work/matches/" in k]  # removed after pass 2
+    curate(str(metadata_path), [str(pool)], str(tmp_path / "local"), **KW)
+    got = _download(client, "runs/a/", str(tmp_path / "got"))
+    assert _rows(got) == _rows(tmp_path / "local")
+
+
+def test_s3_out_resumes(tmp_path, pool, s3, metadata_path):
+    client = s3[1]
+    out = f"s3://{BUCKET}/runs/r"
+    curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, **KW)
+    before = {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+              for k in list_keys(client, BUCKET, "runs/r/stats/")}
+    # as after a run stopped in pass 2 of shard 1: its part and marker are not there
+    client.delete_object(Bucket=BUCKET, Key="runs/r/stats/shard-00001.json")
+    client.delete_object(Bucket=BUCKET, Key="runs/r/curated/part-00001.parquet")
+    client.put_object(Bucket=BUCKET, Key="runs/r/curated/part-00001.parquet.tmp-4242",
+                      Body=b"half")
+    client.put_object(Bucket=BUCKET, Key="runs/rest/keep.parquet.tmp-1", Body=b"not ours")
+    s = curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, **KW)
+    after = {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+             for k in list_keys(client, BUCKET, "runs/r/stats/")}
+    assert set(after) == set(before)
+    # the completed shards were skipped (their markers are the same bytes);
+    # shard 1 ran again (its marker holds this run's timings)
+    for k in before:
+        if not k.endswith("shard-00001.json"):
+            assert after[k] == before[k], k
+    assert json.loads(after["runs/r/stats/shard-00001.json"])["kept"] == json.loads(
+        before["runs/r/stats/shard-00001.json"])["kept"]
+    keys = list_keys(client, BUCKET, "runs/")
+    assert "runs/r/curated/part-00001.parquet.tmp-4242" not in keys  # swept
+    assert "runs/rest/keep.parquet.tmp-1" in keys  # outside OUT: untouched
+    assert s["curated"] > 0
+    curate(str(metadata_path), [str(pool)], str(tmp_path / "local"), **KW)
+    assert _rows(_download(client, "runs/r/", str(tmp_path / "got"))) == \
+        _rows(tmp_path / "local")
+    # another configuration is refused; --overwrite replaces the run's objects
+    with pytest.raises(ConfigError, match="holds another run"):
+        curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, **dict(KW, t=5))
+    client.put_object(Bucket=BUCKET, Key="runs/r/curated/part-00009.parquet", Body=b"stale")
+    curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, overwrite=True, **dict(KW, t=5))
+    keys = list_keys(client, BUCKET, "runs/")
+    assert "runs/r/curated/part-00009.parquet" not in keys
+    assert "runs/rest/keep.parquet.tmp-1" in keys
+
+
+def test_s3_lock_object(tmp_path, pool, s3, metadata_path):
+    client = s3[1]
+    out = f"s3://{BUCKET}/runs/locked"
+    client.put_object(Bucket=BUCKET, Key="runs/locked/.lock",
+                      Body=b"the run of pid 77 on node-7 since 2026-01-01T00:00:00\n")
+    with pytest.raises(ConfigError, match="in use by the run of pid 77 on node-7"):
+        curate(str(metadata_path), [str(pool / "w.tar")], out, **KW)
+    assert list(list_keys(client, BUCKET, "runs/locked/")) == ["runs/locked/.lock"]
+    client.delete_object(Bucket=BUCKET, Key="runs/locked/.lock")
+    curate(str(metadata_path), [str(pool / "w.tar")], out, **KW)
+    assert "runs/locked/.lock" not in list_keys(client, BUCKET, "runs/locked/")
+
+
+def test_out_url_checks(tmp_path, pool, metadata_path):
+    with pytest.raises(ConfigError, match="not http://"):
+        curate(str(metadata_path), [str(pool)], "http://127.0.0.1:1/out", **KW)
+    with pytest.raises(ConfigError, match="prefix inside the bucket"):
+        curate(str(metadata_path), [str(pool)], "s3://just-a-bucket", **KW)
+
+
+# ------------------------------------------------------------------ http, hf
+@pytest.fixture(scope="module")
+def http_pool(pool):
+    handler = functools.partial(_Quiet, directory=str(pool))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+def test_http_input(tmp_path, pool, http_pool, metadata_path):
+    urls = [f"{http_pool}/part-{{00..01}}.parquet", f"{http_pool}/sub/{{j.jsonl.gz,p.jsonl}}",
+            f"{http_pool}/w.tar", f"{http_pool}/z.jsonl.zst"]
+    files = [str(pool / "part-00.parquet"), str(pool / "part-01.parquet"),
+             str(pool / "sub" / "j.jsonl.gz"), str(pool / "sub" / "p.jsonl"),
+             str(pool / "w.tar"), str(pool / "z.jsonl.zst")]
+    a = curate(str(metadata_path), urls, str(tmp_path / "http"), key_column="id", **KW)
+    b = curate(str(metadata_path), files, str(tmp_path / "local"), key_column="id", **KW)
+    assert a["shards"] == 6 and _rows(tmp_path / "http") == _rows(tmp_path / "local")
+    # a directory URL (ending in /): the files its index page links to, names below it
+    d = curate(str(metadata_path), [f"{http_pool}/"], str(tmp_path / "hdir"), **KW)
+    curate(str(metadata_path), [str(pool)], str(tmp_path / "ldir"), **KW)
+    assert d["shards"] == 6 and _rows(tmp_path / "hdir") == _rows(tmp_path / "ldir")
+    with pytest.raises(InputError, match="nothere.parquet"):
+        curate(str(metadata_path), [f"{http_pool}/nothere.parquet"], str(tmp_path / "x"), **KW)
+
+
+def test_hf_routes_to_huggingface_filesystem():
+    pytest.importorskip("huggingface_hub")
+    store, path = filesystem("hf://datasets/someone/pool/data/part-00000.parquet")
+    assert type(store.fs).__name__ == "HfFileSystem"
+    assert path == "datasets/someone/pool/data/part-00000.parquet"
+    # reaching huggingface.co needs the network, which these tests never use
