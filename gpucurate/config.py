@@ -77,6 +77,7 @@ class CurateConfig:
     t_lang: tuple = ()               # worldwide: ((lang, t), ...) overrides
     group_column: str | None = None  # worldwide: one caption per group (e.g. per image)
     verify_inputs: bool = False      # the run fingerprint hashes every shard's content
+    on_bad_row: str = "error"        # error | skip (bad rows to DIR/rejected/)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -115,6 +116,8 @@ class CurateConfig:
         if (self.lang_column or self.t_lang or self.group_column) and not self.worldwide:
             raise ConfigError("--lang-column, --t-lang and --group-column go with --worldwide")
         object.__setattr__(self, "device", device_choice(self.device))
+        if self.on_bad_row not in ("error", "skip"):
+            raise ConfigError(f"--on-bad-row must be error or skip, not {self.on_bad_row!r}")
         if self.reader not in ("auto", "arrow", "cudf"):
             raise ConfigError(f"--reader must be auto, arrow or cudf, not {self.reader!r}")
 
@@ -137,7 +140,7 @@ class CurateConfig:
                 "t": self.t, "tail_fraction": self.tail_fraction, "seed": int(self.seed),
                 "limit": self.limit, "counts": counts_sha, "worldwide": bool(self.worldwide),
                 "lang_column": self.lang_column, "t_lang": [list(x) for x in self.t_lang],
-                "group_column": self.group_column}
+                "group_column": self.group_column, "on_bad_row": self.on_bad_row}
 
     @staticmethod
     def fingerprint_of(doc: dict) -> str:

@@ -303,3 +303,28 @@ def test_trie_cache_tampering_is_detected(tmp_path, monkeypatch):
         np.savez(f, **arrays)
     t2 = load_trie(entries)
     assert np.array_equal(t1.vtag, t2.vtag) and t2.vtag.any()
+
+
+def test_on_bad_row_skip_records_every_skipped_row(meta, tmp_path):
+    j = tmp_path / "a.jsonl"
+    lines = [b'{"text": "a dog", "k": 1}', b'{"text": "a cat", "k": 2', b'{"text": 5, "k": 3}',
+             b'{"text": "a \xff dog", "k": 4}', b'{"text": "hot dog", "k": 5}',
+             b'{"text": "a \\ud800", "k": 6}', b'[1, 2]', b'{"text": "cat", "k": 8}']
+    j.write_bytes(b"\n".join(lines) + b"\n")
+    p = tmp_path / "b.parquet"
+    bad = pa.array([b"a dog", b"bad \xfe", b"a cat"], pa.binary()).cast(pa.string(), safe=False)
+    url = pa.array([b"u1", b"u2", b"u\xff3"], pa.binary()).cast(pa.string(), safe=False)
+    pq.write_table(pa.table({"text": bad, "url": url}), p)
+    with pytest.raises(InputError):  # the default stops at the first
+        _cur(meta, [str(j)], tmp_path / "e")
+    out = tmp_path / "o"
+    s = _cur(meta, [str(j), str(p)], out, on_bad_row="skip")
+    rej = pq.read_table(out / "rejected").to_pylist()
+    assert s["rejected"] == len(rej) == 5 + 2
+    assert sorted((os.path.basename(r["file"]), r["row"]) for r in rej) == sorted(
+        [("a.jsonl", i) for i in (1, 2, 3, 5, 6)] + [("b.parquet", 1), ("b.parquet", 2)])
+    assert any(r["raw"].rstrip(b"\n") == lines[1] for r in rej)
+    assert s["pool"] == 3 + 1  # the good rows only
+    assert {r["text"] for r in _rows(str(out))} == {"a dog", "hot dog", "cat"} | {"a dog"}
+    assert main(["report", str(out), "--quiet"]) == 0
+    assert "bad rows skipped" in (out / "report" / "index.html").read_text()

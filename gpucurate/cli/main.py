@@ -87,6 +87,11 @@ def _pool_args(p, need_t: bool):
                    help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, text_id) "
                         "uint32, and lang with --worldwide) in DIR/matches so pass 2 does not "
                         "match again")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                   help="a malformed row (a bad jsonl line, a non-UTF-8 string, a null key): "
+                        "error (default) stops the run naming it; skip leaves it out of the pool "
+                        "and writes it (file, row, reason, raw bytes) to DIR/rejected/, counted "
+                        "in summary.json and the report. Damaged files stay errors")
     p.add_argument("--verify-inputs", action="store_true",
                    help="fingerprint every input shard by a hash of its content (default: its "
                         "path, size and modification time), so that a rerun into DIR notices a "
@@ -175,7 +180,7 @@ def _config(a, **extra) -> CurateConfig:
         tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
         key_column=a.key_column, seed=a.seed, device=a.device, reader=a.reader, batch_bytes=a.batch_bytes, threads=a.threads,
         limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
-        verify_inputs=a.verify_inputs,
+        verify_inputs=a.verify_inputs, on_bad_row=a.on_bad_row,
         report=not getattr(a, "no_report", False), executor=a.executor, address=a.address,
         **extra)
 

@@ -35,14 +35,19 @@ def _reader(fmt: str):
 
 
 def read_batches(shard: Shard, text_column: str, batch_bytes: int,
-                 columns: list | None = None) -> Iterator[pa.Table]:
+                 columns: list | None = None, rejects: list | None = None) -> Iterator[pa.Table]:
     """Tables of the shard's rows in order, text checked: every column, or
     with ``columns`` at least those (parquet reads only those; jsonl and tar
-    rows are parsed whole)."""
-    if columns is not None and shard.fmt == "parquet":
+    rows are parsed whole). With ``rejects`` a bad jsonl line is recorded
+    there and left out, rather than an error."""
+    if shard.fmt == "parquet" and (columns is not None or rejects is not None):
         from .parquet import read_parquet
 
-        batches = read_parquet(shard, text_column, batch_bytes, columns)
+        batches = read_parquet(shard, text_column, batch_bytes, columns, rejects)
+    elif rejects is not None and shard.fmt == "jsonl":
+        from .jsonl import read_jsonl
+
+        batches = read_jsonl(shard, text_column, batch_bytes, rejects)
     else:
         batches = _reader(shard.fmt)(shard, text_column, batch_bytes)
     for table in batches:

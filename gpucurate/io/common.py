@@ -129,6 +129,45 @@ def first_bad_utf8(arr: pa.Array) -> int:
     return int(first_invalid_utf8(tb.data, tb.offsets, tb.valid))
 
 
+def bad_utf8_rows(arr: pa.Array) -> list:
+    """Every row of a string array whose value is not UTF-8."""
+    out, base = [], 0
+    while base < len(arr):
+        bad = first_bad_utf8(arr.slice(base))
+        if bad < 0:
+            break
+        out.append(base + bad)
+        base += bad + 1
+    return out
+
+
+def drop_bad_strings(table: pa.Table, where: str, first_row: int, rejects: list) -> pa.Table:
+    """The table without its rows holding a non-UTF-8 string (in any string
+    column); each such row is recorded in ``rejects`` (``--on-bad-row skip``)."""
+    bad: dict = {}
+    for name, col in zip(table.column_names, table.columns):
+        t = col.type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+                or pa.types.is_dictionary(t)):
+            continue
+        row = 0
+        for chunk in col.chunks:
+            for r in bad_utf8_rows(chunk):
+                bad.setdefault(row + r, name)
+            row += len(chunk)
+    if not bad:
+        return table
+    for r in sorted(bad):
+        raw = table.column(bad[r])[r].cast(pa.large_binary()).as_py() if not pa.types.is_dictionary(
+            table.schema.field(bad[r]).type) else None
+        rejects.append({"file": where, "row": first_row + r,
+                        "reason": f"column {bad[r]!r} is not valid UTF-8",
+                        "raw": (raw or b"")[:4096]})
+    keep = np.ones(table.num_rows, bool)
+    keep[sorted(bad)] = False
+    return table.filter(pa.array(keep))
+
+
 def check_other_strings(table: pa.Table, text_column: str, where: str, first_row: int) -> None:
     """Every string column other than the caption holds UTF-8 (they are
     copied into the curated parquet, which must stay valid)."""

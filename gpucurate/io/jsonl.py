@@ -91,7 +91,53 @@ def _type_name(v) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def read_jsonl(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.Table]:
+def _parse_line(raw: bytes, shard: Shard, line_no: int, text_column: str, kinds: dict) -> dict:
+    """One line as a dict, checked; ``kinds`` (field -> (JSON type, first
+    line)) is updated only when the line is good."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{_where(shard, line_no)} is not valid UTF-8 (byte "
+                         f"{exc.start} of the line: {raw[exc.start:exc.start + 4]!r}); "
+                         "re-encode the file as UTF-8") from None
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"{_where(shard, line_no)} is not a JSON object "
+                         f"({getattr(exc, 'msg', exc)}); fix or remove the line") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{_where(shard, line_no)} is a JSON {type(obj).__name__}, "
+                         "not an object")
+    v = obj.get(text_column)
+    if text_column not in obj or not (v is None or isinstance(v, str)):
+        what = "has no field" if text_column not in obj else "has a non-string"
+        raise InputError(f"{_where(shard, line_no)} {what} {text_column!r}; choose "
+                         "the caption field with --text-column")
+    new = {}
+    for k, x in obj.items():
+        kind = _type_name(x)
+        if kind != "null":
+            seen = kinds.get(k)
+            if seen is None:
+                new[k] = (kind, line_no)
+            elif seen[0] != kind and {seen[0], kind} != {"int", "float"}:
+                raise InputError(
+                    f"{_where(shard, line_no)}: field {k!r} is a JSON {kind}, but a "
+                    f"{seen[0]} on line {seen[1]}; make each field one type in the "
+                    "whole file")
+        if not isinstance(x, (bool, float)) and x is not None:
+            why = json_value_problem(x) or json_value_problem(k)
+            if why:
+                raise InputError(f"{_where(shard, line_no)}: field {k!r} holds {why}")
+    kinds.update(new)
+    return obj
+
+
+def read_jsonl(shard: Shard, text_column: str, batch_bytes: int,
+               rejects: list | None = None) -> Iterator[pa.Table]:
+    """Tables of the shard's lines. A bad line is an error; with ``rejects``
+    (``--on-bad-row skip``) it is left out and recorded there instead (file,
+    row, reason, raw bytes)."""
     rows: list[dict] = []
     acc = 0
     line_no = 0
@@ -101,42 +147,14 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int) -> Iterator[pa.
         with open_lines(shard) as fh:
             for line_no, raw in enumerate(fh, 1):
                 try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(f"{_where(shard, line_no)} is not valid UTF-8 (byte "
-                                     f"{exc.start} of the line: {raw[exc.start:exc.start + 4]!r}); "
-                                     "re-encode the file as UTF-8") from None
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    raise InputError(f"{_where(shard, line_no)} is not a JSON object "
-                                     f"({getattr(exc, 'msg', exc)}); fix or remove the line") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{_where(shard, line_no)} is a JSON {type(obj).__name__}, "
-                                     "not an object")
+                    obj = _parse_line(raw, shard, line_no, text_column, kinds)
+                except InputError as exc:
+                    if rejects is None:
+                        raise
+                    rejects.append({"file": shard.path, "row": line_no - 1,
+                                    "reason": str(exc), "raw": bytes(raw[:4096])})
+                    continue
                 v = obj.get(text_column)
-                if text_column not in obj or not (v is None or isinstance(v, str)):
-                    what = "has no field" if text_column not in obj else "has a non-string"
-                    raise InputError(f"{_where(shard, line_no)} {what} {text_column!r}; choose "
-                                     "the caption field with --text-column")
-                for k, x in obj.items():
-                    kind = _type_name(x)
-                    if kind == "bool":
-                        kind = "bool"
-                    if kind != "null":
-                        seen = kinds.get(k)
-                        if seen is None:
-                            kinds[k] = (kind, line_no)
-                        elif seen[0] != kind and {seen[0], kind} != {"int", "float"}:
-                            raise InputError(
-                                f"{_where(shard, line_no)}: field {k!r} is a JSON {kind}, but a "
-                                f"{seen[0]} on line {seen[1]}; make each field one type in the "
-                                "whole file")
-                    if not isinstance(x, (bool, float)) and x is not None:
-                        why = json_value_problem(x) or json_value_problem(k)
-                        if why:
-                            raise InputError(f"{_where(shard, line_no)}: field {k!r} holds "
-                                             f"{why}") from None
                 rows.append(obj)
                 acc += len(v) if v else 0
                 if acc >= batch_bytes // 4 or len(rows) >= 65536:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from .fs import is_url, open_input
-from .common import check_other_strings, check_text_column, normal_text, split
+from .common import check_other_strings, check_text_column, drop_bad_strings, normal_text, split
 from .shards import Shard
 
 
@@ -24,9 +24,10 @@ def open_parquet(path: str) -> pq.ParquetFile:
 
 
 def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
-                 columns: list | None = None) -> Iterator[pa.Table]:
+                 columns: list | None = None, rejects: list | None = None) -> Iterator[pa.Table]:
     """Batches of the shard (only ``columns`` when given; the others are
-    neither read nor decoded)."""
+    neither read nor decoded). A row holding a non-UTF-8 string is an error;
+    with ``rejects`` it is left out and recorded there."""
     f = open_parquet(shard.path)
     schema = f.schema_arrow
     check_text_column(schema, shard.path, text_column)
@@ -55,8 +56,12 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
     try:
         for rb in f.iter_batches(batch_size=rows, columns=columns):
             table = normal_text(pa.Table.from_batches([rb]), text_column)
-            check_other_strings(table, text_column, shard.path, first)
-            first += table.num_rows
+            n = table.num_rows
+            if rejects is not None:
+                table = drop_bad_strings(table, shard.path, first, rejects)
+            else:
+                check_other_strings(table, text_column, shard.path, first)
+            first += n
             yield from split(table, text_column, batch_bytes)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{shard.path}: cannot read parquet near row {first} ({exc}); the file "

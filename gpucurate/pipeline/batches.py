@@ -39,14 +39,30 @@ def pass1_columns(cfg: CurateConfig, shard: Shard, names) -> list:
 
 
 def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
-                  columns: list | None = None, tally: dict | None = None):
+                  columns: list | None = None, tally: dict | None = None,
+                  rejects: list | None = None):
     """(table, first_row) of the shard, stopping after max_rows rows (only
     ``columns`` of a parquet shard when given). The parquet of a download
     folder gives only its rows whose ``status`` is ``success`` (the others,
     failed downloads, are counted in ``tally["failed_downloads"]``); rows are
-    numbered among those given."""
+    numbered among those given. With ``--on-bad-row skip`` the bad rows
+    are left out (so that both passes number the same rows) and recorded in
+    ``rejects`` when given; every column is then read, to check them all."""
     row = 0
-    for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns):
+    skip = cfg.on_bad_row == "skip"
+    if skip:
+        rejects = [] if rejects is None else rejects
+        columns = None
+    for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns,
+                              rejects if skip else None):
+        if skip and cfg.key_column and cfg.key_column in table.column_names \
+                and table.column(cfg.key_column).null_count:
+            nulls = pc.is_null(table.column(cfg.key_column)).to_numpy(zero_copy_only=False)
+            for r in np.nonzero(nulls)[0]:
+                rejects.append({"file": shard.path, "row": row + int(r),
+                                "reason": f"null key in column {cfg.key_column!r} (row among "
+                                          "the shard's readable rows)", "raw": b""})
+            table = table.filter(pa.array(~nulls))
         if shard.tar is not None and "status" in table.column_names:
             ok = pc.fill_null(pc.equal(table.column("status").cast(pa.string()), "success"),
                               False)

@@ -138,7 +138,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
         if file_schema is not None:
             check_added(cfg, shard, file_schema.names)
         cols = pass1_columns(cfg, shard, file_schema.names) if file_schema is not None else None
-        for table, first in prefetch(shard_batches(cfg, shard, max_rows, cols, tally)):
+        rejects = [] if cfg.on_bad_row == "skip" else None
+        for table, first in prefetch(shard_batches(cfg, shard, max_rows, cols, tally, rejects)):
             if file_schema is None:  # jsonl, tar: the columns pass 2 will write
                 schema = table.schema if schema is None else _union(schema, table.schema,
                                                                      shard, first)
@@ -194,11 +195,20 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
              "row": pa.array(r, pa.int64())}))
     if schema is not None:
         atomic_write_bytes(layout.pass1_schema(shard.index), schema.serialize().to_pybytes())
+    n_rejected = 0
+    if cfg.on_bad_row == "skip" and not on_device:
+        n_rejected = len(rejects)
+        os.makedirs(layout.rejected_dir, exist_ok=True)
+        atomic_write_parquet(layout.rejected(shard.index), pa.table({
+            "file": pa.array([r["file"] for r in rejects], pa.string()),
+            "row": pa.array([r["row"] for r in rejects], pa.int64()),
+            "reason": pa.array([r["reason"] for r in rejects], pa.string()),
+            "raw": pa.array([r["raw"] for r in rejects], pa.binary())}))
     if keep:
         inv.close()
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "seconds_pass1": seconds,
-             "failed_downloads": tally.get("failed_downloads", 0)}
+             "failed_downloads": tally.get("failed_downloads", 0), "rejected": n_rejected}
     if cfg.worldwide:
         stats["languages"] = per
     atomic_write_json(layout.pass1_marker(shard.index), stats)

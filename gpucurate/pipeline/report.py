@@ -200,6 +200,8 @@ def _plots(d: dict) -> dict[str, bytes]:
 def _funnel(s: dict) -> list[tuple[str, str, int]]:
     rows = [("pool", "captions in", s["pool"]), ("null_captions", "null", s["null_captions"]),
             ("matched", "matched", s["matched"])]
+    if s.get("rejected"):  # --on-bad-row skip: rows left out, listed in rejected/
+        rows.insert(0, ("rejected", "bad rows skipped", s["rejected"]))
     if s.get("curated") is not None:
         rows.append(("curated", "curated", s["curated"]))
     return rows

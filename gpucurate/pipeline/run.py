@@ -248,6 +248,7 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
         s["curated"] = sum(x["kept"] for x in p2)
     if p1 is not None:
         s["failed_downloads"] = sum(x.get("failed_downloads", 0) for x in p1)
+        s["rejected"] = sum(x.get("rejected", 0) for x in p1)
     if cfg.worldwide:
         langs = {}
         for code, c in counts.items():
