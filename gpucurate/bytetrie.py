@@ -3,6 +3,7 @@ padded on both sides (see ``gpucurate.kernels.bytewalk``)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -10,9 +11,12 @@ import numpy as np
 from .reference import is_cjk_or_similar, spaced_entry_ww  # noqa: F401 (re-exported)
 
 
+_cjk = functools.lru_cache(maxsize=None)(is_cjk_or_similar)  # a few thousand distinct chars
+
+
 def padded_both(entry: str) -> bool:
     """True when MetaCLIP 2 pads the entry on both sides (a whole-token entry)."""
-    return not is_cjk_or_similar(entry[0]) and not is_cjk_or_similar(entry[-1])
+    return not _cjk(entry[0]) and not _cjk(entry[-1])
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ def _check(entries, source: str, unit: str) -> None:
                                 "fix or remove it") from None
 
 
+_LOADED: dict = {}  # (real path, size, mtime) -> Metadata, loaded once per process
+
+
 def load_metadata(metadata) -> Metadata:
     """Load metadata from a path or a sequence of str.
 
@@ -56,6 +59,13 @@ def load_metadata(metadata) -> Metadata:
         return metadata
     if isinstance(metadata, (str, os.PathLike)):
         path = os.fspath(metadata)
+        try:
+            st = os.stat(path)
+            key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if key in _LOADED:  # a list is read and checked once per process
+            return _LOADED[key]
         try:
             raw = open(path, "rb").read()
         except OSError as exc:
@@ -83,6 +93,10 @@ def load_metadata(metadata) -> Metadata:
             entries = [e[:-1] if e.endswith("\r") else e for e in entries]
             _check(entries, path, "line")
         source = path
+        if key is not None and entries:
+            md = Metadata(tuple(entries), source, _digest(entries))
+            _LOADED[key] = md
+            return md
     else:
         entries = list(metadata)
         source = "<metadata list>"

@@ -12,6 +12,7 @@ in the orders named in ``gpucurate.kernels.layout``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -65,11 +66,26 @@ def load_tables(metadata, cache: bool = True) -> MatchTables:
     return MatchTables(load_trie(md, cache=cache), empty_byte_trie(), False, len(md))
 
 
+_WW: dict = {}  # this process's MetaCLIP 2 tables, by the metadata's SHA-256
+
+
 def load_tables_ww(metadata, cache: bool = True) -> MatchTables:
-    """MetaCLIP 2 tables of one language's metadata."""
+    """MetaCLIP 2 tables of one language's metadata (built once per process;
+    the word trie from the on-disk cache)."""
     md: Metadata = load_metadata(metadata)
+    if cache and md.sha256 in _WW:
+        return _WW[md.sha256]
     whole = [padded_both(e) for e in md.entries]
-    word = load_trie([e if w else NEVER for e, w in zip(md.entries, whole)], cache=cache)
+    # The word trie's list: the entries, a placeholder for those only the byte
+    # trie matches. It comes from a validated list, so it is not checked again;
+    # its cache key derives from the list's SHA-256.
+    words = tuple(e if w else NEVER for e, w in zip(md.entries, whole))
+    word_md = Metadata(words, f"{md.source} (word trie)",
+                       hashlib.sha256(f"worldwide-words:{md.sha256}".encode()).hexdigest())
+    word = load_trie(word_md, cache=cache)
     ids = [i for i, w in enumerate(whole) if not w]
     byte = build_byte_trie([spaced_entry_ww(md.entries[i]) for i in ids], ids)
-    return MatchTables(word, byte, True, len(md))
+    t = MatchTables(word, byte, True, len(md))
+    if cache:
+        _WW[md.sha256] = t
+    return t

@@ -38,8 +38,10 @@ def _run(meta, path, tmp_path, **kw):
 
 def test_missing_text_column(meta, tmp_path):
     p = tmp_path / "a.parquet"
-    pq.write_table(pa.table({"caption": ["a dog"]}), p)
+    pq.write_table(pa.table({"alt": ["a dog"]}), p)
     msg = _run(meta, p, tmp_path)
+    assert str(p) in msg and "no column 'text' or 'caption'" in msg and "--text-column" in msg
+    msg = _run(meta, p, tmp_path, text_column="text")
     assert str(p) in msg and "no column 'text'" in msg and "--text-column" in msg
 
 

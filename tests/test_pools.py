@@ -4,6 +4,7 @@ caption column's name, WebDataset tars (plain and compressed)."""
 import gzip
 import io
 import json
+import logging
 import os
 import tarfile
 
@@ -82,8 +83,13 @@ def test_download_folder_reads_each_sample_once_from_the_parquet(meta, tmp_path)
 def test_caption_column_is_found_and_logged(meta, tmp_path, caplog):
     p = tmp_path / "a.parquet"
     pq.write_table(pa.table({"caption": CAPS}), p)
-    with caplog.at_level("INFO", logger="gpucurate"):
-        s = curate(meta, [str(p)], str(tmp_path / "o"), t=1000, device="cpu", report=False)
+    log = logging.getLogger("gpucurate")  # may not propagate (the CLI's own handler)
+    log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="gpucurate"):
+            s = curate(meta, [str(p)], str(tmp_path / "o"), t=1000, device="cpu", report=False)
+    finally:
+        log.removeHandler(caplog.handler)
     assert s["matched"] == 5 and "caption column: caption" in caplog.text
     q = tmp_path / "b.parquet"
     pq.write_table(pa.table({"alt": CAPS}), q)

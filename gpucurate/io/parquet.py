@@ -36,14 +36,16 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
         raise InputError(f"{shard.path}: has several columns named {dup[0]!r}; rename them so "
                          "every column name is unique")
     md = f.metadata
-    text_idx = schema.get_field_index(text_column)
+    names = set(columns) if columns is not None else None
+    # Rows per batch: batch_bytes of the columns read (decoded), so that a
+    # batch's memory follows batch_bytes whatever else the shard holds.
     total = 0
     for rg in range(md.num_row_groups):
-        try:
-            total += md.row_group(rg).column(text_idx).total_uncompressed_size
-        except (IndexError, pa.ArrowException):
-            total = 0
-            break
+        g = md.row_group(rg)
+        for c in range(g.num_columns):
+            col = g.column(c)
+            if names is None or col.path_in_schema.split(".")[0] in names:
+                total += col.total_uncompressed_size
     avg = max(1, total // max(1, md.num_rows))
     rows = int(min(max(1024, batch_bytes // avg), 1 << 22))
     first = 0
@@ -70,3 +72,21 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
 
 def count_parquet(path: str) -> int:
     return open_parquet(path).metadata.num_rows
+
+
+def no_nulls(path: str, column: str) -> bool:
+    """Whether the footer's statistics show that ``column`` holds no null (in
+    every row group); False when a row group has no statistics for it."""
+    md = open_parquet(path).metadata
+    for rg in range(md.num_row_groups):
+        g = md.row_group(rg)
+        for c in range(g.num_columns):
+            col = g.column(c)
+            if col.path_in_schema == column:
+                st = col.statistics
+                if st is None or not st.has_null_count or st.null_count:
+                    return False
+                break
+        else:
+            return False
+    return True

@@ -32,10 +32,26 @@ def pass1_columns(cfg: CurateConfig, shard: Shard, names) -> list:
     cols = [cfg.text_column]
     if shard.tar is not None and "status" in names:
         cols.append("status")
-    cols += [c for c in (cfg.key_column, cfg.group_column) if c]
+    if cfg.key_column and (cfg.group_column or cfg.key_column not in names
+                           or not _no_nulls(shard, cfg.key_column, names)):
+        cols.append(cfg.key_column)  # a key column the footer does not vouch for is read
+    if cfg.group_column:
+        cols.append(cfg.group_column)
     if cfg.lang_column:
         cols.append(cfg.lang_column)
     return list(dict.fromkeys(cols))
+
+
+def _no_nulls(shard: Shard, column: str, names) -> bool:
+    """A parquet key column of integers or strings whose footer shows no null:
+    pass 1 need not read it (pass 2 hashes it, and would still refuse a null)."""
+    from ..io.parquet import no_nulls
+    from ..io import shard_schema
+
+    t = shard_schema(shard).field(column).type
+    ok_type = (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+               or pa.types.is_binary(t) or pa.types.is_large_binary(t))
+    return ok_type and no_nulls(shard.path, column)
 
 
 def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,

@@ -9,7 +9,7 @@
     work/pass1/shard-NNNNN.lang.npy  worldwide, language ID: each row's language
     work/pass1/shard-NNNNN.groups.parquet  --group-column: (group, choice, row)
     work/pass1/shard-NNNNN.schema    jsonl and tar: the shard's columns (Arrow IPC schema)
-    work/matches/shard-NNNNN.parquet pass 1's matches for pass 2, removed once it is done
+    work/matches/shard-NNNNN.bin     pass 1's matches for pass 2 (raw), removed once it is done
     work/groups/shard-NNNNN.npy      --group-column: the rows chosen for their group
     work/prob.npz                    prob per entry, per language
     matches/shard-NNNNN.parquet      with --save-matches: (entry_id, text_id) uint32
@@ -141,7 +141,7 @@ class OutputLayout:
         return self.join("work", "pass1", _name(i, "shard", "schema"))
 
     def work_matches(self, i: int) -> str:
-        return self.join("work", "matches", _name(i, "shard", "parquet"))
+        return self.join("work", "matches", _name(i, "shard", "bin"))
 
     @property
     def work_matches_dir(self) -> str:

@@ -18,7 +18,8 @@ from ..io.atomic import commit, tmp_path
 from ..log import Progress
 from .batches import (by_language, check_added, check_keys, group_keys, match_groups, pass1_columns,
                       row_keys, shard_batches, text_buffers, text_ids)
-from .stream import prefetch
+from .spill import SpillWriter
+from .stream import Behind, prefetch
 from .groups import choice_values
 from .layout import ALL, OutputLayout
 
@@ -42,12 +43,13 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     return r
 
 
-class MatchSpill:
-    """The shard's inverted index, (entry_id, text_id) uint32 (and lang when
-    worldwide), written batch by batch as one row group each (text ids rise
-    from row group to row group), to a temporary file renamed when whole."""
+class MatchIndex:
+    """MetaCLIP's inverted index of a shard for ``--save-matches``:
+    (entry_id, text_id) uint32 (and lang when worldwide), written batch by
+    batch as one row group each (text ids rise from row group to row group),
+    on a thread of its own, to a temporary file renamed when whole."""
 
-    def __init__(self, path: str, langs: list | None, keep: bool = True):
+    def __init__(self, path: str, langs: list | None):
         self.path, self.langs = path, langs
         self.tmp = tmp_path(path)
         fields = [("entry_id", pa.uint32()), ("text_id", pa.uint32())]
@@ -55,30 +57,33 @@ class MatchSpill:
             fields.append(("lang", pa.dictionary(pa.int16(), pa.string())))
         self.schema = pa.schema(fields)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        # Kept (--save-matches): zstd; read once by pass 2 and removed: lz4, cheaper to write.
-        self.writer = pq.ParquetWriter(self.tmp, self.schema,
-                                       compression="zstd" if keep else "lz4")
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.behind = Behind(self.writer.write_table, name="gpucurate-matches")
 
-    def write(self, e: list, t: list, li: list) -> None:
-        e = np.concatenate(e) if e else np.zeros(0, np.uint32)
-        t = np.concatenate(t) if t else np.zeros(0, np.uint32)
+    def write(self, e: np.ndarray, t: np.ndarray, li: np.ndarray | None, first: int) -> None:
         cols = [pa.array(e, pa.uint32()), pa.array(t, pa.uint32())]
         if self.langs is not None:
-            li = np.concatenate(li) if li else np.zeros(0, np.int16)
             cols.append(pa.DictionaryArray.from_arrays(pa.array(li, pa.int16()),
                                                        pa.array(self.langs, pa.string())))
-        self.writer.write_table(pa.Table.from_arrays(cols, schema=self.schema))
+        self.behind.put(pa.Table.from_arrays(cols, schema=self.schema))
 
     def close(self) -> None:
+        self.behind.close()
         self.writer.close()
         commit(self.tmp, self.path)
 
     def abort(self) -> None:
+        self.behind.abort()
         try:
             self.writer.close()
         finally:
             if os.path.exists(self.tmp):
                 os.remove(self.tmp)
+
+
+def _cat(parts: list, dtype) -> np.ndarray:
+    return parts[0].astype(dtype, copy=False) if len(parts) == 1 else (
+        np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype))
 
 
 def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
@@ -94,9 +99,13 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
         with open(marker) as f:
             return json.load(f)
     keep = cfg.save_matches or spill
-    inv = MatchSpill(layout.matches(shard.index) if cfg.save_matches else
-                     layout.work_matches(shard.index),
-                     w.langs if w.router is not None else None, cfg.save_matches) if keep else None
+    ww = w.router is not None
+    if cfg.save_matches:
+        inv = MatchIndex(layout.matches(shard.index), w.langs if ww else None)
+    elif keep:
+        inv = SpillWriter(layout.work_matches(shard.index), ww)
+    else:
+        inv = None
     try:
         return _pass1(w, cfg, layout, shard, max_rows, inv)
     except BaseException:
@@ -129,7 +138,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
             per[ALL]["captions"] += r["captions"]
             per[ALL]["matched"] += r["matched"]
             if keep:
-                inv.write([r["entry_id"]], [r["text_id"]], [])
+                inv.write(r["entry_id"], r["text_id"], None, first)
             captions += r["captions"]
             nulls += r["nulls"]
             prog.update(r["captions"])
@@ -146,8 +155,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
             tb, arr = text_buffers(table, cfg, shard, first)
             if cfg.group_column:
                 keys = row_keys(cfg, shard, table, first)
-            elif cfg.key_column:  # checked here (a null key), hashed in pass 2
-                check_keys(cfg, shard, table, first)
+            elif cfg.key_column and (file_schema is None or cfg.key_column in (cols or [])):
+                check_keys(cfg, shard, table, first)  # a null key stops the run here
             li, groups = by_language(w, table, arr, shard)
             if li is not None:
                 routed.append(li.astype(np.int16))
@@ -165,7 +174,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
                     if w.router is not None:
                         inv_l.append(np.full(h_ids.size, w.langs.index(code), np.int16))
             if keep:
-                inv.write(inv_e, inv_t, inv_l)
+                inv.write(_cat(inv_e, np.uint32), _cat(inv_t, np.uint32),
+                          _cat(inv_l, np.int16) if w.router is not None else None, first)
             if cfg.group_column:
                 ok = (tb.valid != 0) if li is None else ((li >= 0) & (tb.valid != 0))
                 g = group_keys(cfg, shard, table, first)

@@ -24,6 +24,7 @@ from ..io.fs import unpublish
 from ..log import Progress
 from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
 from .layout import ALL, OutputLayout
+from .spill import SpillReader
 from .stream import Behind, prefetch
 
 # Parquet settings of the curated parts: zstd at its fastest level (the parts
@@ -215,9 +216,12 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     chosen = None
     if cfg.group_column:
         chosen = np.load(layout.groups(shard.index))
-    src = next((p for p in (layout.matches(shard.index), layout.work_matches(shard.index))
-                if os.path.exists(p)), None)
-    saved = SavedMatches(src, w.langs) if src is not None else None
+    if os.path.exists(layout.work_matches(shard.index)):
+        saved = SpillReader(layout.work_matches(shard.index))
+    elif os.path.exists(layout.matches(shard.index)):
+        saved = SavedMatches(layout.matches(shard.index), w.langs)
+    else:
+        saved = None
     lang_file = layout.pass1_lang(shard.index)
     routed = np.load(lang_file) if os.path.exists(lang_file) else None
     t0 = time.perf_counter()
@@ -288,6 +292,8 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
             writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n))
         prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
+    if isinstance(saved, SpillReader):
+        saved.close()
     writer.close(empty_schema(cfg, shard))
     p1 = layout.pass1_marker(shard.index)
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,

@@ -23,7 +23,7 @@ class _Failed:
         self.exc = exc
 
 
-def prefetch(it, depth: int = 2):
+def prefetch(it, depth: int = 1):
     """Yield the items of the iterable ``it``, produced by a thread of their
     own at most ``depth`` items ahead. An error in the producer is raised here,
     at the item where it happened; closing this generator stops the producer."""
@@ -78,7 +78,7 @@ class Behind:
     most ``depth`` items behind the caller. ``close()`` waits for every item
     and raises the first error; ``abort()`` drops what is left."""
 
-    def __init__(self, fn, depth: int = 2, name: str = "gpucurate-write"):
+    def __init__(self, fn, depth: int = 1, name: str = "gpucurate-write"):
         self._fn = fn
         self._q: queue.Queue = queue.Queue(depth)
         self._exc: BaseException | None = None
