@@ -59,6 +59,8 @@ GOALS = {
                                              "--lang-column, end to end"),
     "worldwide_lid_captions_per_s": (">=", 100e3, "Multi30k 443k, 4 shards, language ID, "
                                      "end to end"),
+    "wds_vs_parquet": (">=", 0.5, "curate captions/s from WebDataset tars (~4 KB images) over "
+                       "the same rows from parquet, whole process (--wds N)"),
 }
 
 
@@ -282,6 +284,54 @@ def worldwide_pool(data: str, cache: str) -> tuple[str, str]:
     return os.path.join(dest, "shards"), os.path.join(dest, "shards-text"), md
 
 
+def wds_pool(pdir: str, n: int, shards: int, cache: str) -> tuple[str, str]:
+    """The first ``n`` rows of the pool as WebDataset tars (a ~4 KB random
+    ``.jpg``, the ``.txt`` caption and a ``.json`` of the other columns per
+    sample) and as parquet shards of the same rows: (tar dir, parquet dir)."""
+    import glob
+    import io as _io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dest = os.path.join(cache, f"wds-{os.path.basename(pdir)}-n{n}-s{shards}-v{POOL_VERSION}")
+    if os.path.exists(os.path.join(dest, "DONE")):
+        return os.path.join(dest, "tars"), os.path.join(dest, "parquet")
+    tmp = dest + f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "tars"))
+    os.makedirs(os.path.join(tmp, "parquet"))
+    files = sorted(glob.glob(os.path.join(pdir, "sharded", "*.parquet")))
+    t = pa.concat_tables([pq.read_table(f) for f in files]).slice(0, n)
+    t = t.filter(pc.equal(t.column("status"), "success"))
+    rng = np.random.default_rng(1)
+    blob = rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes()
+    for s in range(shards):
+        lo, hi = t.num_rows * s // shards, t.num_rows * (s + 1) // shards
+        part = t.slice(lo, hi - lo)
+        pq.write_table(part, os.path.join(tmp, "parquet", f"{s:05d}.parquet"))
+        with tarfile.open(os.path.join(tmp, "tars", f"{s:05d}.tar"), "w",
+                          format=tarfile.PAX_FORMAT) as tf:
+            for row in part.to_pylist():
+                key = row["key"]
+                h = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16)
+                size = 3500 + h % 1200
+                off = (h >> 12) % ((1 << 16) - size)
+                meta = {k: v for k, v in row.items() if k != "caption"}
+                for ext, data in (("jpg", blob[off:off + size]),
+                                  ("txt", (row["caption"] or "").encode()),
+                                  ("json", json.dumps(meta).encode())):
+                    ti = tarfile.TarInfo(f"{key}.{ext}")
+                    ti.size = len(data)
+                    tf.addfile(ti, _io.BytesIO(data))
+    open(os.path.join(tmp, "DONE"), "w").close()
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return os.path.join(dest, "tars"), os.path.join(dest, "parquet")
+
+
 # ---------------------------------------------------------------- measures
 MATCHER_SCRIPT = r"""
 import glob, json, sys, time
@@ -432,6 +482,8 @@ def table(res: dict) -> str:
     for label, key in (("curate, all threads", "curate"), ("curate, 1 core", "curate_1core"),
                        (f"curate --save-matches, {res['shards']} shards", "save_matches_sharded"),
                        ("curate --save-matches, 1 shard", "save_matches_one_shard"),
+                       ("WebDataset tars (--wds)", "wds_tar"),
+                       ("the same rows as parquet (--wds)", "wds_parquet"),
                        ("worldwide, --lang-column", "worldwide_lang_column"),
                        ("worldwide, language ID", "worldwide_lid")):
         r = res.get(key)
@@ -482,6 +534,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-1core", action="store_true", help="skip the one-core run")
     ap.add_argument("--worldwide", action="store_true",
                     help="also curate Multi30k worldwide (--lang-column and language ID)")
+    ap.add_argument("--wds", type=int, default=0, metavar="N",
+                    help="also curate the first N rows as WebDataset tars (~4 KB images) against "
+                         "the same rows as parquet (the tar-input goal)")
     ap.add_argument("--metadata", default=None, help="default: the 500k-entry proxy list")
     ap.add_argument("--cache", default=None, help="where generated pools are kept "
                     "(default: $GPUCURATE_BENCH_CACHE or $TMPDIR/gpucurate-bench-e2e)")
@@ -532,6 +587,15 @@ def main(argv=None) -> int:
         if not a.skip_cold_demo:
             say("cold demo")
             res["cold_demo"] = attempt(cold_demo, work)
+        if a.wds:
+            say(f"WebDataset pool of {a.wds:,} rows against the same rows as parquet")
+            tdir, qdir = wds_pool(pdir, a.wds, a.shards, cache)
+            res["wds_tar"] = attempt(run_curate, curate_cmd(
+                [tdir], "OUT", t, a, metadata=metadata, text_column="text", threads=a.threads),
+                env, work, "wds-tar", a.reps)
+            res["wds_parquet"] = attempt(run_curate, curate_cmd(
+                [qdir], "OUT", t, a, metadata=metadata, threads=a.threads), env, work,
+                "wds-parquet", a.reps)
         if a.worldwide:
             wshards, wtext, wmd = worldwide_pool(data, cache)
             # t of each language from one tail fraction (MetaCLIP 2's p_to_t): a fixed
@@ -566,6 +630,7 @@ def main(argv=None) -> int:
     s8, s1 = ok(res.get("save_matches_sharded")), ok(res.get("save_matches_one_shard"))
     demo = ok(res.get("cold_demo"))
     wl, wi = ok(res.get("worldwide_lang_column")), ok(res.get("worldwide_lid"))
+    wt, wq = ok(res.get("wds_tar")), ok(res.get("wds_parquet"))
     res["goals"] = {
         "e2e_vs_matcher": goal("e2e_vs_matcher", res["e2e_vs_matcher"]),
         "threads_speedup": goal("threads_speedup", res["threads_speedup"]),
@@ -578,6 +643,8 @@ def main(argv=None) -> int:
                                                      wl["captions_per_s"] if wl else None),
         "worldwide_lid_captions_per_s": goal("worldwide_lid_captions_per_s",
                                              wi["captions_per_s"] if wi else None),
+        "wds_vs_parquet": goal("wds_vs_parquet", wt["captions_per_s"] / wq["captions_per_s"]
+                               if wt and wq else None),
     }
     if a.n != 4_000_000:
         res["note"] = ("the memory goals are set for a 4M-row pool; at other N their values "
