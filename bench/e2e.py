@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from bench.suite import commit  # noqa: E402 - one definition of the run's commit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTION_FILES = ["html_img_alttext", "redcaps_explore_samples", "coco_captions_val2017",
                  "flickr8k", "multi30k"]
@@ -91,19 +93,6 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "os_cpus": os.cpu_count(),
             "memory_bytes": mem, "python": platform.python_version(),
             "platform": platform.platform()}
-
-
-def commit() -> str:
-    if os.environ.get("GPUCURATE_COMMIT"):
-        return os.environ["GPUCURATE_COMMIT"]
-    try:
-        c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return c + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def versions() -> dict:
