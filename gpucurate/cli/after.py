@@ -75,14 +75,17 @@ def run_after(a) -> int:
             print(plan_json(d))
         return 0
     from ..pipeline.rebalance import rebalance
-    from .main import _funnel
 
     s = rebalance(a.dir, a.survivors, a.key_column, a.out, t=a.t,
                   tail_fraction=a.tail_fraction, target_size=a.target_size, outputs=a.outputs,
                   samples_per_shard=a.samples_per_shard, device=a.device, threads=a.threads,
                   executor=a.executor, address=a.address, overwrite=a.overwrite,
                   report=not a.no_report, batch_bytes=a.batch_bytes)
-    print(_funnel(s))
+    pct = 100.0 * s["curated"] / s["pool"] if s["pool"] else 0.0
+    print(f"pool        {s['pool']:>12,}  (the survivors' rows)\n"
+          f"null        {s['null_captions']:>12,}\n"
+          f"matched     {s['matched']:>12,}\n"
+          f"curated     {s['curated']:>12,}  ({pct:.1f}% of the survivors, t = {s['t']:,})")
     sv = s["survivors"]
     print(f"survivors   {sv['keys']:>12,} keys, {sv['rows']:,} rows in the pool, "
           f"{sv['not_in_pool']:,} keys in no shard")
