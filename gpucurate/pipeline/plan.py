@@ -30,14 +30,21 @@ from ..errors import ConfigError, InputError
 from .layout import OutputLayout
 
 KMAX = 12  # captions with more entries are summed exactly for each t
+LO = 5     # e_0..e_4 (captions of up to 4 entries) in one cache line per entry
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(entry, tid, count, acc, long_x, long_len):
+def _accumulate(entry, tid, count, inv, acc, acc_hi, long_x, long_len):
     """Add each caption's (runs of equal tid) e_0..e_k to acc[entry of its
     smallest count]; captions with more than KMAX entries go to long_x (their
-    1/count values) and long_len. Returns (pairs in long_x, long captions)."""
+    1/count values) and long_len. Returns (pairs in long_x, long captions), or
+    (-1, 0) when the text ids are not in order and (-2, i) when pair i names an
+    entry without a count (nothing is added then)."""
     n = entry.size
+    ne = count.size
+    for i in range(1, n):
+        if tid[i] < tid[i - 1]:
+            return -1, 0
     e = np.zeros(KMAX + 1)
     nx = 0
     nl = 0
@@ -47,24 +54,41 @@ def _accumulate(entry, tid, count, acc, long_x, long_len):
         while j < n and tid[j] == tid[i]:
             j += 1
         k = j - i
-        if k > KMAX:
+        for q in range(i, j):
+            if entry[q] >= ne or count[entry[q]] <= 0:
+                return -2, q
+        if k == 1:
+            b = entry[i]
+            acc[b, 0] += 1.0
+            acc[b, 1] += inv[b]
+        elif k == 2:
+            x1 = inv[entry[i]]
+            x2 = inv[entry[i + 1]]
+            b = entry[i] if x1 >= x2 else entry[i + 1]
+            acc[b, 0] += 1.0
+            acc[b, 1] += x1 + x2
+            acc[b, 2] += x1 * x2
+        elif k > KMAX:
             for q in range(i, j):
-                long_x[nx] = 1.0 / count[entry[q]]
+                long_x[nx] = inv[entry[q]]
                 nx += 1
             long_len[nl] = k
             nl += 1
         else:
-            e[:] = 0.0
+            for r in range(1, k + 1):
+                e[r] = 0.0
             e[0] = 1.0
             best = entry[i]
             for q in range(i, j):
-                x = 1.0 / count[entry[q]]
-                if count[entry[q]] < count[best]:
+                x = inv[entry[q]]
+                if x > inv[best]:
                     best = entry[q]
                 for r in range(q - i + 1, 0, -1):
                     e[r] += x * e[r - 1]
-            for r in range(k + 1):
+            for r in range(min(k + 1, LO)):
                 acc[best, r] += e[r]
+            for r in range(LO, k + 1):
+                acc_hi[best, r - LO] += e[r]
         i = j
     return nx, nl
 
@@ -91,7 +115,10 @@ class SizeModel:
 
     def __init__(self, counts: np.ndarray):
         self.counts = np.asarray(counts, dtype=np.float64)
-        self.acc = np.zeros((self.counts.size, KMAX + 1))
+        self.acc = np.zeros((self.counts.size, LO))
+        self.acc_hi = np.zeros((self.counts.size, KMAX + 1 - LO))
+        with np.errstate(divide="ignore"):
+            self.inv = np.where(self.counts > 0, 1.0 / self.counts, 0.0)
         self.long_x: list = []
         self.long_len: list = []
         self.pairs = 0
@@ -102,17 +129,19 @@ class SizeModel:
         all in one call)."""
         if entry_id.size == 0:
             return
-        entry_id = np.ascontiguousarray(entry_id, dtype=np.int64)
-        text_id = np.ascontiguousarray(text_id, dtype=np.int64)
-        if np.any(text_id[1:] < text_id[:-1]):
-            o = np.argsort(text_id, kind="stable")
-            entry_id, text_id = entry_id[o], text_id[o]
-        if entry_id.max() >= self.counts.size or self.counts[entry_id].min() <= 0:
-            raise InputError("the saved matches name entries that the counts do not count; "
-                             "they come from another run or another metadata list")
         lx = np.empty(entry_id.size)
         ll = np.empty(entry_id.size, np.int64)
-        nx, nl = _accumulate(entry_id, text_id, self.counts, self.acc, lx, ll)
+        nx, nl = _accumulate(entry_id, text_id, self.counts, self.inv, self.acc, self.acc_hi,
+                                  lx, ll)
+        if nx == -1:  # not in text id order: sorted, stably
+            o = np.argsort(text_id, kind="stable")
+            entry_id, text_id = entry_id[o], text_id[o]
+            nx, nl = _accumulate(entry_id, text_id, self.counts, self.inv, self.acc, self.acc_hi,
+                                  lx, ll)
+        if nx == -2:
+            raise InputError(f"the saved matches name entry {int(entry_id[nl])}, which the "
+                             "counts do not count; they come from another run or another "
+                             "metadata list")
         if nl:
             self.long_x.append(lx[:nx].copy())
             self.long_len.append(ll[:nl].copy())
@@ -121,7 +150,7 @@ class SizeModel:
     def finish(self) -> "SizeModel":
         order = np.argsort(self.counts, kind="stable")
         self.sorted_counts = self.counts[order]
-        acc = self.acc[order]
+        acc = np.concatenate([self.acc, self.acc_hi], axis=1)[order]
         self.suffix = np.zeros((acc.shape[0] + 1, KMAX + 1))
         self.suffix[:-1] = np.cumsum(acc[::-1], axis=0)[::-1]
         self.lx = np.concatenate(self.long_x) if self.long_x else np.zeros(0)
