@@ -54,7 +54,8 @@ def _write_wds(rows: pa.Table, path: str, lo: int, hi: int, seed: int) -> dict:
     bytes and sizes; every 5th sample has no .json. Returns {key: members}."""
     rng = np.random.default_rng(seed)
     members = {}
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+    fmt = tarfile.PAX_FORMAT if seed == 3 else tarfile.GNU_FORMAT  # pax headers: shard 3
+    with tarfile.open(path, "w", format=fmt) as tf:
         for i in range(lo, hi):
             r = rows.slice(i, 1).to_pylist()[0]
             key = r["uid"]  # a DataComp uid: the sample key is the uid
@@ -66,6 +67,8 @@ def _write_wds(rows: pa.Table, path: str, lo: int, hi: int, seed: int) -> dict:
             for ext, blob in m.items():
                 ti = tarfile.TarInfo(f"{key}.{ext}")
                 ti.size, ti.mtime, ti.mode = len(blob), 1_700_000_000 + i, 0o644
+                if fmt == tarfile.PAX_FORMAT and ext == "jpg":
+                    ti.pax_headers = {"comment": f"pax {i}"}
                 tf.addfile(ti, io.BytesIO(blob))
             members[key] = m
     return members

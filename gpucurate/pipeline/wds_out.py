@@ -27,6 +27,8 @@ import re
 import shutil
 import tarfile
 
+import numba
+import numpy as np
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
@@ -113,7 +115,7 @@ class _Source:
         self.f = open(path, "rb")
         size = os.fstat(self.f.fileno()).st_size
         self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self.samples = _index(self.f, self.label)
+        self.samples = _index(self.f, self.mm, self.label)
 
     def close(self) -> None:
         if isinstance(self.mm, mmap.mmap):
@@ -133,11 +135,112 @@ def _decompress(path: str, dest: str) -> None:
     os.replace(tmp, dest)
 
 
-def _index(f, label: str) -> dict:
-    """{sample key: [(ext, header offset, data offset, data size, TarInfo)]}."""
-    f.seek(0)
+@numba.njit(cache=True, nogil=True)
+def _cstr(b, off, cap):
+    n = 0
+    while n < cap and b[off + n] != 0:
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_plain(b, out):
+    """Members of a plain tar (ustar, GNU long names): per member, out[i] =
+    (first header, data offset, size, name offset, name length, prefix offset,
+    prefix length, regular). Returns (members, 0), or (members, -1) at a pax
+    header (the caller lists the tar otherwise), or (members, -2) when out is full."""
+    n = 0
+    pos = 0
+    first = -1
+    long_off = -1
+    long_len = 0
+    size_b = b.size
+    while pos + BLOCK <= size_b:
+        zero = True
+        for i in range(BLOCK):
+            if b[pos + i] != 0:
+                zero = False
+                break
+        if zero:
+            return n, 0
+        if b[pos + 124] & 0x80:  # base-256 size
+            size = 0
+            for i in range(pos + 125, pos + 136):
+                size = (size << 8) | b[i]
+        else:
+            size = 0
+            for i in range(pos + 124, pos + 136):
+                c = b[i]
+                if c >= 48 and c <= 55:
+                    size = size * 8 + (c - 48)
+                elif c == 0 or c == 32:
+                    if size:
+                        break
+        t = b[pos + 156]
+        if first < 0:
+            first = pos
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        if t == 76:  # 'L': the next member's long name
+            long_off = pos + BLOCK
+            long_len = _cstr(b, long_off, size)
+            pos += BLOCK + padded
+            continue
+        if t == 75:  # 'K': a long link name
+            pos += BLOCK + padded
+            continue
+        if t == 120 or t == 103 or t == 88:  # pax x, g, X
+            return n, -1
+        if n == out.shape[0]:
+            return n, -2
+        regular = t == 48 or t == 0 or t == 55
+        out[n, 0] = first
+        out[n, 1] = pos + BLOCK
+        out[n, 2] = size if regular else 0
+        if long_off >= 0:
+            out[n, 3] = long_off
+            out[n, 4] = long_len
+            out[n, 6] = 0
+        else:
+            out[n, 3] = pos
+            out[n, 4] = _cstr(b, pos, 100)
+            ustar = (b[pos + 257] == 117 and b[pos + 258] == 115 and b[pos + 259] == 116
+                     and b[pos + 260] == 97 and b[pos + 261] == 114 and b[pos + 262] == 0)
+            out[n, 5] = pos + 345
+            out[n, 6] = _cstr(b, pos + 345, 155) if ustar else 0
+        out[n, 7] = 1 if regular else 0
+        n += 1
+        pos += BLOCK + (padded if regular or t == 0 else 0)
+        first = -1
+        long_off = -1
+    return n, 0
+
+
+def _index(f, mm, label: str) -> dict:
+    """{sample key: [(ext, first header offset, data offset, data size, header offset)]}."""
     samples: dict = {}
-    try:
+    if isinstance(mm, mmap.mmap):
+        b = np.frombuffer(mm, np.uint8)
+        out = np.zeros((max(16, b.size // 4096), 8), np.int64)
+        while True:
+            n, status = _scan_plain(b, out)
+            if status != -2:
+                break
+            out = np.zeros((out.shape[0] * 2, 8), np.int64)
+        del b
+        if status == 0:
+            for first, data, size, no, nl, po, pl, reg in out[:n].tolist():
+                if not reg:
+                    continue
+                name = bytes(mm[no:no + nl])
+                if pl:
+                    name = bytes(mm[po:po + pl]) + b"/" + name
+                m = _KEY.match(name.decode("utf-8", "surrogateescape"))
+                if m is not None:
+                    samples.setdefault(m.group(1), []).append(
+                        (m.group(2).lower(), first, data, size, data - BLOCK, m.group(0)))
+            return samples
+    f.seek(0)
+    try:  # pax headers: tarfile reads them
         with tarfile.open(fileobj=f, mode="r:") as tf:
             for ti in tf:
                 if not ti.isreg():
@@ -146,7 +249,8 @@ def _index(f, label: str) -> dict:
                 if m is None:
                     continue
                 samples.setdefault(m.group(1), []).append(
-                    (m.group(2).lower(), ti.offset, ti.offset_data, ti.size, ti))
+                    (m.group(2).lower(), ti.offset, ti.offset_data, ti.size,
+                     ti.offset_data - BLOCK, ti.name))
     except tarfile.TarError as exc:
         raise InputError(f"{label}: cannot list the tar's members ({exc}); re-create it") from None
     return samples
@@ -180,6 +284,15 @@ def _member(ti: tarfile.TarInfo, name: str, data: bytes) -> bytes:
     return new.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + data + b"\0" * pad
 
 
+def _header(src: _Source, off: int) -> tarfile.TarInfo:
+    """The member header at ``off`` (its mode, owner and time are kept)."""
+    try:
+        return tarfile.TarInfo.frombuf(bytes(src.mm[off:off + BLOCK]), "utf-8", "surrogateescape")
+    except tarfile.TarError as exc:
+        raise InputError(f"{src.label}: bad tar header at byte {off} ({exc}); re-create it"
+                         ) from None
+
+
 def _sample_segments(src: _Source, row: int) -> list:
     """The segments of one kept sample: (start, end) byte ranges of the input
     tar, and bytes (its new .json member)."""
@@ -191,16 +304,17 @@ def _sample_segments(src: _Source, row: int) -> list:
                          "parquet and the tar of a download folder must hold the same samples")
     segs: list = []
     has_json = False
-    for ext, off, data_off, size, ti in members:
+    for ext, off, data_off, size, hdr, name in members:
         if ext == "json" and not has_json:
             has_json = True
             raw = bytes(src.mm[data_off:data_off + size])
-            segs.append(_member(ti, ti.name, with_entry_ids(raw, src.ids[row], where)))
+            segs.append(_member(_header(src, hdr), name,
+                                with_entry_ids(raw, src.ids[row], where)))
         else:
             segs.append((off, data_off + size + (-size) % BLOCK))
     if not has_json:
-        ti = members[0][4]
-        segs.append(_member(ti, key + ".json", with_entry_ids(b"{}", src.ids[row], where)))
+        segs.append(_member(_header(src, members[0][4]), key + ".json",
+                            with_entry_ids(b"{}", src.ids[row], where)))
     return segs
 
 
