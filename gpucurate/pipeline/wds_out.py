@@ -293,6 +293,42 @@ def _header(src: _Source, off: int) -> tarfile.TarInfo:
                          ) from None
 
 
+def _with_size(block: bytes, size: int, name: bytes | None = None) -> bytes | None:
+    """A copy of a ustar/GNU header block with another size (and name, of at
+    most 100 bytes), its checksum made again; None when it cannot be patched."""
+    if size >= 8 ** 11:
+        return None
+    h = bytearray(block)
+    if name is not None:
+        if len(name) > 100:
+            return None
+        h[0:100] = name.ljust(100, b"\0")
+        h[156:157] = b"0"
+        if h[257:263] == b"ustar\0":
+            h[345:500] = b"\0" * 155  # the prefix belonged to the other name
+    h[124:136] = b"%011o\0" % size
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _json_member(src: _Source, first: int, hdr: int, name: str, data: bytes,
+                 new: bool) -> bytes:
+    """The .json member with its new data: the input's headers with the size
+    patched (or, for a new .json, the sample's first header renamed)."""
+    pad = b"\0" * ((-len(data)) % BLOCK)
+    block = bytes(src.mm[hdr:hdr + BLOCK])
+    if new:
+        h = _with_size(block, len(data), name.encode("utf-8", "surrogateescape"))
+        if h is not None:
+            return h + data + pad
+    elif hdr == first:  # one header: patched in place
+        h = _with_size(block, len(data))
+        if h is not None:
+            return h + data + pad
+    return _member(_header(src, hdr), name, data)
+
+
 def _sample_segments(src: _Source, row: int) -> list:
     """The segments of one kept sample: (start, end) byte ranges of the input
     tar, and bytes (its new .json member)."""
@@ -308,13 +344,13 @@ def _sample_segments(src: _Source, row: int) -> list:
         if ext == "json" and not has_json:
             has_json = True
             raw = bytes(src.mm[data_off:data_off + size])
-            segs.append(_member(_header(src, hdr), name,
-                                with_entry_ids(raw, src.ids[row], where)))
+            segs.append(_json_member(src, off, hdr, name,
+                                     with_entry_ids(raw, src.ids[row], where), False))
         else:
             segs.append((off, data_off + size + (-size) % BLOCK))
     if not has_json:
-        segs.append(_member(_header(src, members[0][4]), key + ".json",
-                            with_entry_ids(b"{}", src.ids[row], where)))
+        segs.append(_json_member(src, members[0][1], members[0][4], key + ".json",
+                                 with_entry_ids(b"{}", src.ids[row], where), True))
     return segs
 
 
