@@ -78,6 +78,8 @@ class CurateConfig:
     group_column: str | None = None  # worldwide: one caption per group (e.g. per image)
     verify_inputs: bool = False      # the run fingerprint hashes every shard's content
     on_bad_row: str = "error"        # error | skip (bad rows to DIR/rejected/)
+    outputs: tuple = ("parquet",)    # parquet, webdataset, uids (gpucurate.pipeline.outputs)
+    samples_per_shard: int = 10000   # webdataset: kept samples per output tar
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -113,8 +115,13 @@ class CurateConfig:
         for code, t in self.t_lang:
             if isinstance(t, bool) or int(t) != t or t < 1:
                 raise ConfigError(f"--t-lang {code}={t}: t must be an integer >= 1")
-        if (self.lang_column or self.t_lang or self.group_column) and not self.worldwide:
-            raise ConfigError("--lang-column, --t-lang and --group-column go with --worldwide")
+        if (self.lang_column or self.t_lang) and not self.worldwide:
+            raise ConfigError("--lang-column and --t-lang go with --worldwide")
+        from .pipeline.outputs import check_output_names
+        object.__setattr__(self, "outputs", check_output_names(self.outputs))
+        if isinstance(self.samples_per_shard, bool) or int(self.samples_per_shard) < 1:
+            raise ConfigError(f"--samples-per-shard must be an integer >= 1, not "
+                              f"{self.samples_per_shard!r}")
         object.__setattr__(self, "device", device_choice(self.device))
         if self.on_bad_row not in ("error", "skip"):
             raise ConfigError(f"--on-bad-row must be error or skip, not {self.on_bad_row!r}")
@@ -135,12 +142,17 @@ class CurateConfig:
         size, which never change them): the settings, and each input shard's
         path, size and modification time (and content hash with
         ``verify_inputs``); ``shards`` is a list of such dicts."""
-        return {"stage": stage, "metadata": metadata_sha, "inputs": list(shards),
+        doc = {"stage": stage, "metadata": metadata_sha, "inputs": list(shards),
                 "text_column": self.text_column, "key_column": self.key_column,
                 "t": self.t, "tail_fraction": self.tail_fraction, "seed": int(self.seed),
                 "limit": self.limit, "counts": counts_sha, "worldwide": bool(self.worldwide),
                 "lang_column": self.lang_column, "t_lang": [list(x) for x in self.t_lang],
                 "group_column": self.group_column, "on_bad_row": self.on_bad_row}
+        if self.outputs != ("parquet",):  # absent by default: earlier fingerprints still hold
+            doc["outputs"] = list(self.outputs)
+            if "webdataset" in self.outputs:
+                doc["samples_per_shard"] = int(self.samples_per_shard)
+        return doc
 
     @staticmethod
     def fingerprint_of(doc: dict) -> str:
@@ -150,6 +162,7 @@ class CurateConfig:
         d = asdict(self)
         d.pop("extra", None)
         d["inputs"] = list(self.inputs)
+        d["outputs"] = list(self.outputs)
         if self.metadata is not None and not isinstance(self.metadata, (str, os.PathLike)):
             d["metadata"] = f"<list of {len(self.metadata)} entries>"
         return d

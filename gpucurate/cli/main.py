@@ -49,8 +49,8 @@ def _pool_args(p, need_t: bool):
                    help="with --worldwide: t of one language (repeatable); other languages get "
                         "p_to_t(counts, t_to_p(counts_en, --t))")
     p.add_argument("--group-column", default=None,
-                   help="with --worldwide: keep at most one caption per group (e.g. an image "
-                        "id): one caption per group is picked by the pinned draw")
+                   help="keep at most one caption per group (e.g. an image id with several "
+                        "alt-texts): one caption per group is picked by the pinned draw")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH",
                    help="caption shards: files, directories or globs of .parquet, .jsonl "
                         "(.gz, .zst) and WebDataset .tar; processed in sorted path order")
@@ -107,6 +107,9 @@ def _pool_args(p, need_t: bool):
     if need_t:
         p.add_argument("--no-report", action="store_true",
                        help="do not write DIR/report (the HTML report of the run)")
+        from .after import add_output_args
+
+        add_output_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, the device found, and why a GPU is (not) usable")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    from .after import add_after_commands
+
+    add_after_commands(sub)
+
     p = sub.add_parser("report", help="write DIR/report/index.html for a curation output")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
@@ -181,6 +188,8 @@ def _config(a, **extra) -> CurateConfig:
         key_column=a.key_column, seed=a.seed, device=a.device, reader=a.reader, batch_bytes=a.batch_bytes, threads=a.threads,
         limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
         verify_inputs=a.verify_inputs, on_bad_row=a.on_bad_row,
+        outputs=getattr(a, "outputs", "parquet"),
+        samples_per_shard=getattr(a, "samples_per_shard", 10000),
         report=not getattr(a, "no_report", False), executor=a.executor, address=a.address,
         **extra)
 
@@ -245,6 +254,10 @@ def _dispatch(a) -> int:
         print(f"outputs in {out}: entry_counts.parquet, curated/, stats/, summary.json"
               + (", report/index.html" if os.path.exists(os.path.join(out, "report")) else ""))
         return 0
+    if a.cmd in ("plan", "rebalance"):
+        from .after import run_after
+
+        return run_after(a)
     if a.cmd == "report":
         from ..pipeline.report import write_report
 

@@ -214,7 +214,7 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
 def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWriter) -> dict:
     probs = _probs(w, layout)
     chosen = None
-    if cfg.group_column:
+    if cfg.group_column or cfg.extra.get("row_subset"):  # row_subset: rebalance's survivors
         chosen = np.load(layout.groups(shard.index))
     if os.path.exists(layout.work_matches(shard.index)):
         saved = SpillReader(layout.work_matches(shard.index))

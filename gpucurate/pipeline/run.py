@@ -34,6 +34,7 @@ from ..log import RunProgress, configure, logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
 from .groups import choose_groups
 from .layout import ALL, OutputLayout
+from .outputs import check_outputs, drop_unrequested, write_outputs
 from .outdir import OutLock, prepare_out, resolve_out, shard_identity, sweep_tmp
 from .pass1 import pass1_shard
 from .pass2 import pass2_shard
@@ -93,6 +94,8 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     if cfg.text_column is None:
         cfg = replace(cfg, text_column=choose_text_column(shards, None))
         logger.info("caption column: %s", cfg.text_column)
+    if stage in ("curate", "balance"):
+        check_outputs(cfg, shards)  # --outputs: what they need, before any work
     pairs = sum(1 for s in shards if s.tar)
     if pairs:
         logger.info("%d download-folder shards: captions from each .parquet beside its .tar "
@@ -161,6 +164,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             choose_groups(layout, plan)
         p2 = _run_pass(ex, pass2_shard, calls, setup, layout.stats, "pass2", seconds, done)
         summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
+        write_outputs(cfg, layout, [s for s, _ in plan], p2, summary)  # --outputs
         _keep_timings(layout, summary, done)
         atomic_write_json(layout.summary, summary)
     finally:
@@ -172,6 +176,8 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             write_report = None
         if write_report is not None:
             write_report(layout.root)
+    if stage in ("curate", "balance"):
+        drop_unrequested(cfg, layout)  # --outputs without parquet: the parts go last
     return summary
 
 

@@ -1,0 +1,396 @@
+"""``rebalance``: curate again the samples that survived download, NSFW
+filtering and dedup, from a run's saved matches, without matching again.
+
+The run in DIR (made with ``--save-matches``) gives the inputs and each
+shard's matches, (entry_id, text_id). The survivors are keys of
+``--key-column``. For every shard the survivors' rows are found (exactly: a
+64-bit hash finds the candidates, the values are compared), the counts are
+summed over the survivors' matches alone, t follows (``--t``,
+``--tail-fraction`` or ``--target-size``), and pass 2 writes the kept
+survivors, reading the saved matches beside each shard. The result is that of
+a ``curate`` of the survivors alone with the same key column and seed. A
+survivor key found in no shard is counted (``summary.json``: survivors.
+not_in_pool) and logged, with examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..config import CurateConfig
+from ..errors import ConfigError, InputError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, resolve_inputs
+from ..io import shard_schema
+from ..keys import key_hashes, probabilities
+from ..log import logger
+from .batches import group_keys, pass1_columns, row_keys, shard_batches
+from .counts import pool_counts, write_entry_counts
+from .groups import choice_values, choose_groups
+from .layout import ALL, OutputLayout
+from .outdir import OutLock, prepare_out, resolve_out, shard_identity
+from .outputs import check_outputs, drop_unrequested, write_outputs
+from .plan import SizeModel, iter_matches, saved_match_files
+from .trules import language_t
+
+
+# ---------------------------------------------------------------- survivors
+def load_survivors(path: str, key_column: str) -> pa.Array:
+    """The distinct survivor keys of a parquet, jsonl (``.jsonl``, ``.json``,
+    ``.ndjson``, gzip allowed) or text file (one key per line)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--survivors {path} does not exist; give the parquet, jsonl or text "
+                          "file of the keys that survived")
+    low = path.lower()
+    if low.endswith(".parquet"):
+        names = pq.read_schema(path).names
+        if key_column not in names:
+            raise ConfigError(f"--survivors {path} has no column {key_column!r} (columns: "
+                              f"{', '.join(names)}); name its key column with --key-column, or "
+                              "write the survivors' keys under that name")
+        col = pq.read_table(path, columns=[key_column]).column(0)
+    elif low.endswith((".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")):
+        import pyarrow.json as pj
+
+        try:
+            t = pj.read_json(path)
+        except pa.ArrowException as exc:
+            raise InputError(f"--survivors {path}: not newline-delimited JSON objects ({exc})"
+                             ) from None
+        if key_column not in t.column_names:
+            raise ConfigError(f"--survivors {path} has no field {key_column!r} (fields: "
+                              f"{', '.join(t.column_names)}); name its key field with "
+                              "--key-column, or write the survivors' keys under that name")
+        col = t.column(key_column)
+    else:
+        with open(path, "rb") as f:
+            lines = [ln.strip() for ln in f.read().decode("utf-8").splitlines()]
+        col = pa.chunked_array([pa.array([ln for ln in lines if ln], pa.large_string())])
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if col.null_count:
+        row = int(pc.index(pc.is_null(col), True).as_py())
+        raise InputError(f"--survivors {path}: row {row} has no {key_column!r}; every survivor "
+                         "needs its key (drop the row or fill it)")
+    return pc.unique(col)
+
+
+class KeySet:
+    """Exact membership of pool keys among the survivors: FNV-1a / integer
+    hashes find the candidates by binary search, the values are compared."""
+
+    def __init__(self, keys: pa.Array):
+        self.raw = keys
+        self.kind = None
+        self.values = None
+
+    def _align(self, col) -> pa.Array:
+        typ = col.type
+        kind = "int" if pa.types.is_integer(typ) else "str"
+        if self.kind is None:
+            self.kind = kind
+            v = self.raw
+            try:
+                v = v.cast(pa.int64()) if kind == "int" else v.cast(pa.large_string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"the survivor keys ({v.type}) do not read as the pool's key "
+                                 f"column ({typ}): {exc}; write the survivors' keys as the "
+                                 "pool holds them") from None
+            h = key_hashes(v, where="survivors")
+            order = np.argsort(h, kind="stable")
+            self.h = h[order]
+            self.values = v.take(pa.array(order))
+        return col.cast(pa.int64()) if self.kind == "int" else col.cast(pa.large_string())
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def lookup(self, col, where: str, first: int) -> np.ndarray:
+        """Per row of ``col``: its index among the sorted survivors, or -1."""
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        col = self._align(col)
+        n = len(col)
+        out = np.full(n, -1, np.int64)
+        if not len(self.values) or not n:
+            return out
+        hp = key_hashes(col, where=where, first_row=first)
+        pos = np.minimum(np.searchsorted(self.h, hp), self.h.size - 1)
+        ci = np.flatnonzero(self.h[pos] == hp)
+        if ci.size:
+            eq = pc.equal(self.values.take(pa.array(pos[ci])),
+                          col.take(pa.array(ci))).to_numpy(zero_copy_only=False)
+            out[ci[eq]] = pos[ci[eq]]
+            for i in ci[~eq]:  # a 64-bit hash shared by two survivors: the rest of the run
+                p = int(pos[i]) + 1
+                while p < self.h.size and self.h[p] == hp[i]:
+                    if self.values[p] == col[int(i)]:
+                        out[i] = p
+                        break
+                    p += 1
+        return out
+
+
+# ---------------------------------------------------------------- the run
+def _source(root: str) -> dict:
+    path = OutputLayout(root).config
+    if not os.path.exists(path):
+        raise ConfigError(f"{root} holds no run (no config.json); give the --out of a count or "
+                          "curate run made with --save-matches")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _survivor_file(layout: OutputLayout, kind: str, i: int) -> str:
+    return layout.join("work", "survivors", f"{kind}-{i:05d}.npy")
+
+
+def _save_npy(path: str, a: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def rebalance(root: str, survivors: str, key_column: str, out: str, *, t=None,
+              tail_fraction=None, target_size=None, outputs=("parquet",),
+              samples_per_shard: int = 10000, device=None, threads=None,
+              executor: str = "local", address=None, overwrite: bool = False,
+              report: bool = True, batch_bytes: int | None = None) -> dict:
+    """Curate the survivors of the run in ``root`` into ``out`` (see the module)."""
+    given = [x is not None for x in (t, tail_fraction, target_size)]
+    if sum(given) != 1:
+        raise ConfigError("give exactly one of --t T, --tail-fraction P and --target-size N")
+    if target_size is not None and (isinstance(target_size, bool) or int(target_size) < 1):
+        raise ConfigError(f"--target-size must be an integer >= 1, not {target_size!r}")
+    src = _source(root)
+    files = dict(saved_match_files(root))
+    base = src.get("config") or {}
+    if base.get("worldwide"):
+        raise ConfigError(f"{root} is a worldwide run; rebalance covers MetaCLIP 1 runs")
+    if not isinstance(base.get("metadata"), str) or base["metadata"].startswith("<"):
+        raise ConfigError(f"{root}: its metadata was given as a list in Python, not a file; "
+                          "rerun it with a metadata file")
+    keys = load_survivors(survivors, key_column)
+    kw = {} if batch_bytes is None else {"batch_bytes": batch_bytes}
+    cfg = CurateConfig(
+        metadata=base["metadata"], inputs=tuple(base["inputs"]), out=out, t=t,
+        tail_fraction=tail_fraction, text_column=base.get("text_column"),
+        key_column=key_column, seed=int(base.get("seed", 0)), device=device, threads=threads,
+        limit=base.get("limit"), overwrite=overwrite, report=report, executor=executor,
+        address=address, group_column=base.get("group_column"), outputs=outputs,
+        samples_per_shard=samples_per_shard, extra={"row_subset": True}, **kw)
+    from .run import plan_shards
+    from .worker import metadata_of
+
+    mds, md_sha = metadata_of(cfg)
+    layout = OutputLayout(resolve_out(out))
+    if os.path.realpath(layout.root) == os.path.realpath(root):
+        raise ConfigError(f"--out {out} is the run being rebalanced; choose another directory")
+    shards = resolve_inputs(cfg.inputs, need_unique_names=False, exclude=layout.root)
+    ident = [shard_identity(s, False) for s in shards]
+    old = {d["path"]: d for d in (src.get("fingerprint_doc") or {}).get("inputs", [])}
+    for d in ident:
+        o = old.get(d["path"])
+        if o is None or o.get("size") != d["size"] or o.get("mtime_ns") != d["mtime_ns"]:
+            raise ConfigError(f"input {d['path']} is {'new' if o is None else 'changed'} since "
+                              f"the run in {root}, so its saved matches do not describe it; "
+                              "rerun that run (with --save-matches) first")
+    plan = plan_shards(cfg, shards)
+    missing = [s.path for s, _ in plan if s.index not in files]
+    if missing:
+        raise ConfigError(f"{root} has no saved matches for {missing[0]}; rerun it with "
+                          "--save-matches")
+    check_outputs(cfg, shards)
+    h = hashlib.sha256()
+    with open(survivors, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    h.update(json.dumps([src.get("config_fingerprint"), target_size]).encode())
+    doc = cfg.fingerprint_doc(md_sha, ident, "rebalance", h.hexdigest())
+    with OutLock(layout):
+        return _locked(cfg, layout, root, mds, doc, plan, files, KeySet(keys), survivors,
+                       target_size)
+
+
+def _scan_shard(cfg, layout: OutputLayout, shard, max_rows, match_file: str,
+                keyset: KeySet, n_entries: int) -> dict:
+    """The survivors of one shard: their rows, the survivor keys found, their
+    counts (over the saved matches) and, with a group column, their choices."""
+    marker = layout.pass1_marker(shard.index)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            return json.load(f)
+    t0 = time.perf_counter()
+    schema = shard_schema(shard)
+    cols = None
+    if schema is not None:
+        cols = pass1_columns(cfg, shard, schema.names)
+        if cfg.key_column not in schema.names:
+            raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
+                             f"{', '.join(schema.names)}); give --key-column the pool's key")
+    rows, found, grp = [], [], []
+    tally: dict = {}
+    captions = nulls = 0
+    for table, first in shard_batches(cfg, shard, max_rows, cols, tally):
+        if cfg.key_column not in table.column_names:
+            raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
+                             f"{', '.join(table.column_names)}); give --key-column the pool's key")
+        idx = keyset.lookup(table.column(cfg.key_column), shard.path, first)
+        sel = np.flatnonzero(idx >= 0)
+        valid = table.column(cfg.text_column).is_valid().to_numpy(zero_copy_only=False)
+        rows.append(sel + first)
+        found.append(idx[sel])
+        captions += sel.size
+        nulls += int(sel.size - np.count_nonzero(valid[sel]))
+        if cfg.group_column:
+            ok = sel[valid[sel]]
+            sub = table.take(pa.array(ok))
+            g = group_keys(cfg, shard, sub, first)
+            k = row_keys(cfg, shard, sub, first)
+            grp.append((g, choice_values(cfg.seed, g, k), ok + first))
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    is_surv = np.zeros(int(rows.max()) + 1 if rows.size else 0, bool)
+    is_surv[rows] = True
+    counts = np.zeros(n_entries, np.uint64)
+    matched_rows = []
+    for e, tid in iter_matches(match_file):
+        tid = tid.astype(np.int64)
+        m = tid < is_surv.size
+        m[m] = is_surv[tid[m]]
+        if m.any():
+            counts += np.bincount(e[m], minlength=n_entries).astype(np.uint64)
+            matched_rows.append(np.unique(tid[m]))
+    matched = int(np.unique(np.concatenate(matched_rows)).size) if matched_rows else 0
+    nz = np.flatnonzero(counts)
+    atomic_write_parquet(layout.pass1_counts(shard.index), pa.table({
+        "lang": pa.array([ALL] * nz.size, pa.string()),
+        "entry_id": pa.array(nz.astype(np.int32)), "count": pa.array(counts[nz], pa.uint64())}))
+    if cfg.group_column:
+        g, c, r = ([np.concatenate(x) for x in zip(*grp)] if grp else
+                   [np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)])
+        atomic_write_parquet(layout.pass1_groups(shard.index), pa.table(
+            {"group": pa.array(g, pa.uint64()), "choice": pa.array(c, pa.uint64()),
+             "row": pa.array(r, pa.int64())}))
+    os.makedirs(layout.join("work", "survivors"), exist_ok=True)
+    _save_npy(_survivor_file(layout, "rows", shard.index), rows)
+    _save_npy(_survivor_file(layout, "found", shard.index),
+              np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64))
+    stats = {"shard": shard.name, "path": shard.path, "captions": captions,
+             "null_captions": nulls, "matched": matched,
+             "seconds_pass1": time.perf_counter() - t0,
+             "failed_downloads": tally.get("failed_downloads", 0)}
+    atomic_write_json(marker, stats)
+    return stats
+
+
+def _survivor_model(cfg, layout, plan, files, counts) -> SizeModel:
+    model = SizeModel(counts)
+    for shard, _ in plan:
+        rows = np.load(_survivor_file(layout, "rows", shard.index))
+        is_surv = np.zeros(int(rows.max()) + 1 if rows.size else 0, bool)
+        is_surv[rows] = True
+        for e, tid in iter_matches(files[shard.index]):
+            tid = tid.astype(np.int64)
+            m = tid < is_surv.size
+            m[m] = is_surv[tid[m]]
+            model.add(e[m], tid[m])
+    return model.finish()
+
+
+def _link(src: str, dst: str) -> None:
+    if os.path.exists(dst):
+        return
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        os.symlink(os.path.abspath(src), dst)
+
+
+def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
+            target_size) -> dict:
+    from .pass2 import pass2_shard
+    from .run import _keep_timings, _run_pass, _summary, make_executor
+    from .worker import WorkerSetup
+
+    fp = prepare_out(cfg, layout, doc, "rebalance")
+    n_entries = len(mds[ALL])
+    seconds: dict = {}
+    t0 = time.perf_counter()
+    if plan:  # the survivors take the type of the pool's keys (also on a resumed run)
+        for table, _ in shard_batches(cfg, plan[0][0], 1):
+            if cfg.key_column in table.column_names:
+                keyset.lookup(table.column(cfg.key_column), plan[0][0].path, 0)
+            break
+    p1 = [_scan_shard(cfg, layout, s, m, files[s.index], keyset, n_entries) for s, m in plan]
+    seconds["survivors"] = time.perf_counter() - t0
+    counts = pool_counts(layout, mds, plan)
+    if target_size is not None:
+        model = _survivor_model(cfg, layout, plan, files, counts[ALL])
+        t = model.solve(float(target_size))
+        logger.info("--target-size %s: t = %s (expected curated %s)", f"{target_size:,}",
+                    f"{t:,}", f"{model.expected(t):,.0f}")
+        cfg = replace(cfg, t=int(t))
+    cfg.require_t()
+    ts = language_t(cfg, counts)
+    logger.info("t = %s", f"{ts[ALL]:,}")
+    probs = {ALL: probabilities(counts[ALL], ts[ALL])}
+    write_entry_counts(layout, mds, counts, probs)
+    buf = io.BytesIO()
+    np.savez(buf, **probs)
+    atomic_write_bytes(layout.prob, buf.getvalue())
+    os.makedirs(layout.groups_dir, exist_ok=True)
+    if cfg.group_column:
+        choose_groups(layout, plan)  # among the survivors' captions
+    else:
+        for s, _ in plan:
+            _save_npy(layout.groups(s.index), np.load(_survivor_file(layout, "rows", s.index)))
+    for s, _ in plan:
+        if not os.path.exists(layout.stats(s.index)):
+            _link(files[s.index], layout.work_matches(s.index))
+    ex = make_executor(cfg)
+    setup = WorkerSetup(cfg)
+    if ex.remote:
+        setup = setup.with_tables()
+    done: dict = {}
+    try:
+        p2 = _run_pass(ex, pass2_shard, [(layout, s, m) for s, m in plan], setup, layout.stats,
+                       "pass2", seconds, done)
+        summary = _summary(cfg, "rebalance", fp, p1, p2, counts, ts, seconds, ex)
+        found = np.zeros(len(keyset), bool)
+        for s, _ in plan:
+            found[np.load(_survivor_file(layout, "found", s.index))] = True
+        missing = int(np.count_nonzero(~found))
+        summary.update({"pool": sum(x["captions"] for x in p1),
+                        "null_captions": sum(x["null_captions"] for x in p1),
+                        "matched": sum(x["matched"] for x in p1), "source": root,
+                        "survivors": {"file": survivors_path, "keys": len(keyset),
+                                      "rows": sum(x["captions"] for x in p1),
+                                      "not_in_pool": missing}})
+        if missing:
+            src_keys = keyset.values if keyset.values is not None else keyset.raw
+            ex_keys = src_keys.take(pa.array(np.flatnonzero(~found)[:5])).to_pylist()
+            logger.warning("%s of %s survivor keys are in no shard of the pool (e.g. %s); "
+                           "they are counted in summary.json (survivors.not_in_pool)",
+                           f"{missing:,}", f"{len(keyset):,}", ", ".join(map(repr, ex_keys)))
+        write_outputs(cfg, layout, [s for s, _ in plan], p2, summary)
+        _keep_timings(layout, summary, done)
+        atomic_write_json(layout.summary, summary)
+    finally:
+        ex.close()
+    if cfg.report:
+        try:
+            from .report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            write_report(layout.root)
+    drop_unrequested(cfg, layout)
+    return summary

@@ -1,0 +1,434 @@
+"""The curated set as WebDataset shards (``--outputs webdataset``).
+
+After pass 2, the kept samples (the rows of ``curated/part-NNNNN.parquet``, in
+input order) are copied from the input tars into ``curated-wds/00000.tar``,
+``00001.tar``, ... with ``--samples-per-shard`` samples each. A sample's
+members are copied byte for byte, headers included (one copy per run of
+adjacent kept bytes); only its ``.json`` member is rewritten, gaining
+``"entry_ids"`` (a ``.json`` is created when the sample has none).
+``curated-wds/sizes.json`` maps each tar's name to its sample count (what
+open_clip reads).
+
+The samples of a tar: a tar shard's own samples, keyed by ``__key__``; a
+download folder's rows (img2dataset, DataComp), keyed by the parquet's
+``key`` column, are the samples of the tar beside it with that key.
+
+Resumable: ``work/wds/plan.json`` records which kept samples go to which
+output tar before any is written; each tar is written to a temporary name
+and renamed, so a rerun skips the tars that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import shutil
+import tarfile
+
+import numba
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, InputError
+from ..io import Shard, atomic_write_json
+from ..io.atomic import commit, tmp_path
+from .layout import OutputLayout
+
+BLOCK = 512
+RECORD = 20 * BLOCK
+_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: dir/stem . ext (first dot)
+WS = b" \t\r\n"
+
+
+def tar_name(j: int) -> str:
+    return f"{j:05d}.tar"
+
+
+def sample_key_column(shard: Shard) -> str:
+    """The curated part's column that names a kept row's sample in the tar."""
+    return "__key__" if shard.fmt == "tar" else "key"
+
+
+def check_wds_inputs(shards: list) -> None:
+    """Every shard must bring its tar: a tar shard, or a download folder's
+    parquet (with its ``key`` column) beside one. Checked before any work."""
+    for s in shards:
+        if s.fmt == "tar":
+            continue
+        if s.tar is None:
+            raise ConfigError(
+                f"--outputs webdataset copies the kept samples' images from tar shards, but "
+                f"{s.path} is a {s.fmt} shard without a tar beside it (an img2dataset or "
+                "DataComp folder has NAME.parquet and NAME.tar); give tar shards or download "
+                "folders, or drop webdataset from --outputs")
+        names = pq.read_schema(s.path).names
+        if "key" not in names:
+            raise ConfigError(
+                f"--outputs webdataset: {s.path} has no 'key' column to find its rows' samples "
+                f"in {s.tar} (columns: {', '.join(names)}); give the download folder's own "
+                "parquet, or drop webdataset from --outputs")
+
+
+# ---------------------------------------------------------------- the plan
+def make_plan(kept: list, per_shard: int) -> dict:
+    total = sum(kept)
+    return {"samples_per_shard": int(per_shard), "kept": [int(k) for k in kept],
+            "tars": (total + per_shard - 1) // per_shard}
+
+
+def _pieces(plan: dict, j: int) -> list:
+    """[(input shard position, first kept row, end)] of output tar j."""
+    s = plan["samples_per_shard"]
+    lo, hi = j * s, min((j + 1) * s, sum(plan["kept"]))
+    out, start = [], 0
+    for pos, k in enumerate(plan["kept"]):
+        a, b = max(lo, start), min(hi, start + k)
+        if a < b:
+            out.append((pos, a - start, b - start))
+        start += k
+    return out
+
+
+# ---------------------------------------------------------------- inputs
+class _Source:
+    """One input shard: its kept rows (sample keys, entry ids) and its tar's
+    samples (member byte ranges), mapped once."""
+
+    def __init__(self, layout: OutputLayout, shard: Shard, scratch: str):
+        self.shard = shard
+        col = sample_key_column(shard)
+        t = pq.read_table(layout.curated(shard.index), columns=[col, "entry_ids"])
+        self.keys = t.column(col).to_pylist()
+        self.ids = t.column("entry_ids").to_pylist()
+        path = shard.tar or shard.path
+        self.label = path
+        self.scratch = None
+        from ..io.tar import compression
+
+        if compression(path) is not None:  # a compressed tar: decompressed once, aside
+            os.makedirs(scratch, exist_ok=True)
+            self.scratch = os.path.join(scratch, f"src-{shard.index:05d}.tar")
+            _decompress(path, self.scratch)
+            path = self.scratch
+        self.f = open(path, "rb")
+        size = os.fstat(self.f.fileno()).st_size
+        self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.samples = _index(self.f, self.mm, self.label)
+
+    def close(self) -> None:
+        if isinstance(self.mm, mmap.mmap):
+            self.mm.close()
+        self.f.close()
+        if self.scratch and os.path.exists(self.scratch):
+            os.remove(self.scratch)
+
+
+def _decompress(path: str, dest: str) -> None:
+    from ..io.tar import _chunks, compression
+
+    tmp = tmp_path(dest)
+    with open(tmp, "wb") as out:
+        for chunk in _chunks(path, compression(path), 1 << 22):
+            out.write(chunk)
+    os.replace(tmp, dest)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cstr(b, off, cap):
+    n = 0
+    while n < cap and b[off + n] != 0:
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_plain(b, out):
+    """Members of a plain tar (ustar, GNU long names): per member, out[i] =
+    (first header, data offset, size, name offset, name length, prefix offset,
+    prefix length, regular). Returns (members, 0), or (members, -1) at a pax
+    header (the caller lists the tar otherwise), or (members, -2) when out is full."""
+    n = 0
+    pos = 0
+    first = -1
+    long_off = -1
+    long_len = 0
+    size_b = b.size
+    while pos + BLOCK <= size_b:
+        zero = True
+        for i in range(BLOCK):
+            if b[pos + i] != 0:
+                zero = False
+                break
+        if zero:
+            return n, 0
+        if b[pos + 124] & 0x80:  # base-256 size
+            size = 0
+            for i in range(pos + 125, pos + 136):
+                size = (size << 8) | b[i]
+        else:
+            size = 0
+            for i in range(pos + 124, pos + 136):
+                c = b[i]
+                if c >= 48 and c <= 55:
+                    size = size * 8 + (c - 48)
+                elif c == 0 or c == 32:
+                    if size:
+                        break
+        t = b[pos + 156]
+        if first < 0:
+            first = pos
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        if t == 76:  # 'L': the next member's long name
+            long_off = pos + BLOCK
+            long_len = _cstr(b, long_off, size)
+            pos += BLOCK + padded
+            continue
+        if t == 75:  # 'K': a long link name
+            pos += BLOCK + padded
+            continue
+        if t == 120 or t == 103 or t == 88:  # pax x, g, X
+            return n, -1
+        if n == out.shape[0]:
+            return n, -2
+        regular = t == 48 or t == 0 or t == 55
+        out[n, 0] = first
+        out[n, 1] = pos + BLOCK
+        out[n, 2] = size if regular else 0
+        if long_off >= 0:
+            out[n, 3] = long_off
+            out[n, 4] = long_len
+            out[n, 6] = 0
+        else:
+            out[n, 3] = pos
+            out[n, 4] = _cstr(b, pos, 100)
+            ustar = (b[pos + 257] == 117 and b[pos + 258] == 115 and b[pos + 259] == 116
+                     and b[pos + 260] == 97 and b[pos + 261] == 114 and b[pos + 262] == 0)
+            out[n, 5] = pos + 345
+            out[n, 6] = _cstr(b, pos + 345, 155) if ustar else 0
+        out[n, 7] = 1 if regular else 0
+        n += 1
+        pos += BLOCK + (padded if regular or t == 0 else 0)
+        first = -1
+        long_off = -1
+    return n, 0
+
+
+def _index(f, mm, label: str) -> dict:
+    """{sample key: [(ext, first header offset, data offset, data size, header offset)]}."""
+    samples: dict = {}
+    if isinstance(mm, mmap.mmap):
+        b = np.frombuffer(mm, np.uint8)
+        out = np.zeros((max(16, b.size // 4096), 8), np.int64)
+        while True:
+            n, status = _scan_plain(b, out)
+            if status != -2:
+                break
+            out = np.zeros((out.shape[0] * 2, 8), np.int64)
+        del b
+        if status == 0:
+            for first, data, size, no, nl, po, pl, reg in out[:n].tolist():
+                if not reg:
+                    continue
+                name = bytes(mm[no:no + nl])
+                if pl:
+                    name = bytes(mm[po:po + pl]) + b"/" + name
+                m = _KEY.match(name.decode("utf-8", "surrogateescape"))
+                if m is not None:
+                    samples.setdefault(m.group(1), []).append(
+                        (m.group(2).lower(), first, data, size, data - BLOCK, m.group(0)))
+            return samples
+    f.seek(0)
+    try:  # pax headers: tarfile reads them
+        with tarfile.open(fileobj=f, mode="r:") as tf:
+            for ti in tf:
+                if not ti.isreg():
+                    continue
+                m = _KEY.match(ti.name)
+                if m is None:
+                    continue
+                samples.setdefault(m.group(1), []).append(
+                    (m.group(2).lower(), ti.offset, ti.offset_data, ti.size,
+                     ti.offset_data - BLOCK, ti.name))
+    except tarfile.TarError as exc:
+        raise InputError(f"{label}: cannot list the tar's members ({exc}); re-create it") from None
+    return samples
+
+
+def with_entry_ids(raw: bytes, ids: list, where: str) -> bytes:
+    """A .json object with ``"entry_ids"`` added; its other bytes kept as they are."""
+    tail = ("[" + ",".join(str(int(i)) for i in ids) + "]").encode()
+    body = raw.strip(WS)
+    if body[:1] == b"{" and body[-1:] == b"}":
+        inner = body[1:-1].strip(WS)
+        if not inner:
+            return b'{"entry_ids": ' + tail + b"}"
+        return body[:-1].rstrip(WS) + b', "entry_ids": ' + tail + b"}"
+    try:  # another encoding, a byte order mark: parsed and written again
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"{where}: .json is not valid JSON ({exc}); fix the sample") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: .json is not an object; fix the sample")
+    obj["entry_ids"] = [int(i) for i in ids]
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _member(ti: tarfile.TarInfo, name: str, data: bytes) -> bytes:
+    new = tarfile.TarInfo(name)
+    new.mode, new.uid, new.gid = ti.mode, ti.uid, ti.gid
+    new.uname, new.gname, new.mtime = ti.uname, ti.gname, ti.mtime
+    new.size = len(data)
+    pad = (-len(data)) % BLOCK
+    return new.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + data + b"\0" * pad
+
+
+def _header(src: _Source, off: int) -> tarfile.TarInfo:
+    """The member header at ``off`` (its mode, owner and time are kept)."""
+    try:
+        return tarfile.TarInfo.frombuf(bytes(src.mm[off:off + BLOCK]), "utf-8", "surrogateescape")
+    except tarfile.TarError as exc:
+        raise InputError(f"{src.label}: bad tar header at byte {off} ({exc}); re-create it"
+                         ) from None
+
+
+def _with_size(block: bytes, size: int, name: bytes | None = None) -> bytes | None:
+    """A copy of a ustar/GNU header block with another size (and name, of at
+    most 100 bytes), its checksum made again; None when it cannot be patched."""
+    if size >= 8 ** 11:
+        return None
+    h = bytearray(block)
+    if name is not None:
+        if len(name) > 100:
+            return None
+        h[0:100] = name.ljust(100, b"\0")
+        h[156:157] = b"0"
+        if h[257:263] == b"ustar\0":
+            h[345:500] = b"\0" * 155  # the prefix belonged to the other name
+    h[124:136] = b"%011o\0" % size
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _json_member(src: _Source, first: int, hdr: int, name: str, data: bytes,
+                 new: bool) -> bytes:
+    """The .json member with its new data: the input's headers with the size
+    patched (or, for a new .json, the sample's first header renamed)."""
+    pad = b"\0" * ((-len(data)) % BLOCK)
+    block = bytes(src.mm[hdr:hdr + BLOCK])
+    if new:
+        h = _with_size(block, len(data), name.encode("utf-8", "surrogateescape"))
+        if h is not None:
+            return h + data + pad
+    elif hdr == first:  # one header: patched in place
+        h = _with_size(block, len(data))
+        if h is not None:
+            return h + data + pad
+    return _member(_header(src, hdr), name, data)
+
+
+def _sample_segments(src: _Source, row: int) -> list:
+    """The segments of one kept sample: (start, end) byte ranges of the input
+    tar, and bytes (its new .json member)."""
+    key = src.keys[row]
+    where = f"{src.label}: sample {key!r}"
+    members = src.samples.get(key)
+    if not members:
+        raise InputError(f"{where} (kept row {row} of {src.shard.path}) is not in the tar; the "
+                         "parquet and the tar of a download folder must hold the same samples")
+    segs: list = []
+    has_json = False
+    for ext, off, data_off, size, hdr, name in members:
+        if ext == "json" and not has_json:
+            has_json = True
+            raw = bytes(src.mm[data_off:data_off + size])
+            segs.append(_json_member(src, off, hdr, name,
+                                     with_entry_ids(raw, src.ids[row], where), False))
+        else:
+            segs.append((off, data_off + size + (-size) % BLOCK))
+    if not has_json:
+        segs.append(_json_member(src, members[0][1], members[0][4], key + ".json",
+                                 with_entry_ids(b"{}", src.ids[row], where), True))
+    return segs
+
+
+def _write_tar(path: str, sources: list) -> int:
+    """Write one output tar from [(source, first row, end)]; return its samples."""
+    tmp = tmp_path(path)
+    n = 0
+    try:
+        with open(tmp, "wb", buffering=1 << 20) as out:
+            written = 0
+            for src, a, b in sources:
+                mv = memoryview(src.mm) if isinstance(src.mm, mmap.mmap) else None
+                run = None  # adjacent byte ranges are copied in one write
+                for row in range(a, b):
+                    for seg in _sample_segments(src, row):
+                        if isinstance(seg, tuple):
+                            if run is not None and run[1] == seg[0]:
+                                run = (run[0], seg[1])
+                                continue
+                            if run is not None:
+                                written += out.write(mv[run[0]:run[1]])
+                            run = seg
+                        else:
+                            if run is not None:
+                                written += out.write(mv[run[0]:run[1]])
+                                run = None
+                            written += out.write(seg)
+                    n += 1
+                if run is not None:
+                    written += out.write(mv[run[0]:run[1]])
+                if mv is not None:
+                    mv.release()
+            end = written + 2 * BLOCK
+            out.write(b"\0" * (2 * BLOCK + (-end) % RECORD))
+        commit(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return n
+
+
+def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: int) -> dict:
+    """Write curated-wds/ (resumable); return {tar name: samples}."""
+    out_dir = layout.curated_wds_dir
+    plan_path = layout.join("work", "wds", "plan.json")
+    scratch = layout.join("work", "wds")
+    plan = make_plan(kept, per_shard)
+    old = None
+    if os.path.exists(plan_path):
+        with open(plan_path) as f:
+            old = json.load(f)
+    if old != plan:  # tars of another plan are not ours to keep
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.makedirs(scratch, exist_ok=True)
+        atomic_write_json(plan_path, plan)
+    os.makedirs(out_dir, exist_ok=True)
+    sizes = {}
+    open_src: dict = {}
+    try:
+        for j in range(plan["tars"]):
+            pieces = _pieces(plan, j)
+            sizes[tar_name(j)] = sum(b - a for _, a, b in pieces)
+            path = os.path.join(out_dir, tar_name(j))
+            if os.path.exists(path):
+                continue
+            for pos in list(open_src):  # shards behind this tar are done with
+                if pos < pieces[0][0]:
+                    open_src.pop(pos).close()
+            srcs = []
+            for pos, a, b in pieces:
+                if pos not in open_src:
+                    open_src[pos] = _Source(layout, shards[pos], scratch)
+                srcs.append((open_src[pos], a, b))
+            _write_tar(path, srcs)
+    finally:
+        for s in open_src.values():
+            s.close()
+    atomic_write_json(os.path.join(out_dir, "sizes.json"), sizes)
+    return sizes

@@ -1,0 +1,459 @@
+"""Training-ready outputs (--outputs webdataset, uids), plan, rebalance and
+--group-column without --worldwide, on real captions, real tars and real runs."""
+
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpucurate import cli
+from gpucurate.errors import ConfigError, InputError
+from gpucurate.keys import keep
+from gpucurate.pipeline import curate, run
+from gpucurate.config import CurateConfig
+from gpucurate.pipeline.plan import plan
+from gpucurate.pipeline.rebalance import rebalance
+from pool import real_rows, write_parquet_shards
+
+M64 = (1 << 64) - 1
+
+
+def mix(x):
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def uid_of(i: int) -> str:
+    return hashlib.md5(str(i).encode()).hexdigest()
+
+
+def curated(out):
+    parts = sorted(glob.glob(os.path.join(out, "curated", "part-*.parquet")))
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    t = real_rows("coco_captions_val2017", 900)
+    return t.append_column("uid", pa.array([uid_of(i) for i in t.column("id").to_pylist()]))
+
+
+def _write_wds(rows: pa.Table, path: str, lo: int, hi: int, seed: int) -> dict:
+    """A WebDataset shard of real captions with image-like members of random
+    bytes and sizes; every 5th sample has no .json. Returns {key: members}."""
+    rng = np.random.default_rng(seed)
+    members = {}
+    fmt = tarfile.PAX_FORMAT if seed == 3 else tarfile.GNU_FORMAT  # pax headers: shard 3
+    with tarfile.open(path, "w", format=fmt) as tf:
+        for i in range(lo, hi):
+            r = rows.slice(i, 1).to_pylist()[0]
+            key = r["uid"]  # a DataComp uid: the sample key is the uid
+            m = {"jpg": rng.integers(0, 256, int(rng.integers(100, 5000)), np.uint8).tobytes(),
+                 "txt": r["text"].encode(),
+                 "cls": str(i % 7).encode()}
+            if i % 5:
+                m["json"] = json.dumps({"id": r["id"], "uid": r["uid"], "w": i}).encode()
+            for ext, blob in m.items():
+                ti = tarfile.TarInfo(f"{key}.{ext}")
+                ti.size, ti.mtime, ti.mode = len(blob), 1_700_000_000 + i, 0o644
+                if fmt == tarfile.PAX_FORMAT and ext == "jpg":
+                    ti.pax_headers = {"comment": f"pax {i}"}
+                tf.addfile(ti, io.BytesIO(blob))
+            members[key] = m
+    return members
+
+
+@pytest.fixture(scope="module")
+def wds_pool(tmp_path_factory, rows):
+    root = tmp_path_factory.mktemp("wds")
+    os.makedirs(root / "in")
+    members = {}
+    bounds = [0, 250, 260, 600, 900]
+    for k in range(4):
+        members.update(_write_wds(rows, str(root / "in" / f"shard-{k}.tar"), bounds[k],
+                                  bounds[k + 1], k))
+    return root, members
+
+
+def _wds_run(metadata_path, inputs, out, **kw):
+    kw.setdefault("outputs", ("parquet", "webdataset", "uids"))
+    return curate(str(metadata_path), inputs, out, t=3, key_column="__key__", device="cpu",
+                  seed=5, report=False, samples_per_shard=37, **kw)
+
+
+@pytest.fixture(scope="module")
+def wds_run(wds_pool, metadata_path):
+    root, members = wds_pool
+    out = str(root / "out")
+    s = _wds_run(metadata_path, [str(root / "in")], out)
+    return root, members, out, s
+
+
+def _tar_bytes(out):
+    d = os.path.join(out, "curated-wds")
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+def test_webdataset_output_reads_back(wds_run):
+    import webdataset as wds
+
+    root, members, out, s = wds_run
+    kept = curated(out)
+    keys = kept.column("__key__").to_pylist()
+    ids = kept.column("entry_ids").to_pylist()
+    assert 40 < len(keys) < 900 and s["curated"] == len(keys)
+    d = os.path.join(out, "curated-wds")
+    sizes = json.load(open(os.path.join(d, "sizes.json")))
+    n_tars = (len(keys) + 36) // 37
+    assert sorted(sizes) == [f"{j:05d}.tar" for j in range(n_tars)]
+    assert all(v == 37 for f, v in sizes.items() if f != f"{n_tars - 1:05d}.tar")
+    assert sum(sizes.values()) == len(keys)
+    urls = [os.path.join(d, f) for f in sorted(sizes)]
+    got = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    assert [g["__key__"] for g in got] == keys  # in input order
+    for g, key, eids in zip(got, keys, ids):
+        m = members[key]
+        assert g["jpg"] == m["jpg"] and g["txt"] == m["txt"] and g["cls"] == m["cls"]
+        meta = json.loads(g["json"])
+        want = dict(json.loads(m["json"])) if "json" in m else {}
+        want["entry_ids"] = eids
+        assert meta == want and eids
+        if "json" in m:  # the other bytes of the .json are kept as they were
+            assert g["json"].startswith(m["json"][:-1])
+    per_tar = [sum(1 for _ in wds.WebDataset([u], shardshuffle=False)) for u in urls]
+    assert per_tar == [sizes[os.path.basename(u)] for u in urls]
+    with tarfile.open(urls[0]) as tf:  # member headers copied as they were
+        ti = tf.getmember(keys[0] + ".jpg")
+        assert ti.mtime >= 1_700_000_000 and ti.mode == 0o644
+    summ = json.load(open(os.path.join(out, "summary.json")))
+    assert summ["outputs"]["webdataset"]["samples"] == len(keys)
+
+
+def test_uids_are_datacomp_subset(wds_run):
+    _, _, out, _ = wds_run
+    kept = curated(out)
+    u = np.load(os.path.join(out, "uids.npy"))
+    assert u.dtype == np.dtype("u8,u8")
+    want = sorted((int(x[:16], 16), int(x[16:], 16)) for x in kept.column("__key__").to_pylist())
+    assert [(int(a), int(b)) for a, b in u.tolist()] == want
+    # DataComp's own construction of the same file
+    dc = np.array([(int(x[:16], 16), int(x[16:32], 16))
+                   for x in kept.column("__key__").to_pylist()],
+                  np.dtype("u8,u8"))
+    dc.sort()
+    assert np.array_equal(dc, u)
+
+
+def test_webdataset_is_the_same_whatever_the_batching_and_compression(wds_run, wds_pool,
+                                                                      metadata_path, tmp_path):
+    root, _, out, _ = wds_run
+    gz = tmp_path / "gz"
+    os.makedirs(gz)
+    for p in sorted(glob.glob(str(root / "in" / "*.tar"))):
+        with open(p, "rb") as f, open(gz / (os.path.basename(p) + ".gz"), "wb") as g:
+            g.write(gzip.compress(f.read()))
+    # the draw is keyed by id, so the shard names may differ
+    out2 = str(tmp_path / "out2")
+    _wds_run(metadata_path, [str(gz)], out2, batch_bytes=2000)
+    assert _tar_bytes(out) == _tar_bytes(out2)
+    assert np.array_equal(np.load(os.path.join(out, "uids.npy")),
+                          np.load(os.path.join(out2, "uids.npy")))
+    assert not glob.glob(str(tmp_path / "out2" / "work" / "wds" / "src-*"))
+
+
+def test_webdataset_resumes(wds_run, metadata_path, tmp_path):
+    root, _, out, _ = wds_run
+    out2 = str(tmp_path / "r")
+    shutil.copytree(out, out2)
+    d = os.path.join(out2, "curated-wds")
+    os.remove(os.path.join(d, "00001.tar"))
+    os.remove(os.path.join(d, "sizes.json"))
+    m0 = os.stat(os.path.join(d, "00000.tar")).st_mtime_ns
+    with open(os.path.join(d, "00002.tar.tmp-1"), "wb") as f:  # an interrupted writer's
+        f.write(b"half")
+    _wds_run(metadata_path, [str(root / "in")], out2)
+    assert _tar_bytes(out) == _tar_bytes(out2)
+    assert os.stat(os.path.join(d, "00000.tar")).st_mtime_ns == m0
+
+
+def test_outputs_without_parquet(wds_pool, metadata_path, tmp_path, wds_run):
+    root, _, out, _ = wds_run
+    out2 = str(tmp_path / "o")
+    s = _wds_run(metadata_path, [str(root / "in")], out2, outputs=("webdataset",))
+    assert not os.path.exists(os.path.join(out2, "curated"))
+    assert not os.path.exists(os.path.join(out2, "uids.npy"))
+    assert _tar_bytes(out) == _tar_bytes(out2)
+    _wds_run(metadata_path, [str(root / "in")], out2, outputs=("webdataset",))  # rerun: whole
+    assert _tar_bytes(out) == _tar_bytes(out2) and s["curated"] > 0
+
+
+def test_download_folder_to_webdataset(metadata_path, tmp_path, rows):
+    """img2dataset / DataComp: NAME.parquet (key, caption, status, uid) beside
+    NAME.tar; failed downloads have no sample in the tar."""
+    import webdataset as wds
+
+    dl = tmp_path / "dl"
+    os.makedirs(dl)
+    rng = np.random.default_rng(1)
+    images = {}
+    for k in range(2):
+        sub = rows.slice(k * 200, 200).to_pylist()
+        recs = []
+        with tarfile.open(dl / f"{k:05d}.tar", "w") as tf:
+            for j, r in enumerate(sub):
+                key = f"{k:05d}{j:04d}"
+                status = "failed_to_download" if j % 9 == 4 else "success"
+                recs.append({"key": key, "caption": r["text"], "status": status, "uid": r["uid"]})
+                if status != "success":
+                    continue
+                img = rng.integers(0, 256, 300 + j, np.uint8).tobytes()
+                images[key] = img
+                for ext, blob in (("jpg", img), ("txt", r["text"].encode()),
+                                  ("json", json.dumps({"key": key, "uid": r["uid"]}).encode())):
+                    ti = tarfile.TarInfo(f"{key}.{ext}")
+                    ti.size = len(blob)
+                    tf.addfile(ti, io.BytesIO(blob))
+        pq.write_table(pa.Table.from_pylist(recs), dl / f"{k:05d}.parquet")
+    out = str(tmp_path / "out")
+    s = curate(str(metadata_path), [str(dl)], out, t=15, key_column="uid", device="cpu",
+               report=False, outputs=("webdataset", "uids"), samples_per_shard=50)
+    d = os.path.join(out, "curated-wds")
+    sizes = json.load(open(os.path.join(d, "sizes.json")))
+    got = list(wds.WebDataset([os.path.join(d, f) for f in sorted(sizes)], shardshuffle=False))
+    assert len(got) == s["curated"] == sum(sizes.values()) > 0
+    for g in got:
+        assert g["jpg"] == images[g["__key__"]]
+        meta = json.loads(g["json"])
+        assert meta["key"] == g["__key__"] and meta["entry_ids"]
+    u = np.load(os.path.join(out, "uids.npy"))
+    assert u.size == len(got)
+
+
+def _no_work(out):
+    return not os.path.exists(os.path.join(out, "config.json"))
+
+
+def test_bad_outputs_are_refused_before_any_work(metadata_path, tmp_path, rows):
+    write_parquet_shards(rows, tmp_path / "pq", 2)
+    out = str(tmp_path / "o1")
+    with pytest.raises(ConfigError, match="without a tar beside it"):
+        curate(str(metadata_path), [str(tmp_path / "pq")], out, t=15, key_column="id",
+               device="cpu", report=False, outputs="parquet,webdataset")
+    assert _no_work(out)
+    with pytest.raises(InputError, match=r"row 0 has the key \d+.*not a DataComp uid"):
+        curate(str(metadata_path), [str(tmp_path / "pq")], out, t=15, key_column="id",
+               device="cpu", report=False, outputs="uids")
+    assert _no_work(out)
+    bad = rows.set_column(rows.schema.get_field_index("uid"), "uid",
+                          pa.array([u if i != 137 else u[:31] + "g" for i, u in
+                                    enumerate(rows.column("uid").to_pylist())]))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"bad.parquet.*row 137 has the key"):
+        curate(str(metadata_path), [str(tmp_path / "bad.parquet")], out, t=15,
+               key_column="uid", device="cpu", report=False, outputs="uids")
+    assert _no_work(out)
+    with pytest.raises(ConfigError, match="--outputs takes"):
+        CurateConfig(metadata="m", inputs=("x",), out="o", outputs="parquet,tfrecord")
+    with pytest.raises(ConfigError, match="uids takes each kept sample's uid from --key-column"):
+        curate(str(metadata_path), [str(tmp_path / "pq")], out, t=15, device="cpu",
+               report=False, outputs="uids")
+    rc = cli.main(["curate", "--metadata", str(metadata_path), "--input", str(tmp_path / "pq"),
+                   "--out", out, "--t", "15", "--outputs", "webdataset", "--device", "cpu"])
+    assert rc == 2 and _no_work(out)
+
+
+# ---------------------------------------------------------------- plan
+def _brute_expected(root, t):
+    counts = pq.read_table(os.path.join(root, "entry_counts.parquet")).column("count").to_numpy()
+    total = 0.0
+    for f in sorted(glob.glob(os.path.join(root, "matches", "*.parquet"))):
+        m = pq.read_table(f)
+        e, tid = m.column("entry_id").to_numpy(), m.column("text_id").to_numpy()
+        p = np.minimum(1.0, t / counts[e].astype(float))
+        keepnot = np.ones(int(tid.max()) + 1)
+        np.multiply.at(keepnot, tid, 1 - p)
+        has = np.zeros(keepnot.size, bool)
+        has[tid] = True
+        total += float(np.sum(1 - keepnot[has]))
+    return total
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory, rows, metadata_path):
+    root = tmp_path_factory.mktemp("saved")
+    write_parquet_shards(rows, root / "in", 3)
+    out = str(root / "out")
+    curate(str(metadata_path), [str(root / "in")], out, t=15, key_column="id", device="cpu",
+           seed=7, report=False, save_matches=True)
+    return root, out
+
+
+def test_plan_finds_the_nearest_t(saved_run, capsys):
+    _, out = saved_run
+    target = 300
+    rc = cli.main(["plan", out, "--target-size", str(target), "--json"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    last = json.loads(text.strip().splitlines()[-1])
+    t = last["t"]
+    assert isinstance(t, int) and isinstance(last["expected_curated"], int)
+    e = {x: _brute_expected(out, x) for x in (t - 1, t, t + 1) if x >= 1}
+    assert abs(e[t] - target) <= min(abs(v - target) for v in e.values()) + 1e-6
+    assert last["expected_curated"] == round(e[t])
+    assert "expected" in text and f"{t:>12,}" in text  # the table
+    d = plan(out, target)
+    for tt, ee in d["table"]:
+        assert ee == pytest.approx(_brute_expected(out, tt), abs=1e-6)
+
+
+def test_plan_needs_saved_matches(base_parquet_run):
+    with pytest.raises(ConfigError, match="--save-matches"):
+        plan(base_parquet_run, 100)
+    assert cli.main(["plan", base_parquet_run, "--target-size", "100"]) == 2
+
+
+@pytest.fixture(scope="module")
+def base_parquet_run(saved_run, metadata_path, tmp_path_factory):
+    root, _ = saved_run
+    out = str(tmp_path_factory.mktemp("nosave") / "out")
+    curate(str(metadata_path), [str(root / "in")], out, t=15, key_column="id", device="cpu",
+           report=False)
+    return out
+
+
+# ---------------------------------------------------------------- rebalance
+def _survivors(rows, frac=0.7, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = np.array(rows.column("id").to_pylist())
+    return ids[rng.random(ids.size) < frac]
+
+
+def _survivor_pool(root, rows, surv, dest):
+    """The survivors alone, in the same shards (same names) as the pool."""
+    os.makedirs(dest)
+    s = set(surv.tolist())
+    for p in sorted(glob.glob(str(root / "in" / "*.parquet"))):
+        t = pq.read_table(p)
+        keep_ = [i for i, v in enumerate(t.column("id").to_pylist()) if v in s]
+        pq.write_table(t.take(keep_), os.path.join(dest, os.path.basename(p)))
+
+
+def _same_curation(a, b):
+    ta, tb = curated(a), curated(b)
+    assert ta.num_rows > 0 and ta.equals(tb)
+    ea = pq.read_table(os.path.join(a, "entry_counts.parquet"))
+    eb = pq.read_table(os.path.join(b, "entry_counts.parquet"))
+    assert ea.column("count").equals(eb.column("count")) and ea.column("prob").equals(
+        eb.column("prob"))
+
+
+@pytest.mark.parametrize("rule", ["t", "tail"])
+def test_rebalance_equals_curate_of_survivors(saved_run, rows, metadata_path, tmp_path, rule):
+    root, out = saved_run
+    surv = _survivors(rows)
+    fake = np.array([10**12 + 1, 10**12 + 2, 10**12 + 3])
+    pq.write_table(pa.table({"id": np.concatenate([surv, fake, surv[:5]])}),
+                   tmp_path / "surv.parquet")
+    kw = {"t": 9} if rule == "t" else {"tail_fraction": 0.5}
+    out2 = str(tmp_path / "re")
+    s = rebalance(out, str(tmp_path / "surv.parquet"), "id", out2, device="cpu", report=False,
+                  **kw)
+    _survivor_pool(root, rows, surv, tmp_path / "sp")
+    ref = str(tmp_path / "ref")
+    r = curate(str(metadata_path), [str(tmp_path / "sp")], ref, key_column="id", device="cpu",
+               seed=7, report=False, **kw)
+    _same_curation(out2, ref)
+    assert s["survivors"]["not_in_pool"] == 3 and s["survivors"]["keys"] == surv.size + 3
+    assert s["pool"] == r["pool"] == surv.size and s["curated"] == r["curated"]
+    assert s["matched"] == r["matched"] and s["t"] == r["t"]
+    assert not glob.glob(os.path.join(out2, "work", "matches", "*"))
+    assert len(glob.glob(os.path.join(out, "matches", "*.parquet"))) == 3  # the source's, kept
+
+
+def test_rebalance_target_size_and_text_survivors(saved_run, rows, metadata_path, tmp_path,
+                                                  capsys):
+    root, out = saved_run
+    surv = _survivors(rows, 0.6, seed=3)
+    (tmp_path / "surv.txt").write_text("\n".join(map(str, surv.tolist())) + "\n")
+    out2 = str(tmp_path / "re")
+    rc = cli.main(["rebalance", out, "--survivors", str(tmp_path / "surv.txt"), "--key-column",
+                   "id", "--target-size", "200", "--out", out2, "--device", "cpu", "--no-report"])
+    assert rc == 0
+    _survivor_pool(root, rows, surv, tmp_path / "sp")
+    ref = str(tmp_path / "ref")
+    curate(str(metadata_path), [str(tmp_path / "sp")], str(tmp_path / "count"), key_column="id",
+           device="cpu", seed=7, report=False, t=1, save_matches=True)
+    t = plan(str(tmp_path / "count"), 200)["t"]
+    s2 = json.load(open(os.path.join(out2, "summary.json")))
+    assert s2["t"] == t
+    curate(str(metadata_path), [str(tmp_path / "sp")], ref, key_column="id", device="cpu",
+           seed=7, report=False, t=t)
+    _same_curation(out2, ref)
+
+
+def test_rebalance_bad_input(saved_run, base_parquet_run, tmp_path):
+    _, out = saved_run
+    pq.write_table(pa.table({"uid": ["a", "b"]}), tmp_path / "s.parquet")
+    with pytest.raises(ConfigError, match="has no column 'id'.*--key-column"):
+        rebalance(out, str(tmp_path / "s.parquet"), "id", str(tmp_path / "o"), t=5,
+                  device="cpu")
+    assert _no_work(str(tmp_path / "o"))
+    (tmp_path / "s.jsonl").write_text('{"uid": "a"}\n')
+    with pytest.raises(ConfigError, match="has no field 'id'"):
+        rebalance(out, str(tmp_path / "s.jsonl"), "id", str(tmp_path / "o"), t=5, device="cpu")
+    pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "ok.parquet")
+    with pytest.raises(ConfigError, match="no saved matches.*--save-matches"):
+        rebalance(base_parquet_run, str(tmp_path / "ok.parquet"), "id", str(tmp_path / "o"),
+                  t=5, device="cpu")
+    assert _no_work(str(tmp_path / "o"))
+
+
+# ---------------------------------------------------------------- --group-column, MetaCLIP 1
+def test_group_column_metaclip1(tmp_path, metadata_path, rows):
+    """Several alt-texts per image: one caption per group, the one with the
+    smallest pinned draw mix(mix(mix(seed) ^ g) ^ mix(k)) among the group's
+    non-null captions, kept when that caption is."""
+    t = rows.append_column("img", pa.array([i // 3 for i in range(rows.num_rows)], pa.int64()))
+    write_parquet_shards(t, tmp_path / "in", 2)
+    out = str(tmp_path / "out")
+    seed = 11
+    curate(str(metadata_path), [str(tmp_path / "in")], out, t=10, key_column="id",
+           group_column="img", device="cpu", seed=seed, report=False)
+    kept = curated(out)
+    imgs = kept.column("img").to_pylist()
+    assert len(imgs) == len(set(imgs)) > 10
+    # the chosen caption per group, transcribed
+    ec = pq.read_table(os.path.join(out, "entry_counts.parquet"))
+    prob = ec.column("prob").to_numpy()
+    ref = str(tmp_path / "plain")
+    curate(str(metadata_path), [str(tmp_path / "in")], ref, t=10, key_column="id",
+           device="cpu", seed=seed, report=False, outputs="parquet")
+    # entry ids of every row (a plain run with t large keeps every matched row)
+    allm = str(tmp_path / "all")
+    curate(str(metadata_path), [str(tmp_path / "in")], allm, t=10**9, key_column="id",
+           device="cpu", seed=seed, report=False)
+    ids_of = {r["id"]: r["entry_ids"] for r in curated(allm).select(["id", "entry_ids"])
+              .to_pylist()}
+    by_group: dict = {}
+    for r in t.select(["id", "img"]).to_pylist():
+        c = mix(mix(mix(seed) ^ r["img"]) ^ mix(r["id"] & M64))
+        by_group.setdefault(r["img"], []).append((c, r["id"]))
+    want = set()
+    for g, cands in by_group.items():
+        _, k = min(cands)
+        eids = ids_of.get(k, [])
+        if eids and keep([eids], prob, np.array([k & M64], np.uint64), seed=seed)[0]:
+            want.add(k)
+    assert set(kept.column("id").to_pylist()) == want
+    assert curated(ref).num_rows > len(want)  # without groups, more are kept
