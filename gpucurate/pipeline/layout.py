@@ -143,6 +143,10 @@ class OutputLayout:
     def work_matches(self, i: int) -> str:
         return self.join("work", "matches", _name(i, "shard", "bin"))
 
+    def work_matches_index(self, i: int) -> str:
+        """A saved inverted index (parquet) lent to pass 2, e.g. by ``rebalance``."""
+        return self.join("work", "matches", _name(i, "shard", "parquet"))
+
     @property
     def work_matches_dir(self) -> str:
         return self.join("work", "matches")

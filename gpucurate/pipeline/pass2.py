@@ -204,8 +204,9 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
         writer.abort()
         raise
     atomic_write_json(marker, stats)
-    wm = layout.work_matches(shard.index)
-    if os.path.exists(wm):  # pass 1's matches for this pass: no longer needed
+    for wm in (layout.work_matches(shard.index), layout.work_matches_index(shard.index)):
+        if not os.path.lexists(wm):  # pass 1's (or a lent) index for this pass: no longer needed
+            continue
         os.remove(wm)
         unpublish(wm)
     return stats
@@ -218,10 +219,10 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
         chosen = np.load(layout.groups(shard.index))
     if os.path.exists(layout.work_matches(shard.index)):
         saved = SpillReader(layout.work_matches(shard.index))
-    elif os.path.exists(layout.matches(shard.index)):
-        saved = SavedMatches(layout.matches(shard.index), w.langs)
     else:
-        saved = None
+        src = next((p for p in (layout.work_matches_index(shard.index),
+                                layout.matches(shard.index)) if os.path.exists(p)), None)
+        saved = SavedMatches(src, w.langs) if src is not None else None
     lang_file = layout.pass1_lang(shard.index)
     routed = np.load(lang_file) if os.path.exists(lang_file) else None
     t0 = time.perf_counter()

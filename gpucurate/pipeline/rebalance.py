@@ -232,6 +232,8 @@ def _scan_shard(cfg, layout: OutputLayout, shard, max_rows, match_file: str,
     cols = None
     if schema is not None:
         cols = pass1_columns(cfg, shard, schema.names)
+        if cfg.key_column not in cols:  # pass 1 may leave it unread; here it is the point
+            cols.append(cfg.key_column)
         if cfg.key_column not in schema.names:
             raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
                              f"{', '.join(schema.names)}); give --key-column the pool's key")
@@ -354,7 +356,7 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
             _save_npy(layout.groups(s.index), np.load(_survivor_file(layout, "rows", s.index)))
     for s, _ in plan:
         if not os.path.exists(layout.stats(s.index)):
-            _link(files[s.index], layout.work_matches(s.index))
+            _link(files[s.index], layout.work_matches_index(s.index))
     ex = make_executor(cfg)
     setup = WorkerSetup(cfg)
     if ex.remote:
