@@ -19,6 +19,11 @@ def padded_both(entry: str) -> bool:
     return not _cjk(entry[0]) and not _cjk(entry[-1])
 
 
+def spaced_ww(entry: str) -> str:
+    """``reference.spaced_entry_ww`` with the character test memoized."""
+    return f"{'' if _cjk(entry[0]) else ' '}{entry}{'' if _cjk(entry[-1]) else ' '}"
+
+
 @dataclass(frozen=True)
 class ByteTrie:
     broot: np.ndarray   # int32[256] children of the root

@@ -56,6 +56,19 @@ class CpuEngine:
         self.args = cpu.range_args(tables.args())
         self.threads = threads_choice(threads)
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.warm()
+
+    def warm(self) -> None:
+        """Compile (or load from numba's cache) what matching, counting and the
+        keep decision run, now rather than inside the first batch."""
+        from .columns import buffers
+
+        import pyarrow as pa
+
+        tb = buffers(pa.array(["a warm-up caption"], pa.large_string()))
+        off, ids = self.match(tb)
+        self.count_into(ids, np.zeros(max(1, self.tables.n_entries), np.uint64))
+        self.keep(ids, off, np.zeros(1, np.uint64), np.ones(max(1, self.tables.n_entries)), 0)
 
     def _range(self, tb: TextBuffers, lo: int, hi: int):
         return self._k.match_range(tb.data, tb.offsets, tb.valid, lo, hi, *self.args)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from .bytetrie import ByteTrie, build_byte_trie, empty_byte_trie, padded_both, spaced_entry_ww
+from .bytetrie import ByteTrie, build_byte_trie, empty_byte_trie, padded_both, spaced_ww
 from .metadata import Metadata, load_metadata
 from .trie import WordTrie, load_trie
 
@@ -84,7 +84,7 @@ def load_tables_ww(metadata, cache: bool = True) -> MatchTables:
                        hashlib.sha256(f"worldwide-words:{md.sha256}".encode()).hexdigest())
     word = load_trie(word_md, cache=cache)
     ids = [i for i, w in enumerate(whole) if not w]
-    byte = build_byte_trie([spaced_entry_ww(md.entries[i]) for i in ids], ids)
+    byte = build_byte_trie([spaced_ww(md.entries[i]) for i in ids], ids)
     t = MatchTables(word, byte, True, len(md))
     if cache:
         _WW[md.sha256] = t

@@ -3,6 +3,7 @@
 An executor has ``name``, ``remote`` (whether its workers live in other
 processes, so the driver should load the tables once and ship them),
 ``workers`` (a description of each worker, filled as they start),
+``prepare(setup, n_calls)`` (start the workers before a pass is timed),
 ``map(fn, calls, setup, on_result=None)`` and ``close()``. ``map`` builds one
 worker per process by calling ``setup`` once there (``setup(device=...,
 threads=...)`` where the executor places CPU workers), then runs

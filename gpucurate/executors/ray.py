@@ -490,6 +490,12 @@ class RayExecutor:
 
     # --------------------------------------------------------------- map
 
+    def prepare(self, setup, n_calls: int) -> None:
+        """Start the workers now (the first one ready), so that a pass's time
+        is its work alone."""
+        if self._fleet is None or self._cfg_key != setup.cfg:
+            self._start_workers(setup, n_calls)
+
     def map(self, fn, calls: list[tuple], setup, on_result=None) -> list:
         if not calls:
             return []

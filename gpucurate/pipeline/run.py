@@ -195,6 +195,9 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
             todo.append(c)
     if todo:
         t0 = time.perf_counter()
+        ex.prepare(setup, len(todo))  # tables, engines, a first compile: not the pass's time
+        seconds["setup"] = seconds.get("setup", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
         prog = RunProgress({"pass1": "pass 1", "pass2": "pass 2"}.get(name, name), len(calls))
         prog.done = len(calls) - len(todo)
         try:
@@ -225,11 +228,15 @@ def _keep_timings(layout: OutputLayout, summary: dict, done: dict) -> None:
     secs, rate = {}, {}
     for name in summary["seconds"]:
         secs[name] = summary["seconds"][name]
-        rate[name] = done[name] / secs[name] if secs[name] > 0 and done.get(name) else None
-    for name in ("pass1", "pass2"):
-        if name not in secs and name in (old.get("seconds") or {}):
+        if name in ("pass1", "pass2"):
+            rate[name] = done[name] / secs[name] if secs[name] > 0 and done.get(name) else None
+    ran = any(n in secs for n in ("pass1", "pass2"))
+    for name in ("pass1", "pass2", "setup"):
+        if name not in secs and name in (old.get("seconds") or {}) and \
+                (name != "setup" or not ran):
             secs[name] = old["seconds"][name]
-            rate[name] = (old.get("captions_per_s") or {}).get(name)
+            if name != "setup":
+                rate[name] = (old.get("captions_per_s") or {}).get(name)
     summary["seconds"], summary["captions_per_s"] = secs, rate
 
 
