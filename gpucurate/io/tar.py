@@ -270,6 +270,12 @@ def _walk(b, base, at_eof, flags, st, keybuf, keyoff, htab, txtbuf, jsonbuf, row
             if size < 0:
                 st[ERR_OFF] = c
                 return E_BADNUM
+            # mode, uid, gid, mtime must read as numbers too (as tarfile reads
+            # them): a damaged one whose checksum still holds is refused
+            if (_num(b, p + 100, 8) < 0 or _num(b, p + 108, 8) < 0 or _num(b, p + 116, 8) < 0
+                    or (b[p + 136] != 0xFF and _num(b, p + 136, 12) < 0)):
+                st[ERR_OFF] = c
+                return E_BADNUM
             t = np.int64(b[p + 156])
             if t == 76 or t == 75 or t == 120 or t == 88 or t == 103:  # L K x X g
                 dend = c + BLOCK + size
@@ -772,7 +778,8 @@ class _Scan:
             msg = (f"{w}: bad tar header checksum at byte {off} ({self._after()}); the shard is "
                    f"corrupt or not a tar; {recreate}")
         elif code == E_BADNUM:
-            msg = (f"{w}: invalid size field in the tar header at byte {off} ({self._after()}); "
+            msg = (f"{w}: invalid number field (size, mode, owner or time) in the tar header at "
+                   f"byte {off} ({self._after()}); "
                    f"the shard is corrupt; {recreate}")
         elif code == E_MISSING_TXT:
             g = int(st[ERR_ARG])
