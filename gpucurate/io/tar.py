@@ -923,6 +923,17 @@ def _string_array(offsets: np.ndarray, data: np.ndarray, n: int) -> pa.Array:
     return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+_NOTICED: list = []
+
+
+def _compile_notice() -> None:
+    if not _NOTICED:
+        from ..engine import compile_notice
+
+        compile_notice("the WebDataset reader", _walk)
+        _NOTICED.append(True)
+
+
 def read_tar(path: str, shard_label: str, text_column: str | None,
              batch_bytes: int) -> Iterator[pa.Table]:
     """A WebDataset shard (plain or compressed tar) as pyarrow tables.
@@ -938,6 +949,7 @@ def read_tar(path: str, shard_label: str, text_column: str | None,
     field = None if text_column in (None, "text") else text_column
     out_col = text_column or "text"
     cap = int(min(max(1, batch_bytes), 1 << 30))
+    _compile_notice()
     if field is None:
         scan = _Scan(path, shard_label, F_TXT | F_JSON | F_REQUIRE_TXT, cap,
                      min(max(4 * cap, 1 << 22), 1 << 30))
