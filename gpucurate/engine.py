@@ -16,29 +16,12 @@ import numpy as np
 from .columns import TextBuffers
 from .config import device_choice, threads_choice
 from .errors import DeviceError
+from .compiled import compile_notice
 from .log import logger
 
 def default_threads() -> int:
     """CPU engine threads when none are given (see :func:`config.threads_choice`)."""
     return threads_choice(None)
-
-
-def cached(*dispatchers) -> bool:
-    """Whether numba's on-disk cache holds compiled code for every one of
-    these functions (an index written by this source; False when unsure)."""
-    try:
-        return all(bool(d._cache._cache_file._load_index()) for d in dispatchers)
-    except Exception:  # noqa: BLE001 - numba internals differ: say it may compile
-        return False
-
-
-def compile_notice(what: str, *dispatchers) -> None:
-    """Say before a first run compiles: it takes a while, once."""
-    if not cached(*dispatchers):
-        import numba
-
-        where = numba.config.CACHE_DIR or "__pycache__ beside the package"
-        logger.info("compiling %s (first run only; cached in %s)", what, where)
 
 
 class CpuEngine:

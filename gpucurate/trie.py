@@ -163,7 +163,7 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
                            "metadata list); rebuilding it", path)
         except (OSError, ValueError, KeyError):
             logger.warning("trie cache file %s is unreadable; rebuilding it", path)
-    from .engine import compile_notice
+    from .compiled import compile_notice
     from .kernels import trie_build as tbld
 
     compile_notice("the trie builder", tbld.token_kinds, tbld.matchable_entries,

@@ -928,7 +928,7 @@ _NOTICED: list = []
 
 def _compile_notice() -> None:
     if not _NOTICED:
-        from ..engine import compile_notice
+        from ..compiled import compile_notice
 
         compile_notice("the WebDataset reader", _walk)
         _NOTICED.append(True)
