@@ -56,7 +56,7 @@ def add_after_commands(sub) -> None:
                    help="where pass 2 decides (default: $GPUCURATE_DEVICE, else auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU engine threads")
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
-                   help=f"caption text per batch (default {DEFAULT_BATCH_BYTES})")
+                   help=f"bytes per batch of the columns read (default {DEFAULT_BATCH_BYTES})")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="with --executor ray: the cluster to join")
     p.add_argument("--overwrite", action="store_true",

@@ -80,7 +80,8 @@ def _pool_args(p, need_t: bool):
                         "then copied), or auto (default: cudf when the GPU engine runs and cuDF "
                         "is installed, else arrow). Outputs are identical either way")
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
-                   help=f"caption text per batch, bounding memory (default {DEFAULT_BATCH_BYTES})")
+                   help=f"bytes per batch of the columns read (and at most this much caption text), "
+                        f"bounding memory (default {DEFAULT_BATCH_BYTES})")
     p.add_argument("--limit", type=int, default=None,
                    help="curate only the first N captions of the pool (in shard order)")
     p.add_argument("--save-matches", action="store_true",
