@@ -37,6 +37,8 @@ from .common import json_value_problem
 from .fs import download_input, is_url
 
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_KIND = {int: "number", float: "number", bool: "bool", str: "string", dict: "object",
+         list: "array"}
 
 try:  # optional: a faster parser, its result checked against json's rules below
     import orjson as _orjson
@@ -1082,6 +1084,15 @@ def _table(where, key_arr, metas, out_col, cap_arr, caps, g0) -> pa.Table:
                         order.setdefault(f)
         fields = list(order)
         cols = [[None if m is None else m.get(f) for m in metas] for f in fields]
+    for f, c in zip(fields, cols):
+        kinds = {_KIND.get(type(v), type(v).__name__) for v in c if v is not None}
+        if len(kinds) > 1:
+            i = next(i for i, v in enumerate(c) if v is not None and
+                     _KIND.get(type(v), type(v).__name__) != _KIND.get(type(c[0]), None)) \
+                if c[0] is not None else 0
+            raise InputError(f"{where}: .json field {f!r} holds values of several types "
+                             f"({', '.join(sorted(kinds))}; sample {key_arr[i].as_py()!r}, row "
+                             f"{g0 + i}); make each field one type in the whole shard")
     try:
         arrays = [key_arr] + [pa.array(list(c)) for c in cols]
         if cap_arr is None:

@@ -82,12 +82,21 @@ def saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None)
     numbers) from the saved inverted index, only the ids of language
     ``lang_index`` (worldwide)."""
     text_id, entry, lang = saved
-    pos = np.searchsorted(rows_abs, text_id)
-    ok = pos < rows_abs.size
-    ok[ok] = rows_abs[pos[ok]] == text_id[ok]
-    if lang_index is not None:
-        ok &= lang == lang_index
-    pos, entry = pos[ok], entry[ok]
+    n = rows_abs.size
+    if n and int(rows_abs[-1]) - int(rows_abs[0]) == n - 1:  # a run of rows: no search
+        pos = text_id - rows_abs[0]
+        ok = (pos >= 0) & (pos < n)
+        if lang_index is not None:
+            ok &= lang == lang_index
+        if not ok.all():
+            pos, entry = pos[ok], entry[ok]
+    else:
+        pos = np.searchsorted(rows_abs, text_id)
+        ok = pos < n
+        ok[ok] = rows_abs[pos[ok]] == text_id[ok]
+        if lang_index is not None:
+            ok &= lang == lang_index
+        pos, entry = pos[ok], entry[ok]
     off = np.zeros(rows_abs.size + 1, np.int64)
     np.cumsum(np.bincount(pos, minlength=rows_abs.size), out=off[1:])
     if pos.size > 1 and not bool(np.all(pos[1:] >= pos[:-1])):

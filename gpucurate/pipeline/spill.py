@@ -85,11 +85,11 @@ class SpillReader:
         self._head = None
         n, with_lang = int(head[1]), bool(head[2])
         size = n * (8 + (2 if with_lang else 0))
-        raw = self.f.read(size)
-        if len(raw) != size:
+        raw = bytearray(size)  # writable: the arrays below are views of it, not copies
+        if self.f.readinto(raw) != size:
             raise InputError(f"{self.path}: pass 1's matches are cut short; rerun with "
                              "--overwrite")
-        e = np.frombuffer(raw, "<u4", n, 0).astype(np.int32)
+        e = np.frombuffer(raw, "<i4", n, 0)  # entry ids < 2**30: the same bits as int32
         t = np.frombuffer(raw, "<u4", n, 4 * n).astype(np.int64)
         lang = np.frombuffer(raw, "<i2", n, 8 * n).astype(np.int16) if with_lang else None
         return t, e, lang
