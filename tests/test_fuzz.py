@@ -47,11 +47,13 @@ _JSONL = {
     "utf16": "UTF-16/32 file: the error names line 0",
     "lone_surrogate": "a lone surrogate (\\ud800) is reported as 'fields of mixed types' over "
                       "a row range, not as the line holding it",
-    "entry_ids_field": "a field entry_ids in a row after the first is dropped (see "
-                       "sparse_fields) instead of refused",
+    "control_chars": "a byte inserted inside a multi-byte UTF-8 character: the error names "
+                     "line 0 or a wrong line",
     "bitflip": "a flipped bit making a line non-UTF-8: the error names a wrong line",
     "bitflip_struct": "a flipped bit making a line non-UTF-8: the error names a wrong line",
     "wrong_format": "a binary file named .jsonl: the error names line 0",
+    "bool_number_mix": "a JSON bool in a field of numbers is silently turned into 1.0/0.0 "
+                       "(pa.Table.from_pylist coerces it) instead of refused as mixed types",
     "dir_mixed": "the bad shard of a directory is not UTF-8: the error names line 0",
 }
 KNOWN = {f: dict(_ALL) for f in fc.FORMATS}
@@ -59,6 +61,8 @@ for f in ("jsonl", "jsonl.gz", "jsonl.zst"):
     KNOWN[f].update(_JSONL)
 for f in ("jsonl.gz", "jsonl.zst"):
     KNOWN[f]["zero_byte"] = "a zero-byte compressed file is read as an empty shard"
+    KNOWN[f]["truncate_boundary"] = ("cut at byte 0: a zero-byte compressed file is read as an "
+                                     "empty shard")
 KNOWN["jsonl"]["mixed_across_batch"] = ("an int field before row 65,536 then a string: "
                                         "the batches disagree")
 KNOWN["parquet"].update({
