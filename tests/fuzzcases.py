@@ -681,11 +681,12 @@ def build(case: Case, indir: str, sentinel: str) -> Built:
 
 
 def _build_jsonl(rng, fmt, cls, rows, write, b: Built) -> None:
-    if cls == "mixed_across_batch":  # an int field for 65,536+ rows, then a string
+    if cls == "mixed_across_batch":  # an int field for 65,536 rows, then strings
         n = 65_536 + rng.randint(1, 200)
         rows = [{"id": i, "text": rng.choice(["a dog", "hot dog on a table", None, "red car"]),
                  "n": i} for i in range(n)]
-        rows[-1]["n"] = "x"
+        for r in rows[65_536:]:
+            r["n"] = f"x{r['n']}"
         lines = [json.dumps(r).encode() for r in rows]
         final = True
     elif cls in ("multi_member", "multi_frame", "trailing_garbage", "zero_padding",

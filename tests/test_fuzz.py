@@ -48,13 +48,10 @@ _JSONL = {
     "lone_surrogate": "a lone surrogate (\\ud800) is reported as 'fields of mixed types' over "
                       "a row range, not as the line holding it",
     "control_chars": "a byte inserted inside a multi-byte UTF-8 character: the error names "
-                     "line 0 or a wrong line",
-    "bitflip": "a flipped bit making a line non-UTF-8: the error names a wrong line",
-    "bitflip_struct": "a flipped bit making a line non-UTF-8: the error names a wrong line",
-    "wrong_format": "a binary file named .jsonl: the error names line 0",
+                     "line 0 or a wrong line; inserted in a key, the new field is dropped (see "
+                     "sparse_fields)",
     "bool_number_mix": "a JSON bool in a field of numbers is silently turned into 1.0/0.0 "
                        "(pa.Table.from_pylist coerces it) instead of refused as mixed types",
-    "dir_mixed": "the bad shard of a directory is not UTF-8: the error names line 0",
 }
 KNOWN = {f: dict(_ALL) for f in fc.FORMATS}
 for f in ("jsonl", "jsonl.gz", "jsonl.zst"):
@@ -63,6 +60,13 @@ for f in ("jsonl.gz", "jsonl.zst"):
     KNOWN[f]["zero_byte"] = "a zero-byte compressed file is read as an empty shard"
     KNOWN[f]["truncate_boundary"] = ("cut at byte 0: a zero-byte compressed file is read as an "
                                      "empty shard")
+_FLIP = ("a flipped bit making a line non-UTF-8: the error names a wrong line; in a key, "
+         "the renamed field is dropped (see sparse_fields)")
+KNOWN["jsonl"].update({
+    "bitflip": _FLIP, "bitflip_struct": _FLIP,
+    "wrong_format": "a binary file named .jsonl: the error names line 0",
+    "dir_mixed": "the bad shard of a directory is not UTF-8: the error names line 0"})
+KNOWN["jsonl.zst"]["bitflip"] = _FLIP
 KNOWN["jsonl"]["mixed_across_batch"] = ("an int field before row 65,536 then a string: "
                                         "the batches disagree")
 KNOWN["parquet"].update({
@@ -76,18 +80,19 @@ KNOWN["parquet"].update({
                           "curated output",
     "page_checksum_flip": "a corrupted page of a file with page CRCs is curated (checksums "
                           "are not verified)",
-    "bitflip": "pyarrow's multi-line thrift error text makes the error message several lines",
+    "bitflip": "pyarrow's multi-line thrift error text makes the error message several lines; "
+               "a flip inside a page of a file with page CRCs is curated",
     "bitflip_struct": "pyarrow's multi-line thrift error text makes the error message "
-                      "several lines",
-    "truncate_boundary": "pyarrow's multi-line error text makes the error message several lines",
-    "truncate_random": "pyarrow's multi-line error text makes the error message several lines",
-    "dir_mixed": "pyarrow's multi-line error text makes the error message several lines",
+                      "several lines; a flip inside a page with a CRC is curated",
+    "dir_mixed": "pyarrow's multi-line error text makes the error message several lines; a "
+                 "flip inside a page with a CRC is curated",
 })
 KNOWN["tar"].update({
     "huge_int": "an integer beyond int64 in a .json: OverflowError escapes main",
     "sparse_fields": "a .json field absent from the first sample of a batch is dropped",
     "json_not_object": "a .json member holding a list, number, string or bool: "
-                       "AttributeError ('.items') escapes main",
+                       "AttributeError ('.items') escapes main; one holding null is ignored",
+    "json_mixed_types": "a JSON bool in a field of numbers is silently turned into 1.0/0.0",
     "json_surrogate": "a lone surrogate in a .json is reported as 'fields of mixed types'",
     "truncate_member_boundary": "a tar cut at a member boundary (no end-of-archive block) is "
                                 "read as the samples before the cut, or reported as 'no .txt "
@@ -101,9 +106,6 @@ KNOWN["tar"].update({
     "bitflip": "a corrupt member header ends the archive silently",
     "bitflip_struct": "a corrupt member header ends the archive silently",
     "dir_mixed": "the cut shard of a directory is half-read silently",
-    "name_invalid_utf8": "a member name that is not UTF-8 is reported as another sample's "
-                         "missing .txt or as mixed types",
-    "lone_zero_block": "",
 })
 for f in KNOWN:
     KNOWN[f] = {c: r for c, r in KNOWN[f].items() if r and c in fc.all_cases(f)}
