@@ -8,8 +8,8 @@ How the work is laid out:
 
 * The driver loads the metadata and the trie once (from the on-disk trie
   cache, or building it) and puts them in Ray's object store once.
-* Shards run as calls on a pool of Ray actors (``ray.util.ActorPool``, which
-  hands each idle actor the next shard and returns results in call order): one
+* Shards run as calls on a fleet of Ray actors (:class:`_Fleet`, which hands
+  each idle actor the next shard and returns results in call order): one
   actor per GPU (``num_gpus=1``) when the cluster has GPUs and ``device`` is not
   ``cpu``; else one actor per ``threads`` CPUs (default one). Each actor takes
   the trie from the object store and builds its engine once (on a GPU: uploads
@@ -23,17 +23,26 @@ How the work is laid out:
   object store once per map and fetched once per actor.
 * Per-shard results stay files (atomic writes and completion markers, in the
   stages), so the driver only sums small sparse count files.
-* Fault tolerance: a worker process that dies is restarted (``max_restarts``)
-  and its shard rerun (``max_task_retries``); the rerun rewrites the same files
-  atomically, and leftover temporary files of the dead process are removed once
-  the map is done. A run that still fails resumes from its markers when rerun.
+* Fault tolerance: when a worker process or its whole node is lost (any
+  RayActorError, ActorUnavailableError included, or a crashed worker or node),
+  the actor is killed for good, a new one is asked for (Ray places it on a live
+  node with room) and the shard runs again on the next idle worker. A rerun
+  rewrites the same files atomically, and leftover temporary files of the lost
+  process are removed once the map is done. The run fails cleanly only when a
+  shard lost its worker more than ``ray_max_retries`` times, or when no worker
+  is running or being set up for ``ray_schedule_timeout_s`` seconds; it then
+  resumes from its markers when rerun.
+* A private local Ray listens on 127.0.0.1 only (:func:`_loopback_only`) and
+  uses a token of its own (:func:`_private_token_env`).
 
 ``cfg.extra`` may tune it: ``ray_workers`` (at most this many actors),
-``ray_max_retries`` (default 3), ``ray_init`` (more ``ray.init`` keywords).
+``ray_max_retries`` (default 3), ``ray_schedule_timeout_s`` (default 120, or
+``$GPUCURATE_RAY_SCHEDULE_TIMEOUT``), ``ray_init`` (more ``ray.init`` keywords).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import glob
@@ -52,7 +61,6 @@ _EXTRA = "pip install gpucurate[ray]"
 def _import_ray():
     try:
         import ray
-        from ray.util import ActorPool  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"--executor ray needs Ray, which cannot be imported ({exc}); "
                           f"install it with `{_EXTRA}`, or use --executor local") from None
@@ -91,22 +99,28 @@ def _writable(obj):
 
 
 class _ShardWorker:
-    """A Ray actor: one process, one engine (one GPU), any number of shards."""
+    """A Ray actor: one process, one engine (one GPU), any number of shards.
+
+    The constructor only keeps its arguments, so that ``ping`` answers as soon
+    as the actor is scheduled and its process runs (the executor's scheduling
+    timeout measures that alone); ``info`` then builds the engine."""
 
     def __init__(self, cfg: CurateConfig, shared: list):
-        import ray
-
-        from .curate import install_worker
-
         self.cfg = cfg
-        install_worker(cfg, _writable(ray.get(shared[0])))
+        self._shared = shared
         self._fetched: dict = {}
+
+    def ping(self) -> int:
+        return os.getpid()
 
     def info(self) -> dict:
         import ray
 
-        from .curate import _WORKER
+        from .curate import _WORKER, install_worker
 
+        if self._shared is not None:
+            install_worker(self.cfg, _writable(ray.get(self._shared[0])))
+            self._shared = None
         engines = _WORKER["engines"].values() if "engines" in _WORKER else [_WORKER["engine"]]
         return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
                 "gpus": [str(g) for g in ray.get_gpu_ids()],
@@ -123,6 +137,8 @@ class _ShardWorker:
         return self._fetched[k]
 
     def run(self, fn, out: str, args: tuple):
+        if self._shared is not None:
+            self.info()
         args = tuple(self._fetch(a) if isinstance(a, _Broadcast) else a for a in args)
         return fn(self.cfg, out, *args)
 
@@ -137,6 +153,299 @@ def _sweep_tmp(out: str) -> None:
             pass
 
 
+# ------------------------------------------------------------ loopback
+# Self-contained: the private local Ray listens on 127.0.0.1 only.
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """``ray.init`` keywords that keep a new local Ray on 127.0.0.1.
+
+    Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the machine's own
+    address (``services.resolve_ip_for_localhost``) unless
+    ``ray_constants.ENABLE_RAY_CLUSTER`` is false; with the node address
+    127.0.0.1, its GCS, raylet, agents, driver and workers all bind to 127.0.0.1
+    (else to every address). The attribute is switched for the span of
+    ``ray.init`` only (its environment variable,
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, is read when ``ray`` is imported)."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: its default address
+        yield {}
+        return
+    old = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield {"_node_ip_address": "127.0.0.1"}
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+
+
+# ------------------------------------------------------------- auth
+# Self-contained: the private Ray's own token; a failed join that is an
+# authentication failure says so.
+
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+
+
+def _private_token_env() -> dict:
+    """Give a private local Ray a token of its own (token auth on), passed in
+    the environment, unless the user chose a mode: left to itself, Ray 2.60
+    writes a new token to ``~/.ray/auth_token``, which then switches token
+    auth on for every later ``ray start --head`` of this user. Returns the
+    previous values, for :func:`_restore_env`."""
+    import secrets
+
+    old = {k: os.environ.get(k) for k in _AUTH_VARS}
+    if os.environ.get("RAY_AUTH_MODE") is None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if not os.environ.get("RAY_AUTH_TOKEN"):
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        _reset_token_cache()
+    return old
+
+
+def _restore_env(old: dict) -> None:
+    changed = False
+    for k, v in old.items():
+        if os.environ.get(k) != v:
+            changed = True
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if changed:
+        _reset_token_cache()
+
+
+def _reset_token_cache() -> None:
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")  # RayConfig re-reads RAY_AUTH_MODE
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # noqa: BLE001 - a Ray without token auth
+        pass
+
+
+def _driver_token() -> str | None:
+    """The token a driver here would send (Ray's own lookup order)."""
+    tok = os.environ.get("RAY_AUTH_TOKEN")
+    if tok:
+        return tok.strip()
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"),
+                 os.path.join(os.path.expanduser("~"), ".ray", "auth_token")):
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                return f.read().strip() or None
+    return None
+
+
+def auth_failure(address: str, timeout: float = 5.0) -> str | None:
+    """Why the GCS at ``address`` (HOST:PORT) refuses this driver, when the
+    cause is authentication (None otherwise, or when it cannot be told).
+
+    Ray's own join error only says "Failed to connect"; the cause shows in
+    InvalidAuthToken warnings. So ask the GCS one cheap question (GetClusterId)
+    with the token a driver here would send, and read the gRPC status."""
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return None
+    if not address or "://" in address or ":" not in address:
+        return None
+    token = _driver_token()
+    mode = (os.environ.get("RAY_AUTH_MODE") or "").lower()
+    md = [("authorization", f"Bearer {token}")] if token and mode != "disabled" else []
+    try:
+        with grpc.insecure_channel(address) as ch:
+            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(ch)
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), metadata=md,
+                              timeout=timeout)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return None
+        if not md:
+            return ("the cluster uses token authentication and this driver sends no token: "
+                    "set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, "
+                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; `ray get-auth-token` on the head "
+                    "prints it)")
+        return ("the cluster rejects this driver's authentication token (not the token the "
+                "cluster was started with; `ray get-auth-token` on the head prints that one)")
+    except Exception:  # noqa: BLE001 - no answer: not known to be auth
+        return None
+    return None
+
+
+# ----------------------------------------------------------- node loss
+# Self-contained: shards run on a fleet of actors that is kept full; a shard
+# whose worker or node died is run again on a live worker.
+
+
+def _lost_worker(ray, exc) -> bool:
+    """Whether ``exc`` means the worker (process or node) is gone, not that the
+    shard failed: the shard is then run again elsewhere. ActorUnavailableError
+    (Ray's "will be retried" case) is a RayActorError too."""
+    e = ray.exceptions
+    kinds = tuple(getattr(e, n) for n in (
+        "RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError",
+        "ActorUnschedulableError", "LocalRayletDiedError", "OutOfMemoryError") if hasattr(e, n))
+    if isinstance(exc, kinds):
+        return True
+    cause = getattr(exc, "cause", None)
+    return isinstance(exc, e.RayTaskError) and isinstance(cause, kinds)
+
+
+class _Fleet:
+    """``n`` actors of one class, replaced as they die.
+
+    Each actor goes through: scheduling (its ``ping`` pending: Ray has not
+    placed it, or its process is starting), installing (``info``: the engine
+    is built), then idle / busy. A lost actor is killed for good (it may only be
+    unreachable) and a new one asked for; Ray places it on any live node with
+    room, or leaves it pending until one has room."""
+
+    def __init__(self, ray, make, n: int, max_retries: int, schedule_timeout: float):
+        self.ray, self.make, self.n = ray, make, n
+        self.max_retries, self.schedule_timeout = max_retries, schedule_timeout
+        self.scheduling: dict = {}   # ping ref -> actor
+        self.installing: dict = {}   # info ref -> actor
+        self.idle: list = []
+        self.busy = 0
+        self.workers: list[dict] = []
+        self.lost = 0
+
+    def _live(self) -> int:
+        return len(self.scheduling) + len(self.installing) + len(self.idle) + self.busy
+
+    def fill(self) -> None:
+        while self._live() < self.n:
+            a = self.make()
+            self.scheduling[a.ping.remote()] = a
+
+    def drop(self, actor) -> None:
+        self.lost += 1
+        try:
+            self.ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def kill_all(self) -> None:
+        for a in [*self.scheduling.values(), *self.installing.values(), *self.idle]:
+            try:
+                self.ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self.scheduling, self.installing, self.idle, self.busy = {}, {}, [], 0
+
+    def wait_ready(self, errors) -> None:
+        """Until one actor is idle (the first map's startup)."""
+        self.run(None, None, [], errors)
+
+    def run(self, fn, out, work: list, errors, progress=None) -> list:
+        """Run ``fn`` over ``work`` (one call per item) on the fleet; results in
+        order. ``work=[]`` waits for a first worker only."""
+        ray = self.ray
+        todo = collections.deque(range(len(work)))
+        results: list = [None] * len(work)
+        tries = [0] * len(work)
+        running: dict = {}  # call ref -> (index, actor)
+        left = len(work)
+        no_worker_since = None
+        while left or (not work and not self.idle):
+            while todo and self.idle:
+                a = self.idle.pop()
+                i = todo.popleft()
+                running[a.run.remote(fn, out, work[i])] = (i, a)
+                self.busy += 1
+            self.fill()
+            now = time.monotonic()
+            if running or self.idle or self.installing:
+                no_worker_since = None
+            elif no_worker_since is None:
+                no_worker_since = now
+            elif now - no_worker_since > self.schedule_timeout:
+                raise GpucurateError(
+                    f"a Ray worker failed for good (no worker could be scheduled in "
+                    f"{self.schedule_timeout:.0f} s; {self.lost} lost so far). Rerun the same "
+                    "command to resume")
+            refs = [*running, *self.installing, *self.scheduling]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in self.scheduling:
+                    a = self.scheduling.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001
+                        if not _lost_worker(ray, exc):
+                            raise
+                        self.drop(a)
+                        continue
+                    self.installing[a.info.remote()] = a
+                elif ref in self.installing:
+                    a = self.installing.pop(ref)
+                    try:
+                        with errors():
+                            self.workers.append(ray.get(ref))
+                    except Exception as exc:  # noqa: BLE001
+                        if not _lost_worker(ray, exc):
+                            raise
+                        self.drop(a)
+                        continue
+                    self.idle.append(a)
+                else:
+                    i, a = running.pop(ref)
+                    self.busy -= 1
+                    try:
+                        with errors():
+                            results[i] = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001
+                        if not _lost_worker(ray, exc):
+                            raise
+                        self.drop(a)
+                        tries[i] += 1
+                        if tries[i] > self.max_retries:
+                            raise GpucurateError(
+                                f"a Ray worker failed for good ({exc}); shard call {i} lost its "
+                                f"worker {tries[i]} times (at most {self.max_retries} reruns). "
+                                "Rerun the same command to resume") from None
+                        logger.warning("ray: a worker was lost (%s); its shard runs again",
+                                       type(exc).__name__)
+                        todo.appendleft(i)
+                        continue
+                    self.idle.append(a)
+                    left -= 1
+                    if progress is not None:
+                        progress(results[i])
+        return results
+
+
+class _RunProgress:
+    """A run-level progress line for a Ray map, like the local run's."""
+
+    def __init__(self, label: str, shards: int, every: float = 2.0):
+        self.label, self.shards, self.every = label, shards, every
+        self.done = self.captions = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, result) -> None:
+        self.done += 1
+        if isinstance(result, dict):
+            self.captions += int(result.get("captions", 0) or 0)
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.shards:
+            self.last = now
+            rate = self.captions / max(now - self.t0, 1e-9)
+            logger.info("%s: %d/%d shards, %s captions, %s captions/s", self.label, self.done,
+                        self.shards, f"{self.captions:,}", f"{rate:,.0f}")
+
+
+def _label(fn) -> str:
+    name = getattr(fn, "__name__", "ray")
+    return {"pass1_shard": "pass 1", "pass2_shard": "pass 2"}.get(name, name)
+
+
 class RayExecutor:
     """Runs stage calls on a Ray cluster: a private local one (``cfg.address``
     None), or the one at ``cfg.address`` (HOST:PORT, ``auto``, ``ray://...``).
@@ -148,24 +457,33 @@ class RayExecutor:
         ray = _import_ray()
         self._ray = ray
         self._started = False
-        self._pool = None
-        self._actors: list = []
+        self._fleet = None
         self._shared = None
+        self._env_old = None
         self.startup_s = 0.0  # seconds spent starting workers (inside the first map)
         self._cfg_key = None
         self.workers: list[dict] = []
         extra = cfg.extra or {}
         self._max_retries = int(extra.get("ray_max_retries", 3))
         self._max_workers = extra.get("ray_workers")
+        self._schedule_timeout = float(extra.get(
+            "ray_schedule_timeout_s", os.environ.get("GPUCURATE_RAY_SCHEDULE_TIMEOUT", 120)))
         if ray.is_initialized():
             logger.info("ray: using the Ray session this process already has")
             return
         kw = {"include_dashboard": False, "logging_level": "WARNING"}
         kw.update(extra.get("ray_init", {}))
         if cfg.address is None:
-            ray.init(address="local", **kw)
+            self._env_old = _private_token_env()
+            try:
+                with _loopback_only() as lo:
+                    ray.init(address="local", **{**lo, **kw})
+            except BaseException:
+                _restore_env(self._env_old)
+                self._env_old = None
+                raise
             self._started = True
-            logger.info("ray: started a private local Ray (%s CPUs, %s GPUs)",
+            logger.info("ray: started a private local Ray on 127.0.0.1 (%s CPUs, %s GPUs)",
                         int(ray.cluster_resources().get("CPU", 0)),
                         int(ray.cluster_resources().get("GPU", 0)))
         else:
@@ -175,6 +493,10 @@ class RayExecutor:
             try:
                 ray.init(address=cfg.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
+                why = auth_failure(_gcs_address(cfg.address))
+                if why:
+                    raise ConfigError(f"--address {cfg.address}: cannot join the Ray cluster "
+                                      f"there: authentication failed ({why})") from None
                 raise ConfigError(f"--address {cfg.address}: cannot join a Ray cluster there "
                                   f"({exc}); start one with `ray start --head`, or leave out "
                                   "--address for a private local Ray") from None
@@ -187,8 +509,6 @@ class RayExecutor:
     # ------------------------------------------------------------ workers
 
     def _start_workers(self, cfg: CurateConfig, n_calls: int) -> None:
-        from ray.util import ActorPool
-
         ray = self._ray
         t0 = time.perf_counter()
         self._stop_workers()
@@ -206,28 +526,29 @@ class RayExecutor:
             n = max(1, int(avail.get("CPU", 1)) // threads)
             opts = {"num_cpus": threads}
         n = max(1, min(n, n_calls, int(self._max_workers or n)))
-        # Held for the executor's life: a restarted actor takes it again.
+        # Held for the executor's life: a replacement actor takes it again.
         from .curate import worker_state
 
         self._shared = shared = [ray.put(worker_state(cfg))]
-        cls = ray.remote(_ShardWorker).options(max_restarts=self._max_retries,
-                                               max_task_retries=self._max_retries, **opts)
-        self._actors = [cls.remote(wcfg, shared) for _ in range(n)]
-        self.workers = self._get([a.info.remote() for a in self._actors])
-        self._pool = ActorPool(self._actors)
+        # No Ray restarts: the fleet replaces a lost actor itself, on any live
+        # node (and max_restarts > 0 with an object-store argument is logged at
+        # error level by Ray 2.60's core worker).
+        cls = ray.remote(_ShardWorker).options(max_restarts=0, max_task_retries=0, **opts)
+        self._fleet = _Fleet(ray, lambda: cls.remote(wcfg, shared), n, self._max_retries,
+                             self._schedule_timeout)
+        self._fleet.wait_ready(self._errors)
+        self.workers = self._fleet.workers
         self._cfg_key = cfg
         self.startup_s += time.perf_counter() - t0
-        logger.info("ray: %d workers in %.1f s (%s)", n, time.perf_counter() - t0, ", ".join(
-            f"{w['engine']}{'/gpu ' + ','.join(w['gpus']) if w['gpus'] else ''}@{w['node']}"
-            for w in self.workers))
+        logger.info("ray: %d workers asked for; first ready in %.1f s (%s)", n,
+                    time.perf_counter() - t0, ", ".join(
+                        f"{w['engine']}{'/gpu ' + ','.join(w['gpus']) if w['gpus'] else ''}"
+                        f"@{w['node']}" for w in self.workers))
 
     def _stop_workers(self) -> None:
-        for a in self._actors:
-            try:
-                self._ray.kill(a)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        self._actors, self._pool, self._cfg_key, self._shared = [], None, None, None
+        if self._fleet is not None:
+            self._fleet.kill_all()
+        self._fleet, self._cfg_key, self._shared = None, None, None
 
     def _get(self, refs):
         with self._errors():
@@ -244,17 +565,13 @@ class RayExecutor:
             if isinstance(cause, GpucurateError):
                 raise cause from None
             raise
-        except ray.exceptions.RayActorError as exc:
-            raise GpucurateError(f"a Ray worker failed for good ({exc}); a worker that dies is "
-                                 f"restarted {self._max_retries} times at most. Rerun the same "
-                                 "command to resume") from None
 
     # --------------------------------------------------------------- map
 
     def map(self, fn, cfg: CurateConfig, out: str, calls: list[tuple]) -> list:
         if not calls:
             return []
-        if self._pool is None or self._cfg_key != cfg:
+        if self._fleet is None or self._cfg_key != cfg:
             self._start_workers(cfg, len(calls))
         ray = self._ray
         put: dict[int, _Broadcast] = {}
@@ -267,9 +584,8 @@ class RayExecutor:
             return a
 
         work = [tuple(share(a) for a in args) for args in calls]
-        pool = self._pool
-        with self._errors():
-            results = list(pool.map(lambda actor, args: actor.run.remote(fn, out, args), work))
+        results = self._fleet.run(fn, out, work, self._errors,
+                                  _RunProgress(_label(fn), len(work)))
         _sweep_tmp(out)
         return results
 
@@ -278,3 +594,18 @@ class RayExecutor:
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
+        if self._env_old is not None:
+            _restore_env(self._env_old)
+            self._env_old = None
+
+
+def _gcs_address(address: str) -> str | None:
+    """HOST:PORT of the GCS for an ``--address`` (``auto``: Ray's own record)."""
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            return canonicalize_bootstrap_address("auto")
+        except Exception:  # noqa: BLE001
+            return None
+    return address
