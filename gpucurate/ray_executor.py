@@ -241,41 +241,48 @@ def _driver_token() -> str | None:
     return None
 
 
-def auth_failure(address: str, timeout: float = 5.0) -> str | None:
-    """Why the GCS at ``address`` (HOST:PORT) refuses this driver, when the
-    cause is authentication (None otherwise, or when it cannot be told).
+def auth_failure(exc: BaseException, address: str | None) -> str | None:
+    """Why a failed ``ray.init(address=...)`` failed, when the cause is
+    authentication (None otherwise).
 
-    Ray's own join error only says "Failed to connect"; the cause shows in
-    InvalidAuthToken warnings. So ask the GCS one cheap question (GetClusterId)
-    with the token a driver here would send, and read the gRPC status."""
-    try:
-        import grpc
-        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    except ImportError:
-        return None
-    if not address or "://" in address or ":" not in address:
-        return None
-    token = _driver_token()
-    mode = (os.environ.get("RAY_AUTH_MODE") or "").lower()
-    md = [("authorization", f"Bearer {token}")] if token and mode != "disabled" else []
-    try:
-        with grpc.insecure_channel(address) as ch:
-            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(ch)
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), metadata=md,
-                              timeout=timeout)
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+    Ray 2.60's join error says only "Failed to connect to Ray cluster"; the
+    cause shows in InvalidAuthToken warnings and, sometimes, deep in the chained
+    exceptions. So read the chain, then ask the GCS directly: Ray's own
+    GcsClient raises AuthenticationError at once when the GCS refuses this
+    process's token (or its lack of one)."""
+    seen, x = [], exc
+    while x is not None and len(seen) < 8:
+        seen.append(f"{type(x).__name__}: {x}")
+        x = x.__cause__ or x.__context__
+    text = "\n".join(seen)
+    refused = any(k in text for k in ("InvalidAuthToken", "AuthenticationError",
+                                      "Unauthenticated", "UNAUTHENTICATED"))
+    if not refused and address and "://" not in address:
+        try:
+            from ray._raylet import GcsClient
+            from ray.exceptions import AuthenticationError
+        except ImportError:
             return None
-        if not md:
-            return ("the cluster uses token authentication and this driver sends no token: "
-                    "set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, "
-                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; `ray get-auth-token` on the head "
-                    "prints it)")
-        return ("the cluster rejects this driver's authentication token (not the token the "
-                "cluster was started with; `ray get-auth-token` on the head prints that one)")
-    except Exception:  # noqa: BLE001 - no answer: not known to be auth
+        try:
+            GcsClient(address=address)
+        except AuthenticationError:
+            refused = True
+        except Exception:  # noqa: BLE001 - no answer: not known to be auth
+            return None
+    if not refused:
         return None
-    return None
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode or "").lower() != "token" and not _driver_token():
+        return (f"the cluster uses token authentication and this driver sends no token "
+                f"(RAY_AUTH_MODE={mode or 'unset'}): set RAY_AUTH_MODE=token and the "
+                "cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token "
+                "(`ray get-auth-token` on the head prints it)")
+    if (mode or "").lower() == "disabled":
+        return ("the cluster uses token authentication and this driver has it off "
+                "(RAY_AUTH_MODE=disabled): set RAY_AUTH_MODE=token and the cluster's token")
+    return ("the cluster refuses this driver's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token, first found): it is not the one the cluster was started "
+            "with (`ray get-auth-token` on the head prints that one)")
 
 
 # ----------------------------------------------------------- node loss
@@ -493,7 +500,7 @@ class RayExecutor:
             try:
                 ray.init(address=cfg.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                why = auth_failure(_gcs_address(cfg.address))
+                why = auth_failure(exc, _gcs_address(cfg.address))
                 if why:
                     raise ConfigError(f"--address {cfg.address}: cannot join the Ray cluster "
                                       f"there: authentication failed ({why})") from None

@@ -243,3 +243,66 @@ def parse_ss(text: str) -> list[tuple[str, int, str]]:
 
 def is_loopback(addr: str) -> bool:
     return addr.startswith("127.") or addr == "::1"
+
+
+# ------------------------------------------------- sockets of given processes
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (by parent PID, from /proc)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            parent[int(d)] = _ppid(int(d))
+    out, grew = {root}, True
+    while grew:
+        grew = False
+        for p, pp in parent.items():
+            if pp in out and p not in out:
+                out.add(p)
+                grew = True
+    return sorted(out)
+
+
+def _hex_addr(h: str) -> str:
+    import ipaddress
+
+    raw = bytes.fromhex(h)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # /proc/net/tcp6: four little-endian 32-bit words
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    a = ipaddress.IPv6Address(words)
+    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+
+
+def listening_of(pids) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every listening TCP socket the processes hold,
+    from /proc (no psutil): their socket inodes, then /proc/PID/net/tcp{,6}."""
+    out = []
+    for pid in pids:
+        inodes = set()
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+        if not inodes:
+            continue
+        for table in ("tcp", "tcp6"):
+            try:
+                with open(f"/proc/{pid}/net/{table}") as f:
+                    rows = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                c = row.split()
+                if len(c) > 9 and c[3] == "0A" and c[9] in inodes:  # 0A: LISTEN
+                    addr, port = c[1].split(":")
+                    out.append((_hex_addr(addr), int(port, 16), pid))
+    return out
