@@ -753,8 +753,8 @@ class _Scan:
         st = self.st
         try:
             if src.kind is None and src.buf.shape[0] == 0:
-                raise InputError(f"{self.where()}: the file is empty, not a tar; re-create the "
-                                 "shard or drop it from the input")
+                raise InputError(f"{self.where()}: the file is empty (0 bytes), not a tar; "
+                                 "re-create the shard or drop it from the input")
             if src.kind is not None:
                 self._refill(src, 0, BLOCK)
             while True:
@@ -1068,6 +1068,7 @@ def scan_members(fileobj: BinaryIO) -> Iterator[tuple[str, str, int, int]]:
     member = 0
     while True:
         member = pos
+        report = pos  # tarfile reports a member after a global header at its own header
         name = None
         size_override = None
         while True:
@@ -1114,6 +1115,8 @@ def scan_members(fileobj: BinaryIO) -> Iterator[tuple[str, str, int, int]]:
                             raise InputError(f"{where}: the pax global header at byte "
                                              f"{pos - BLOCK - len(data)} sets a path or size for "
                                              "every member; re-create the shard")
+                        if report == pos - BLOCK - len(data):
+                            report = pos
                     else:
                         if path is not None and name is None:
                             name = path.rstrip(b"/")
@@ -1136,7 +1139,7 @@ def scan_members(fileobj: BinaryIO) -> Iterator[tuple[str, str, int, int]]:
         if kind == "dir":
             name = name.rstrip(b"/")
         data_bearing = kind in ("file", "other")
-        yield (name.decode("utf-8", "surrogateescape"), kind, member,
+        yield (name.decode("utf-8", "surrogateescape"), kind, report,
                size if data_bearing else 0)
         if data_bearing:
             if seekable:

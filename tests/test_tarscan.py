@@ -1,0 +1,466 @@
+"""The offset-scanning WebDataset reader against Python's tarfile and io._tar."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import os
+import random
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gpucurate import tarscan
+from gpucurate.errors import InputError
+from gpucurate.io import Shard, _tar
+from gpucurate.tarscan import count_samples, read_tar, scan_members
+
+CAPTIONS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "captions")
+if not os.path.isdir(CAPTIONS):
+    CAPTIONS = "/work/shared/data/captions"
+
+FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
+
+
+def _add(tf, name, data=b"", kind=tarfile.REGTYPE, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    if kind in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    else:
+        tf.addfile(ti)
+
+
+def write_tar(path, members, fmt="pax", **kw):
+    """members: (name, bytes) for files, or (name, None, type) for other kinds."""
+    with tarfile.open(path, "w", format=FORMATS[fmt], **kw) as tf:
+        for m in members:
+            if len(m) == 2:
+                _add(tf, m[0], m[1])
+            else:
+                _add(tf, m[0], kind=m[2], linkname="target")
+    return path
+
+
+def old(path, text_column=None, batch_bytes=1 << 62):
+    tables = list(_tar(Shard(0, path, os.path.basename(path), "tar"), text_column, batch_bytes))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def new(path, text_column=None, batch_bytes=1 << 62):
+    tables = list(read_tar(path, os.path.basename(path), text_column, batch_bytes))
+    out_col = text_column or "text"
+    for t in tables:
+        assert t.num_rows > 0
+        size = pa.compute.sum(pa.compute.binary_length(t.column(out_col))).as_py() or 0
+        assert size <= batch_bytes or t.num_rows == 1
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def reference_members(path):
+    with tarfile.open(path, "r:*") as tf:
+        out = []
+        for m in tf.getmembers():
+            if m.isreg():
+                kind = "file"
+            elif m.isdir():
+                kind = "dir"
+            elif m.issym():
+                kind = "symlink"
+            elif m.islnk():
+                kind = "hardlink"
+            else:
+                kind = {tarfile.CHRTYPE: "chardev", tarfile.BLKTYPE: "blockdev",
+                        tarfile.FIFOTYPE: "fifo"}.get(m.type, "other")
+            size = m.size if kind in ("file", "other") else 0
+            out.append((m.name, kind, m.offset, size))
+        return out
+
+
+def random_pool(rng, n, json_fields=True, odd=True):
+    """Members of n samples with captions, json, images and odd members between."""
+    members = []
+    for i in range(n):
+        d = rng.choice(["", "sub/", "a/b/", "ü/ñ/", "x" * 120 + "/"])
+        stem = rng.choice([f"s{i:05d}", f"Sample.{i}"[:0] + f"k{i}", f"é{i}ß"])
+        key = f"{d}{stem}"
+        cap = rng.choice(["", "a dog", "ünïcödé ✓ 🐕", "x" * rng.choice([1, 511, 512, 513, 1024,
+                                                                        3000])])
+        img = bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 100, 512, 1024, 1500])))
+        parts = [(f"{key}.jpg", img), (f"{key}.{rng.choice(['txt', 'TXT', 'Txt'])}", cap.encode())]
+        if json_fields:
+            parts.append((f"{key}.json", json.dumps({"url": f"http://x/{i}", "w": i,
+                                                     "caption": cap, "__key__": "dropped"}
+                                                    ).encode()))
+        if odd and rng.random() < 0.3:
+            parts.append((f"{key}.cls.txt", b"7"))  # ext 'cls.txt' is not a caption
+        rng.shuffle(parts)
+        members += parts
+        if odd and rng.random() < 0.2:
+            members.append((f"{d}NODOT", b"no extension"))
+        if odd and rng.random() < 0.1:
+            members.append((f"dir{i}", None, tarfile.DIRTYPE))
+        if odd and rng.random() < 0.1:
+            members.append((f"{key}.lnk", None, rng.choice([tarfile.SYMTYPE, tarfile.LNKTYPE])))
+    return members
+
+
+# ---------------------------------------------------------------- valid input
+@pytest.mark.parametrize("fmt", ["ustar", "gnu", "pax"])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_pools_equal_reference(tmp_path, fmt, seed):
+    rng = random.Random(seed * 7 + len(fmt))
+    members = random_pool(rng, 40, json_fields=seed % 2 == 0)
+    if fmt == "ustar":  # ustar holds names up to 255 bytes split at a slash, ASCII-safe here
+        members = [m for m in members if len(m[0].encode()) <= 100]
+    path = write_tar(tmp_path / f"p.{fmt}.tar", members, fmt)
+    path = str(path)
+    assert [m[:2] for m in scan_members(open(path, "rb"))] == \
+        [m[:2] for m in reference_members(path)]
+    assert list(scan_members(open(path, "rb"))) == reference_members(path)
+    ref = old(path)
+    got = new(path)
+    assert got.equals(ref), (got.schema, ref.schema)
+    assert count_samples(path) == got.num_rows
+    if seed % 2 == 0:
+        for bb in (1, 100, 4000):
+            assert new(path, batch_bytes=bb).equals(ref)
+        assert new(path, "caption").equals(old(path, "caption"))
+        assert new(path, "url", batch_bytes=50).equals(old(path, "url"))
+
+
+def test_scan_members_unseekable_stream(tmp_path):
+    members = random_pool(random.Random(3), 20)
+    path = str(write_tar(tmp_path / "s.tar", members, "pax"))
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self._b = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            return self._b.readinto(b)
+
+    got = list(scan_members(io.BufferedReader(Pipe(open(path, "rb").read()))))
+    assert got == reference_members(path)
+
+
+def test_long_and_unicode_names_all_formats(tmp_path):
+    long_dir = "/".join(["segment%03d" % i for i in range(30)])  # > 255 bytes
+    names = [f"{long_dir}/a.txt", f"{long_dir}/a.json", "ñandú/日本語.TXT", "plain.txt",
+             "x" * 99 + ".txt", "y" * 150 + "/z.txt", "./dot.txt", "/abs/root.txt",
+             "a//double.txt", "//lead.txt", "dir/.txt", "dir/name.TXT", "dir/name.with.dots"]
+    for fmt in ("gnu", "pax"):
+        members = [(n, (n[-20:] if not n.endswith(".json") else json.dumps({"n": n}))
+                    .encode()) for n in names]
+        path = str(write_tar(tmp_path / f"l.{fmt}.tar", members, fmt))
+        assert list(scan_members(open(path, "rb"))) == reference_members(path)
+        got = new(path)
+        assert got.equals(old(path))
+        assert got.column("__key__").to_pylist()[:3] == [f"{long_dir}/a", "ñandú/日本語", "plain"]
+        assert "a/double" in got.column("__key__").to_pylist()
+        assert "//lead" in got.column("__key__").to_pylist()
+        assert "dir/" in got.column("__key__").to_pylist()
+
+
+def test_ustar_prefix_names(tmp_path):
+    names = ["p" * 60 + "/" + "q" * 60 + f"/s{i}.txt" for i in range(3)]
+    path = str(write_tar(tmp_path / "u.tar", [(n, b"cap") for n in names], "ustar"))
+    assert list(scan_members(open(path, "rb"))) == reference_members(path)
+    assert new(path).equals(old(path))
+
+
+def test_zero_length_and_block_multiple_sizes(tmp_path):
+    members = []
+    for i, n in enumerate([0, 1, 511, 512, 513, 1023, 1024, 1025, 4096, 10240]):
+        members += [(f"k{i}.bin", b"\xff" * n), (f"k{i}.txt", ("c" * n).encode())]
+    path = str(write_tar(tmp_path / "z.tar", members, "gnu"))
+    assert list(scan_members(open(path, "rb"))) == reference_members(path)
+    got = new(path)
+    assert got.equals(old(path))
+    assert [len(s) for s in got.column("text").to_pylist()] == \
+        [0, 1, 511, 512, 513, 1023, 1024, 1025, 4096, 10240]
+
+
+def test_pax_global_header_and_size_override(tmp_path):
+    path = str(tmp_path / "g.tar")
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "built by a test"}) as tf:
+        for i in range(3):
+            ti = tarfile.TarInfo(f"s{i}.txt")
+            ti.pax_headers = {"comment": "x" * 300}
+            data = f"caption {i}".encode()
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    assert list(scan_members(open(path, "rb"))) == reference_members(path)
+    assert new(path).equals(old(path))
+    # a pax 'size' record overrides the header's size field
+    path = str(tmp_path / "sz.tar")
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(2):
+            ti = tarfile.TarInfo(f"s{i}.txt")
+            data = f"caption {i} " .encode() * 50
+            ti.size = len(data)
+            ti.pax_headers = {"size": str(len(data))}
+            tf.addfile(ti, io.BytesIO(data))
+    raw = bytearray(open(path, "rb").read())
+    for name, kind, off, size in reference_members(path):
+        h = off + 1024  # the member's own header, after the pax header and its data
+        assert raw[h:h + 6] == name.encode()[:6]
+        raw[h + 124:h + 136] = b"00000000000\0"  # size 0 in the header
+        raw[h + 148:h + 156] = b" " * 8
+        raw[h + 148:h + 156] = b"%06o\0 " % sum(raw[h:h + 512])
+    open(path, "wb").write(bytes(raw))
+    assert list(scan_members(open(path, "rb"))) == reference_members(path)
+    assert new(path).column("text").to_pylist() == [f"caption {i} " * 50 for i in range(2)]
+    assert new(path).equals(old(path))
+
+
+def test_webdataset_writer(tmp_path):
+    wds = pytest.importorskip("webdataset")
+    path = str(tmp_path / "w.tar")
+    rng = random.Random(0)
+    with wds.TarWriter(path) as sink:
+        for i in range(300):
+            sink.write({"__key__": f"{i:06d}", "jpg": rng.randbytes(rng.randrange(0, 3000)),
+                        "txt": f"caption number {i} ✓", "json": {"i": i, "url": f"u{i}"}})
+    assert list(scan_members(open(path, "rb"))) == reference_members(path)
+    got = new(path)
+    assert got.equals(old(path))
+    assert got.column_names == ["__key__", "i", "url", "text"]
+    assert got.num_rows == count_samples(path) == 300
+    assert new(path, batch_bytes=1000).equals(got)
+
+
+def test_heterogeneous_json_keeps_every_field(tmp_path):
+    # io._tar's from_pylist keeps only the first row's fields; here every field is a column
+    members = [("a.txt", b"A"), ("b.txt", b"B"), ("b.json", b'{"x": 1}'),
+               ("c.txt", b"C"), ("c.json", b'{"y": "v", "x": 2, "text": "ignored"}')]
+    path = str(write_tar(tmp_path / "h.tar", members))
+    got = new(path)
+    assert got.column_names == ["__key__", "x", "y", "text"]
+    assert got.to_pylist() == [{"__key__": "a", "x": None, "y": None, "text": "A"},
+                               {"__key__": "b", "x": 1, "y": None, "text": "B"},
+                               {"__key__": "c", "x": 2, "y": "v", "text": "C"}]
+
+
+def test_json_caption_nulls(tmp_path):
+    members = [("a.json", b'{"c": null, "n": 1}'), ("b.json", b'{"c": null, "n": 2}')]
+    path = str(write_tar(tmp_path / "n.tar", members))
+    got = new(path, "c")
+    assert got.equals(old(path, "c"))
+    assert got.schema.field("c").type == pa.large_string()
+
+
+@pytest.mark.parametrize("comp", ["gzip", "bzip2", "xz", "zstd"])
+@pytest.mark.parametrize("name", ["s.tar", "s.tar.gz", "s.tgz"])
+def test_compressed_by_magic_not_name(tmp_path, comp, name, monkeypatch):
+    members = random_pool(random.Random(5), 60)
+    plain = str(write_tar(tmp_path / "plain.tar", members))
+    raw = open(plain, "rb").read()
+    if comp == "gzip":
+        data = gzip.compress(raw)
+    elif comp == "bzip2":
+        data = bz2.compress(raw)
+    elif comp == "xz":
+        data = lzma.compress(raw)
+    else:
+        zstandard = pytest.importorskip("zstandard")
+        data = zstandard.ZstdCompressor().compress(raw)
+    path = tmp_path / name
+    path.write_bytes(data)
+    ref = old(plain)
+    assert tarscan.compression(str(path)) == comp
+    assert new(str(path)).equals(ref)
+    monkeypatch.setattr(tarscan._Source, "CHUNK", 700)  # windows smaller than most members
+    assert new(str(path), batch_bytes=300).equals(ref)
+    assert count_samples(str(path)) == ref.num_rows
+
+
+def test_many_samples_grow_buffers(tmp_path):
+    n = 6000
+    members = [(f"{i:07d}.txt", f"c{i}".encode()) for i in range(n)]
+    path = str(write_tar(tmp_path / "m.tar", members, "gnu"))
+    got = new(path)
+    assert got.equals(old(path))
+    assert count_samples(path) == n
+    assert pa.concat_tables(read_tar(path, "m", None, 5000)).equals(got)
+
+
+def test_real_captions(tmp_path):
+    texts = pq.read_table(os.path.join(CAPTIONS, "html_img_alttext.parquet"),
+                          columns=["text"]).column("text").to_pylist()[:3000]
+    members = []
+    for i, t in enumerate(texts):
+        members += [(f"{i:06d}.jpg", b"\x00" * (i % 700)), (f"{i:06d}.txt", t.encode()),
+                    (f"{i:06d}.json", json.dumps({"caption": t, "i": i}).encode())]
+    path = str(write_tar(tmp_path / "r.tar", members))
+    assert new(path).equals(old(path))
+    assert new(path).column("text").to_pylist() == texts
+    assert new(path, "caption", batch_bytes=10000).equals(old(path, "caption"))
+
+
+# ---------------------------------------------------------------- errors
+def small(tmp_path, fmt="pax", name="t.tar"):
+    members = [("s0.jpg", b"\x01" * 700), ("s0.txt", b"first"), ("s1.jpg", b"\x02" * 1024),
+               ("s1.txt", b"second"), ("s1.json", b'{"a": 1}'), ("s2.txt", b"third")]
+    return str(write_tar(tmp_path / name, members, fmt))
+
+
+def eoa_offset(path):
+    data = open(path, "rb").read()
+    last = reference_members(path)[-1]
+    hdr = data[last[2]:]
+    # the zero blocks follow the last member's data
+    off = last[2] + 512 + ((last[3] + 511) // 512) * 512
+    assert data[off:off + 1024] == b"\0" * 1024 and hdr
+    return off
+
+
+def expect(path, *words, text_column=None):
+    with pytest.raises(InputError) as ei:
+        list(read_tar(path, os.path.basename(path), text_column, 1 << 20))
+    msg = str(ei.value)
+    assert path in msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("fmt", ["ustar", "gnu", "pax"])
+def test_truncation_at_every_block(tmp_path, fmt):
+    path = small(tmp_path, fmt)
+    data = open(path, "rb").read()
+    eoa = eoa_offset(path)
+    ref = new(path)
+    cut = tmp_path / "cut.tar"
+    for k in range(len(data) // 512 + 1):
+        n = k * 512
+        cut.write_bytes(data[:n])
+        if n >= eoa + 1024:
+            assert new(str(cut)).equals(ref)
+            assert count_samples(str(cut)) == 3
+            continue
+        with pytest.raises(InputError) as ei:
+            list(read_tar(str(cut), "cut.tar", None, 1 << 20))
+        assert str(cut) in str(ei.value) and "byte" in str(ei.value)
+        with pytest.raises(InputError):
+            count_samples(str(cut))
+        with pytest.raises(InputError):
+            list(scan_members(open(cut, "rb")))
+    for n in (1, 100, 513, eoa - 7, eoa + 1000):  # cuts inside a block
+        cut.write_bytes(data[:n])
+        with pytest.raises(InputError):
+            list(read_tar(str(cut), "cut.tar", None, 1 << 20))
+
+
+def test_cut_at_member_boundary_message(tmp_path):
+    path = small(tmp_path)
+    eoa = eoa_offset(path)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:eoa])
+    msg = expect(path, f"byte {eoa}", "two zero blocks", "'s2'")
+    assert "re-create" in msg
+    open(path, "wb").write(data[:eoa + 512])
+    expect(path, "single zero block", f"byte {eoa}")
+
+
+def test_truncated_gzip(tmp_path):
+    path = small(tmp_path)
+    data = open(path, "rb").read()
+    eoa = eoa_offset(path)
+    gz = tmp_path / "c.tar"
+    for n in range(0, len(data), 512):  # a whole gzip stream of a cut tar
+        gz.write_bytes(gzip.compress(data[:n]))
+        if n >= eoa + 1024:
+            assert new(str(gz)).equals(new(path))
+        else:
+            with pytest.raises(InputError):
+                list(read_tar(str(gz), "c.tar", None, 1 << 20))
+    comp = gzip.compress(data)
+    for n in range(10, len(comp) - 1, 7):  # the gzip stream itself cut
+        gz.write_bytes(comp[:n])
+        with pytest.raises(InputError) as ei:
+            list(read_tar(str(gz), "c.tar", None, 1 << 20))
+        assert str(gz) in str(ei.value)
+
+
+def test_bad_checksum(tmp_path):
+    path = small(tmp_path)
+    data = bytearray(open(path, "rb").read())
+    off = reference_members(path)[2][2]  # s1.jpg
+    data[off + 10] ^= 0x20
+    open(path, "wb").write(bytes(data))
+    expect(path, "checksum", f"byte {off}", "'s0'")
+    with pytest.raises(InputError, match="checksum"):
+        list(scan_members(open(path, "rb")))
+
+
+def test_missing_caption_member(tmp_path):
+    path = str(write_tar(tmp_path / "m.tar", [("a.txt", b"A"), ("b.jpg", b"x"),
+                                               ("b.json", b'{"c": "B"}')]))
+    msg = expect(path, "'b'", "no .txt", "--text-column FIELD", "byte 1024")
+    assert "row 1" in msg
+    expect(path, "'a'", "no string field 'c'", text_column="c")
+
+
+def test_json_field_not_a_string(tmp_path):
+    path = str(write_tar(tmp_path / "j.tar", [("a.json", b'{"c": 3}')]))
+    expect(path, "'a'", "no string field 'c'", text_column="c")
+
+
+def test_reappearing_key(tmp_path):
+    path = str(write_tar(tmp_path / "r.tar", [("a.txt", b"A"), ("b.txt", b"B"),
+                                               ("a.jpg", b"x")]))
+    expect(path, "'a'", "reappears", "contiguous", "byte 2048", "row 0")
+    with pytest.raises(InputError, match="reappears"):
+        count_samples(path)
+
+
+def test_invalid_utf8_caption(tmp_path):
+    path = str(write_tar(tmp_path / "u.tar", [("a.txt", b"ok"), ("b.txt", b"bad \xff here")]))
+    expect(path, "'b'", "not valid UTF-8", "byte 1024", "re-encode")
+
+
+def test_invalid_json(tmp_path):
+    path = str(write_tar(tmp_path / "j.tar", [("a.txt", b"A"), ("a.json", b"{not json")]))
+    expect(path, "'a'", ".json", "not valid JSON", "byte 1024")
+    path = str(write_tar(tmp_path / "k.tar", [("a.txt", b"A"), ("a.json", b"[1, 2]")]))
+    expect(path, "'a'", "not an object")
+
+
+def test_data_after_end_of_archive(tmp_path):
+    a = small(tmp_path, name="a.tar")
+    b = str(write_tar(tmp_path / "b.tar", [("z.txt", b"more")]))
+    both = tmp_path / "ab.tar"
+    both.write_bytes(open(a, "rb").read() + open(b, "rb").read())
+    expect(str(both), "after the end-of-archive", "concatenated")
+
+
+def test_empty_and_not_a_tar(tmp_path):
+    e = tmp_path / "e.tar"
+    e.write_bytes(b"")
+    expect(str(e), "empty")
+    j = tmp_path / "j.tar"
+    j.write_bytes(b"this is not a tar archive\n" * 100)
+    expect(str(j), "checksum", "byte 0")
+
+
+def test_sparse_member_is_an_error(tmp_path):
+    path = str(tmp_path / "sp.tar")
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+        ti = tarfile.TarInfo("a.txt")
+        ti.type = tarfile.GNUTYPE_SPARSE
+        ti.size = 0
+        tf.addfile(ti)
+    expect(path, "sparse")
