@@ -521,22 +521,61 @@ def compression(path: str) -> str | None:
     return None
 
 
-def _open_stream(path: str, kind: str):
-    if kind == "gzip":
-        import gzip
+def _gzip_chunks(path: str, size: int) -> Iterator[bytes]:
+    """Decompressed chunks (at most ``size`` bytes) of a gzip file, all members;
+    zlib checks each member's CRC and length; a cut stream raises EOFError."""
+    import zlib
 
-        return gzip.open(path, "rb")
+    with open(path, "rb") as f:
+        d = zlib.decompressobj(31)
+        started = False
+        data = b""
+        while True:
+            if not data:
+                data = f.read(1 << 20)
+                if not data:
+                    if started and not d.eof:
+                        raise EOFError("compressed file ended before the end-of-stream marker")
+                    return
+            if d.eof:  # another gzip member, or zero padding after the last
+                rest = data.lstrip(b"\0")
+                if not rest:
+                    data = b""
+                    continue
+                d, data, started = zlib.decompressobj(31), rest, False
+            started = True
+            out = d.decompress(data, size)
+            data = d.unconsumed_tail or (d.unused_data if d.eof else b"")
+            if out:
+                yield out
+
+
+def _file_chunks(f, size: int) -> Iterator[bytes]:
+    with f:
+        while True:
+            got = f.read(size)
+            if not got:
+                return
+            yield got
+
+
+def _chunks(path: str, kind: str, size: int) -> Iterator[bytes]:
+    if kind == "gzip":
+        return _gzip_chunks(path, size)
     if kind == "bzip2":
         import bz2
 
-        return bz2.open(path, "rb")
+        return _file_chunks(bz2.open(path, "rb"), size)
     if kind == "xz":
         import lzma
 
-        return lzma.open(path, "rb")
+        return _file_chunks(lzma.open(path, "rb"), size)
     from .io import _ZstdLines
 
-    return _ZstdLines(path)
+    return _file_chunks(_ZstdLines(path), size)
+
+
+_MADVISE = getattr(mmap, "MADV_RANDOM", None)
 
 
 class _Source:
@@ -549,7 +588,7 @@ class _Source:
         self.path = path
         self.kind = compression(path)
         self._mm = None
-        self._f = None
+        self._gen = None
         if self.kind is None:
             size = os.path.getsize(path)
             self.at_eof = True
@@ -559,27 +598,30 @@ class _Source:
             else:
                 with open(path, "rb") as f:
                     self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                try:
-                    self._mm.madvise(mmap.MADV_RANDOM)
-                except (AttributeError, OSError):
-                    pass
+                if _MADVISE is not None:
+                    try:
+                        self._mm.madvise(_MADVISE)
+                    except (AttributeError, OSError):
+                        pass
                 self.buf = np.frombuffer(self._mm, np.uint8)
         else:
-            self._f = _open_stream(path, self.kind)
+            self._gen = _chunks(path, self.kind, self.CHUNK)
+            self._pending = b""
             self.at_eof = False
             self.base = 0
-            self._store = np.empty(self.CHUNK * 2, np.uint8)
+            self._store = np.empty(self.CHUNK * 3, np.uint8)
             self._fill = 0
             self.buf = self._store[:0]
 
-    def _read(self, n: int) -> bytes:
+    def _pull(self) -> bytes:
+        if self._pending:
+            out, self._pending = self._pending, b""
+            return out
         try:
-            return self._f.read(n)
+            return next(self._gen, b"")
         except EOFError as exc:
             raise _Truncated(str(exc)) from None
-        except OSError as exc:
-            raise _Corrupt(str(exc)) from None
-        except Exception as exc:  # zstandard raises its own type
+        except Exception as exc:  # zlib.error, OSError, lzma/zstandard errors
             raise _Corrupt(str(exc)) from None
 
     def refill(self, keep_from: int, need_to: int) -> None:
@@ -589,10 +631,14 @@ class _Source:
         if keep_from >= end:
             gap = keep_from - end
             while gap > 0:
-                got = self._read(min(gap, self.CHUNK))
+                got = self._pull()
                 if not got:
                     raise _Truncated("stream ends inside a member")
-                gap -= len(got)
+                if len(got) > gap:
+                    self._pending = got[gap:]
+                    gap = 0
+                else:
+                    gap -= len(got)
             self.base, self._fill = keep_from, 0
         else:
             off = keep_from - self.base
@@ -601,17 +647,18 @@ class _Source:
                 self._fill -= off
                 self.base = keep_from
         want = max(need_to - self.base, self._fill + self.CHUNK)
-        if want > self._store.shape[0]:
-            grown = np.empty(max(want, 2 * self._store.shape[0]), np.uint8)
-            grown[:self._fill] = self._store[:self._fill]
-            self._store = grown
         while self._fill < want and not self.at_eof:
-            got = self._read(want - self._fill)
+            got = self._pull()
             if not got:
                 self.at_eof = True
                 break
-            self._store[self._fill:self._fill + len(got)] = np.frombuffer(got, np.uint8)
-            self._fill += len(got)
+            n = len(got)
+            if self._fill + n > self._store.shape[0]:
+                grown = np.empty(max(self._fill + n, 2 * self._store.shape[0]), np.uint8)
+                grown[:self._fill] = self._store[:self._fill]
+                self._store = grown
+            self._store[self._fill:self._fill + n] = np.frombuffer(got, np.uint8)
+            self._fill += n
         self.buf = self._store[:self._fill]
 
     def trailing_nonzero(self, start: int) -> int:
@@ -639,8 +686,8 @@ class _Source:
                 self._mm.close()
             except BufferError:  # a view is still alive; the mapping goes with it
                 pass
-        if self._f is not None:
-            self._f.close()
+        if self._gen is not None:
+            self._gen.close()
 
 
 class _Truncated(Exception):
@@ -954,18 +1001,34 @@ def _raise_bad_txt(where, toff, txt, key_arr, rows):
 
 def _metas(where, js, rows, has_json, key_arr) -> list:
     out = [None] * rows.shape[0]
-    for i in np.flatnonzero(has_json).tolist():
-        s = int(rows[i, 1])
+    idx = np.flatnonzero(has_json).tolist()
+    if not idx:
+        return out
+    mv = memoryview(js)
+    spans = [(int(rows[i, 1]), int(rows[i, 1] + rows[i, 2])) for i in idx] \
+        if len(idx) < 64 else list(zip(rows[idx, 1].tolist(), (rows[idx, 1] + rows[idx, 2]).tolist()))
+    parsed = None
+    if _orjson is not None:
+        loads = _orjson.loads
         try:
-            m = _loads(js[s:s + int(rows[i, 2])])
-        except ValueError as exc:
-            raise InputError(
-                f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte {rows[i, 5]}) is "
-                f"not valid JSON ({exc}); fix the sample") from None
-        if not isinstance(m, dict):
-            raise InputError(
-                f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte {rows[i, 5]}) is "
-                f"a JSON {type(m).__name__}, not an object; fix the sample")
+            parsed = [loads(mv[s:e]) for s, e in spans]
+        except _orjson.JSONDecodeError:
+            parsed = None  # json's own rules decide below (NaN, big integers, UTF-16 ...)
+    if parsed is None:
+        parsed = []
+        for i, (s, e) in zip(idx, spans):
+            try:
+                parsed.append(_loads(js[s:e]))
+            except ValueError as exc:
+                raise InputError(
+                    f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
+                    f"{rows[i, 5]}) is not valid JSON ({exc}); fix the sample") from None
+    for i, m in zip(idx, parsed):
+        if type(m) is not dict:
+            if not isinstance(m, dict):
+                raise InputError(
+                    f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
+                    f"{rows[i, 5]}) is a JSON {type(m).__name__}, not an object; fix the sample")
         out[i] = m
     return out
 
