@@ -384,7 +384,9 @@ def table(res: dict) -> str:
     L = [f"# gpucurate end to end, {res['date']}, commit {res['commit']}",
          f"machine: {res['machine']['cpu']}, {res['machine']['cores']} cores; "
          f"N = {res['n']:,} captions, {res['shards']} shards; device {res['device']}",
-         f"command: {res['command']}", ""]
+         f"command: {res['command']}",
+         f"load average (1 min) at start {res['load_average_start'][0]:.1f}, at end "
+         f"{res['load_average_end'][0]:.1f}", ""]
     mo = res["matcher_only"]
     L.append(f"matcher-only (Matcher.match, in memory) {fmt_rate(mo['captions_per_s'])} "
              f"({mo['seconds']:.2f} s; peak {mb(mo['peak_rss_bytes'])})")
@@ -457,7 +459,7 @@ def main(argv=None) -> int:
     res = {"date": datetime.date.today().isoformat(), "commit": commit(), "command": cmdline,
            "machine": machine(), "versions": versions(), "n": a.n, "shards": a.shards,
            "seed": a.seed, "t": t, "threads": a.threads, "device": a.device, "reps": a.reps,
-           "metadata": metadata}
+           "metadata": metadata, "load_average_start": list(os.getloadavg())}
     try:
         pdir, info, pool_s = pool(a.n, a.seed, a.shards, data, cache)
         res["pool"] = dict(info, dir=pdir, ready_s=pool_s)
@@ -505,6 +507,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    res["load_average_end"] = list(os.getloadavg())
+    res["harness_s"] = time.perf_counter() - _T0
     cur, mo = res["curate"], res["matcher_only"]
     res["e2e_vs_matcher"] = cur["captions_per_s"] / mo["captions_per_s"]
     c1 = res.get("curate_1core")
