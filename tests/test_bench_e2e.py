@@ -25,7 +25,8 @@ def test_bench_e2e_smoke(tmp_path):
     res = json.load(open(js))
     for key in ("date", "commit", "command", "machine", "versions", "n", "shards", "seed", "t",
                 "pool", "matcher_only", "curate", "curate_1core", "save_matches_sharded",
-                "save_matches_one_shard", "e2e_vs_matcher", "threads_speedup", "goals"):
+                "save_matches_one_shard", "e2e_vs_matcher", "threads_speedup", "goals",
+                "check_matched_equal"):
         assert key in res, key
     assert res["command"].startswith("python -m bench.e2e --n 2000")
     assert res["machine"]["cores"] >= 1 and res["machine"]["cpu"]
@@ -43,6 +44,7 @@ def test_bench_e2e_smoke(tmp_path):
     assert res["save_matches_sharded"]["curated"] == res["save_matches_one_shard"]["curated"]
     assert res["curate"]["curated"] == res["curate_1core"]["curated"]
     assert "taskset -c 0" in res["curate_1core"]["command"]
+    assert res["check_matched_equal"] is True
     assert set(res["goals"]) == {"e2e_vs_matcher", "threads_speedup", "one_shard_peak_vs_sharded",
                                  "one_shard_peak_gb", "cold_demo_s",
                                  "worldwide_lang_column_captions_per_s",
