@@ -131,24 +131,44 @@ def warm_env() -> dict:
 
 
 # ---------------------------------------------------------------- processes
+# Linux keeps a process's peak RSS across exec, and a child starts from its
+# parent's (fork copies the page tables; vfork shares them), so a child of this
+# (large) process would report at least this process's peak. Each command is
+# therefore started by a small wrapper (python -S, ~10 MB) that times it and
+# reads its peak RSS from wait4.
+WRAPPER = r"""
+import json, os, subprocess, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+t_start = time.time(); t0 = time.perf_counter()
+p = subprocess.Popen(cmd)
+_, status, ru = os.wait4(p.pid, 0)
+wall = time.perf_counter() - t0; t_end = time.time()
+with open(out, "w") as f:
+    json.dump({"rc": os.waitstatus_to_exitcode(status), "wall_s": wall, "t_start": t_start,
+               "t_end": t_end, "peak_rss_bytes": ru.ru_maxrss * 1024, "user_s": ru.ru_utime,
+               "sys_s": ru.ru_stime}, f)
+"""
+
+
 def measure(cmd: list[str], env: dict, cwd: str | None = None, log: str | None = None) -> dict:
-    """Run ``cmd`` as a child; its wall clock, peak RSS (``wait4``: the child and
-    the children it waited for) and the start/end epoch times."""
+    """Run ``cmd`` under the wrapper: its wall clock, peak RSS (the command and the
+    children it waited for), user and system seconds, start and end epoch times."""
+    fd, res_path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
     out = open(log, "wb") if log else subprocess.DEVNULL
-    t_start = time.time()
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=cwd or ROOT, stdout=out, stderr=subprocess.STDOUT)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    t_end = time.time()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if log:
-        out.close()
-    if p.returncode != 0:
+    try:
+        rc = subprocess.call([sys.executable, "-S", "-c", WRAPPER, res_path, *cmd], env=env,
+                             cwd=cwd or ROOT, stdout=out, stderr=subprocess.STDOUT)
+        with open(res_path) as f:
+            m = json.load(f) if rc == 0 else {"rc": rc}
+    finally:
+        if log:
+            out.close()
+        os.unlink(res_path)
+    if m["rc"] != 0:
         tail = open(log, errors="replace").read()[-3000:] if log else ""
-        raise RuntimeError(f"exit {p.returncode}: {shlex.join(cmd)}\n{tail}")
-    return {"wall_s": wall, "peak_rss_bytes": ru.ru_maxrss * 1024, "t_start": t_start,
-            "t_end": t_end, "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
+        raise RuntimeError(f"exit {m['rc']}: {shlex.join(cmd)}\n{tail}")
+    return m
 
 
 # --------------------------------------------------------------------- pool
