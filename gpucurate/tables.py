@@ -19,7 +19,7 @@ import numpy as np
 
 from .bytetrie import ByteTrie, build_byte_trie, empty_byte_trie, padded_both, spaced_ww
 from .metadata import Metadata, load_metadata
-from .trie import WordTrie, load_trie
+from .trie import WordTrie, cache_load, cache_save, cached_trie, load_trie
 
 NEVER = "\t"  # a tab: no spaced caption holds one, so this entry never matches
 
@@ -71,20 +71,27 @@ _WW: dict = {}  # this process's MetaCLIP 2 tables, by the metadata's SHA-256
 
 def load_tables_ww(metadata, cache: bool = True) -> MatchTables:
     """MetaCLIP 2 tables of one language's metadata (built once per process;
-    the word trie from the on-disk cache)."""
+    both tries from the on-disk cache when it holds them, with no pass over
+    the entries)."""
     md: Metadata = load_metadata(metadata)
     if cache and md.sha256 in _WW:
         return _WW[md.sha256]
-    whole = [padded_both(e) for e in md.entries]
     # The word trie's list: the entries, a placeholder for those only the byte
     # trie matches. It comes from a validated list, so it is not checked again;
     # its cache key derives from the list's SHA-256.
-    words = tuple(e if w else NEVER for e, w in zip(md.entries, whole))
-    word_md = Metadata(words, f"{md.source} (word trie)",
-                       hashlib.sha256(f"worldwide-words:{md.sha256}".encode()).hexdigest())
-    word = load_trie(word_md, cache=cache)
-    ids = [i for i, w in enumerate(whole) if not w]
-    byte = build_byte_trie([spaced_ww(md.entries[i]) for i in ids], ids)
+    word_sha = hashlib.sha256(f"worldwide-words:{md.sha256}".encode()).hexdigest()
+    word = cached_trie(word_sha) if cache else None
+    byte = cache_load("bytes", md.sha256, ByteTrie) if cache else None
+    if word is None or byte is None:
+        whole = [padded_both(e) for e in md.entries]
+        if word is None:
+            words = tuple(e if w else NEVER for e, w in zip(md.entries, whole))
+            word = load_trie(Metadata(words, f"{md.source} (word trie)", word_sha), cache=cache)
+        if byte is None:
+            ids = [i for i, w in enumerate(whole) if not w]
+            byte = build_byte_trie([spaced_ww(md.entries[i]) for i in ids], ids)
+            if cache:
+                cache_save("bytes", md.sha256, byte)
     t = MatchTables(word, byte, True, len(md))
     if cache:
         _WW[md.sha256] = t

@@ -141,6 +141,71 @@ def cache_dir() -> str:
         os.path.expanduser("~"), ".cache", "gpucurate")
 
 
+def cache_path(kind: str, sha256: str) -> str:
+    """Where the cache keeps a built ``kind`` (``trie``, ``bytes``) of a list."""
+    name = f"{sha256[:40]}-v{FORMAT}-{_code_hash()}.npz" if kind == "trie" else \
+        f"{sha256[:40]}-{kind}-v{FORMAT}-{_code_hash()}.npz"
+    return os.path.join(cache_dir(), "trie", name)
+
+
+def _checksum(obj) -> str:
+    """BLAKE2b of every array and number of a cached dataclass: a cached file
+    changed on disk (by hand or by a fault) is rebuilt, never used."""
+    h = hashlib.blake2b(digest_size=20)
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        h.update(f.name.encode())
+        if isinstance(v, np.ndarray):
+            h.update(str(v.dtype).encode())
+            h.update(np.ascontiguousarray(v).view(np.uint8).data)
+        else:
+            h.update(str(v).encode())
+    return h.hexdigest()
+
+
+def cache_load(kind: str, sha256: str, cls):
+    """The cached ``cls`` of the list ``sha256``, or None (absent, unreadable,
+    or not matching its checksum: then it is rebuilt)."""
+    path = cache_path(kind, sha256)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            kw = {f.name: z[f.name] if f.type == "np.ndarray" else
+                  (str if f.type == "str" else int)(z[f.name]) for f in fields(cls)}
+            stored = str(z["checksum"]) if "checksum" in z.files else None
+            owner = str(z["list_sha256"]) if "list_sha256" in z.files else None
+        obj = cls(**kw)
+        if owner == sha256 and stored == _checksum(obj):
+            return obj
+        logger.warning("cache file %s does not match its checksum (or another metadata "
+                       "list); rebuilding it", path)
+    except (OSError, ValueError, KeyError):
+        logger.warning("cache file %s is unreadable; rebuilding it", path)
+    return None
+
+
+def cache_save(kind: str, sha256: str, obj) -> None:
+    path = cache_path(kind, sha256)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, checksum=np.array(_checksum(obj)), list_sha256=np.array(sha256),
+                 **{f.name: getattr(obj, f.name) for f in fields(obj)})
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not write the cache file %s: %s", path, exc)
+
+
+def cached_trie(sha256: str) -> WordTrie | None:
+    """The cached word trie of the list ``sha256``, or None."""
+    trie = cache_load("trie", sha256, WordTrie)
+    if trie is not None and trie.sha256 == sha256:
+        _report(trie, "loaded from cache", 0.0)
+        return trie
+    return None
+
+
 def load_trie(metadata, cache: bool = True) -> WordTrie:
     """The trie of ``metadata``, from the on-disk cache when it holds one.
 
@@ -148,21 +213,10 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
     files are written atomically, so concurrent processes may share the cache.
     """
     md: Metadata = load_metadata(metadata)
-    path = os.path.join(cache_dir(), "trie", f"{md.sha256[:40]}-v{FORMAT}-{_code_hash()}.npz")
-    if cache and os.path.exists(path):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                kw = {f.name: z[f.name] if f.type == "np.ndarray" else
-                      (str if f.type == "str" else int)(z[f.name]) for f in fields(WordTrie)}
-                stored = str(z["checksum"]) if "checksum" in z.files else None
-                trie = WordTrie(**kw)
-            if trie.sha256 == md.sha256 and stored == _checksum(trie):
-                _report(trie, "loaded from cache", 0.0)
-                return trie
-            logger.warning("trie cache file %s does not match its checksum (or another "
-                           "metadata list); rebuilding it", path)
-        except (OSError, ValueError, KeyError):
-            logger.warning("trie cache file %s is unreadable; rebuilding it", path)
+    if cache:
+        trie = cached_trie(md.sha256)
+        if trie is not None:
+            return trie
     from .compiled import compile_notice
     from .kernels import trie_build as tbld
 
@@ -172,30 +226,8 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
     trie = build_trie(md)
     _report(trie, "built", time.perf_counter() - t0)
     if cache:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, checksum=np.array(_checksum(trie)),
-                     **{f.name: getattr(trie, f.name) for f in fields(WordTrie)})
-            os.replace(tmp, path)
-        except OSError as exc:
-            logger.warning("could not write the trie cache %s: %s", path, exc)
+        cache_save("trie", md.sha256, trie)
     return trie
-
-
-def _checksum(trie: WordTrie) -> str:
-    """BLAKE2b of every array and number of the trie: a cached trie that was
-    changed on disk (by hand or by a fault) is rebuilt, never used."""
-    h = hashlib.blake2b(digest_size=20)
-    for f in fields(WordTrie):
-        v = getattr(trie, f.name)
-        h.update(f.name.encode())
-        if isinstance(v, np.ndarray):
-            h.update(str(v.dtype).encode())
-            h.update(np.ascontiguousarray(v).view(np.uint8).data)
-        else:
-            h.update(str(v).encode())
-    return h.hexdigest()
 
 
 def _report(trie: WordTrie, how: str, seconds: float) -> None:
