@@ -579,6 +579,10 @@ def main(argv=None) -> int:
         if a.wds:
             say(f"WebDataset pool of {a.wds:,} rows against the same rows as parquet")
             tdir, qdir = wds_pool(pdir, a.wds, a.shards, cache)
+            # warm-up: the tar reader's compiled code (the JIT cache only)
+            attempt(run_curate, curate_cmd([tdir], "OUT", t, a, metadata=metadata,
+                                           text_column="text", threads=a.threads) +
+                    ["--limit", "2000"], env, work, "wds-warm")
             res["wds_tar"] = attempt(run_curate, curate_cmd(
                 [tdir], "OUT", t, a, metadata=metadata, text_column="text", threads=a.threads),
                 env, work, "wds-tar", a.reps)
@@ -595,6 +599,10 @@ def main(argv=None) -> int:
             say("worldwide warm-up")
             attempt(run_curate, wbase + ["--lang-column", "lang", "--limit", "20000"], env, work,
                     "wwarm")
+            attempt(run_curate, curate_cmd([wtext], "OUT", None, a, worldwide=wmd,
+                                           text_column="text", key_column=None,
+                                           threads=a.threads, extra=wbal) +
+                    ["--limit", "2000"], env, work, "wwarm-lid")
             say("worldwide, --lang-column")
             res["worldwide_lang_column"] = attempt(run_curate, wbase + ["--lang-column", "lang"],
                                                    env, work, "wlang", a.reps)

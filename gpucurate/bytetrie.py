@@ -55,6 +55,9 @@ def build_byte_trie(patterns: list[str], ids) -> ByteTrie:
     from .kernels.bytewalk import EMPTY
     from .kernels.trie_build import insert_patterns
 
+    if not patterns:  # MetaCLIP 1: the same arrays, without loading the compiled builder
+        insert_patterns = insert_patterns.py_func
+
     enc = [p.encode("utf-8") for p in patterns]
     poff = np.zeros(len(enc) + 1, np.int64)
     np.cumsum([len(b) for b in enc], out=poff[1:])

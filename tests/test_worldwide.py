@@ -216,3 +216,23 @@ def test_save_matches_worldwide_language_id(ww_dir, tmp_path):
     assert pq.read_table(os.path.join(a, part)).equals(pq.read_table(os.path.join(b, part)))
     assert sa["curated"] == sb["curated"] > 20
     assert sa["languages"] == sb["languages"]
+
+
+def test_batched_language_id_equals_one_caption_at_a_time():
+    pytest.importorskip("fasttext")
+    import pyarrow.parquet as pq
+
+    from conftest import caption_file
+    from gpucurate.lang import identify, lid_model
+
+    texts = pq.read_table(caption_file("multi30k"), columns=["text"]).column("text").to_pylist()
+    texts = texts[::200][:2000] + [None, "two\nlines\rhere", ""]
+    m = lid_model()
+    one = []
+    for t in texts:
+        if t is None:
+            one.append("")
+            continue
+        labels, _ = m.predict(t.replace("\n", " ").replace("\r", " "))
+        one.append(labels[0][len("__label__"):] if labels else "")
+    assert identify(texts) == one and len(set(one)) > 2
