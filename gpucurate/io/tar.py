@@ -33,10 +33,12 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
-from .common import json_value_problem
+from .common import INT64, json_value_problem
 from .fs import download_input, is_url
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# A JSON number token of 19 digits or more (after ':', ',' or '['): orjson
+# would read it as a float where json keeps the integer.
+_LONG_DIGITS = re.compile(rb"[:,\[]\s*-?[0-9]{19}")
 _KIND = {int: "number", float: "number", bool: "bool", str: "string", dict: "object",
          list: "array"}
 
@@ -1054,10 +1056,6 @@ def _metas(where, js, rows, has_json, key_arr) -> list:
                 raise InputError(
                     f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
                     f"{rows[i, 5]}) is a JSON {type(m).__name__}, not an object; fix the sample")
-        why = json_value_problem(m)
-        if why:
-            raise InputError(f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
-                             f"{rows[i, 5]}) holds {why}")
         out[i] = m
     return out
 
@@ -1086,6 +1084,16 @@ def _table(where, key_arr, metas, out_col, cap_arr, caps, g0) -> pa.Table:
         cols = [[None if m is None else m.get(f) for m in metas] for f in fields]
     for f, c in zip(fields, cols):
         kinds = {_KIND.get(type(v), type(v).__name__) for v in c if v is not None}
+        # What Arrow would alter silently: an integer past 64 bits among floats,
+        # a lone surrogate inside an object or array (checked per column, and
+        # per sample only to name the one at fault).
+        if ("number" in kinds and any(type(v) is int and not INT64[0] <= v <= INT64[1]
+                                      for v in c)) or kinds & {"object", "array"}:
+            for i, v in enumerate(c):
+                why = json_value_problem(v)
+                if why:
+                    raise InputError(f"{where}: sample {key_arr[i].as_py()!r} (row {g0 + i}) "
+                                     f".json field {f!r} holds {why}")
         if len(kinds) > 1:
             i = next(i for i, v in enumerate(c) if v is not None and
                      _KIND.get(type(v), type(v).__name__) != _KIND.get(type(c[0]), None)) \
@@ -1099,7 +1107,15 @@ def _table(where, key_arr, metas, out_col, cap_arr, caps, g0) -> pa.Table:
             cap_arr = pa.array(caps, pa.string()) if any(v is not None for v in caps) \
                 else pa.nulls(len(caps), pa.large_string())
         arrays.append(cap_arr)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except UnicodeEncodeError:
+        for f, c in zip(fields, cols):
+            for i, v in enumerate(c):
+                why = json_value_problem(v)
+                if why:
+                    raise InputError(f"{where}: sample {key_arr[i].as_py()!r} (row {g0 + i}) "
+                                     f".json field {f!r} holds {why}") from None
+        raise
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"{where}: rows {g0}..{g0 + len(metas) - 1} have .json fields of "
                          f"mixed types ({exc}); make each field one type") from None
     return pa.Table.from_arrays(arrays, names=["__key__"] + fields + [out_col])
