@@ -125,3 +125,23 @@ def test_prefetch_and_behind_carry_errors_and_order():
     b.put(1)
     with pytest.raises(OSError, match="disk full"):
         b.close()
+
+
+def test_jsonl_and_tar_rows_are_parsed_once(metadata_path, tmp_path):
+    """Pass 2 reads pass 1's parsed rows (work/rows/), removed once it is done;
+    the outputs equal a run that parses the shard again (balance)."""
+    rows = [{"text": f"a photo of a dog {i}" if i % 3 else None, "id": i, "x": i * 0.5}
+            for i in range(300)]
+    p = str(tmp_path / "a.jsonl")
+    with open(p, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    out = tmp_path / "o"
+    s = curate(metadata_path, [p], str(out), t=2, key_column="id", device="cpu", report=False,
+               batch_bytes=512)
+    assert not os.path.exists(out / "work" / "rows" / "shard-00000.d")
+    cfg = CurateConfig(metadata=metadata_path, inputs=(p,), out=str(tmp_path / "b"), t=2,
+                       key_column="id", device="cpu", report=False, batch_bytes=512,
+                       counts_file=str(out / "entry_counts.parquet"))
+    b = run(cfg, "balance")
+    assert b["curated"] == s["curated"] > 0
+    assert pq.read_table(out / "curated").equals(pq.read_table(tmp_path / "b" / "curated"))

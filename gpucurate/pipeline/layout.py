@@ -10,6 +10,7 @@
     work/pass1/shard-NNNNN.groups.parquet  --group-column: (group, choice, row)
     work/pass1/shard-NNNNN.schema    jsonl and tar: the shard's columns (Arrow IPC schema)
     work/matches/shard-NNNNN.bin     pass 1's matches for pass 2 (raw), removed once it is done
+    work/rows/shard-NNNNN/           jsonl and tar: pass 1's rows for pass 2 (Arrow IPC), likewise
     work/groups/shard-NNNNN.npy      --group-column: the rows chosen for their group
     work/prob.npz                    prob per entry, per language
     matches/shard-NNNNN.parquet      with --save-matches: (entry_id, text_id) uint32
@@ -139,6 +140,10 @@ class OutputLayout:
 
     def pass1_schema(self, i: int) -> str:
         return self.join("work", "pass1", _name(i, "shard", "schema"))
+
+    def work_rows(self, i: int) -> str:
+        """jsonl and tar shards: the rows pass 1 parsed, kept for pass 2."""
+        return self.join("work", "rows", _name(i, "shard", "d"))
 
     def work_matches(self, i: int) -> str:
         return self.join("work", "matches", _name(i, "shard", "bin"))

@@ -102,6 +102,11 @@ def sweep_tmp(layout: OutputLayout) -> None:
     """Remove the temporary files (``*.tmp-<pid>``) that interrupted writers
     left under DIR: regular files only, symlinked directories not entered."""
     for root, dirs, files in os.walk(layout.root, followlinks=False):
+        for d in list(dirs):  # a directory an interrupted writer left (work/rows)
+            p = os.path.join(root, d)
+            if _TMP_NAME.search(d) and not os.path.islink(p):
+                shutil.rmtree(p, ignore_errors=True)
+                dirs.remove(d)
         for f in files:
             if _TMP_NAME.search(f):
                 p = os.path.join(root, f)

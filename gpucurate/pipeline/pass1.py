@@ -18,7 +18,7 @@ from ..io.atomic import commit, tmp_path
 from ..log import Progress
 from .batches import (by_language, check_added, check_keys, group_keys, match_groups, pass1_columns,
                       row_keys, shard_batches, text_buffers, text_ids)
-from .spill import SpillWriter
+from .spill import RowsCache, SpillWriter
 from .stream import Behind, prefetch
 from .groups import choice_values
 from .layout import ALL, OutputLayout
@@ -106,15 +106,19 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
         inv = SpillWriter(layout.work_matches(shard.index), ww)
     else:
         inv = None
+    rows = RowsCache(layout.work_rows(shard.index)) if spill and shard.fmt in ("jsonl", "tar") \
+        else None
     try:
-        return _pass1(w, cfg, layout, shard, max_rows, inv)
+        return _pass1(w, cfg, layout, shard, max_rows, inv, rows)
     except BaseException:
         if inv is not None:
             inv.abort()
+        if rows is not None:
+            rows.abort()
         raise
 
 
-def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
+def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache) -> dict:
     t0 = time.perf_counter()
     counts = w.lang_counts()  # this shard's counts (the files are per shard, so a rerun resumes)
     per = {c: {"captions": 0, "matched": 0} for c in w.langs}
@@ -152,6 +156,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
             if file_schema is None:  # jsonl, tar: the columns pass 2 will write
                 schema = table.schema if schema is None else _union(schema, table.schema,
                                                                      shard, first)
+            if rows_cache is not None:  # parsed once: pass 2 reads these, not the file
+                rows_cache.write(table)
             tb, arr = text_buffers(table, cfg, shard, first)
             if cfg.group_column:
                 keys = row_keys(cfg, shard, table, first)
@@ -216,6 +222,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv) -> dict:
             "raw": pa.array([r["raw"] for r in rejects], pa.binary())}))
     if keep:
         inv.close()
+    if rows_cache is not None:
+        rows_cache.close()
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "seconds_pass1": seconds,
              "failed_downloads": tally.get("failed_downloads", 0), "rejected": n_rejected}

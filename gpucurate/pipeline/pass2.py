@@ -24,7 +24,7 @@ from ..io.fs import unpublish
 from ..log import Progress
 from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
 from .layout import ALL, OutputLayout
-from .spill import SpillReader
+from .spill import SpillReader, cached_batches
 from .stream import Behind, prefetch
 
 # Parquet settings of the curated parts: zstd at its fastest level (the parts
@@ -213,6 +213,11 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
         writer.abort()
         raise
     atomic_write_json(marker, stats)
+    rows = layout.work_rows(shard.index)
+    if os.path.isdir(rows):  # pass 1's parsed rows: no longer needed
+        import shutil
+
+        shutil.rmtree(rows, ignore_errors=True)
     for wm in (layout.work_matches(shard.index), layout.work_matches_index(shard.index)):
         if not os.path.lexists(wm):  # pass 1's (or a lent) index for this pass: no longer needed
             continue
@@ -238,7 +243,10 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     captions = nulls = matched = kept = 0
     per = {c: {"captions": 0, "matched": 0, "kept": 0} for c in w.langs}
     prog = Progress(f"pass 2 {shard.name}")
-    for table, first in prefetch(shard_batches(cfg, shard, max_rows)):
+    cache = layout.work_rows(shard.index)
+    batches = cached_batches(cache) if os.path.isdir(cache) else \
+        shard_batches(cfg, shard, max_rows)
+    for table, first in prefetch(batches):
         n = table.num_rows
         keys = row_keys(cfg, shard, table, first)
         keep = np.zeros(n, bool)

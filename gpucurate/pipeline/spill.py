@@ -1,4 +1,7 @@
-"""Pass 1's matches kept for pass 2 (``work/matches/shard-NNNNN.bin``): the
+"""What pass 1 keeps for pass 2: its matches, and the rows of shards that
+are costly to parse (jsonl, tar).
+
+Pass 1's matches kept for pass 2 (``work/matches/shard-NNNNN.bin``): the
 inverted index, (entry_id, text_id) uint32 and each id's language index
 (int16, worldwide), written batch by batch as raw frames and read back in
 order. Raw arrays cost a memory copy to write and to read, where a parquet
@@ -119,3 +122,50 @@ class SpillReader:
 
     def close(self) -> None:
         self.f.close()
+
+
+class RowsCache:
+    """The rows pass 1 read from a jsonl or tar shard, batch by batch as Arrow
+    IPC files in a directory (renamed into place when whole), so that pass 2
+    reads them back instead of parsing the shard again: the same tables, the
+    same row numbers."""
+
+    def __init__(self, path: str):
+        import shutil
+
+        self.path = path
+        self.tmp = tmp_path(path)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(self.tmp)
+        self.k = 0
+
+    def write(self, table) -> None:
+        import pyarrow as pa
+
+        with pa.OSFile(os.path.join(self.tmp, f"batch-{self.k:06d}.arrow"), "wb") as f:
+            with pa.ipc.new_file(f, table.schema) as w:
+                w.write_table(table)
+        self.k += 1
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def cached_batches(path: str):
+    """(table, first_row) of a :class:`RowsCache` directory, in order."""
+    import pyarrow as pa
+
+    first = 0
+    for name in sorted(os.listdir(path)):
+        with pa.OSFile(os.path.join(path, name), "rb") as src:  # read, not mapped: removable
+            table = pa.ipc.open_file(src).read_all()
+        yield table, first
+        first += table.num_rows
