@@ -7,9 +7,10 @@ import io
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, atomic_write_parquet
 from .layout import OutputLayout
 
 
@@ -21,6 +22,15 @@ def choice_values(seed: int, groups: np.ndarray, keys: np.ndarray) -> np.ndarray
     out = np.empty(groups.size, np.uint64)
     cv(np.uint64(seed), groups, keys, out)
     return out
+
+
+def write_group_choices(layout: OutputLayout, i: int, grp: list) -> None:
+    """A shard's (group, choice, row) triples, batch parts concatenated."""
+    g, c, r = ([np.concatenate(x) for x in zip(*grp)] if grp else
+               [np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)])
+    atomic_write_parquet(layout.pass1_groups(i), pa.table(
+        {"group": pa.array(g, pa.uint64()), "choice": pa.array(c, pa.uint64()),
+         "row": pa.array(r, pa.int64())}))
 
 
 def choose_groups(layout: OutputLayout, plan) -> None:

@@ -16,12 +16,12 @@ from ..errors import InputError
 from ..io import Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..log import Progress
-from .batches import (by_language, check_added, check_keys, group_keys, match_groups, pass1_columns,
-                      row_keys, shard_batches, text_buffers, text_ids)
+from .batches import (by_language, check_added, check_keys, group_keys, match_groups,
+                      pass1_columns, row_keys, shard_batches, text_buffers, text_ids)
+from .groups import choice_values, write_group_choices
+from .layout import ALL, OutputLayout
 from .spill import RowsCache, SpillWriter
 from .stream import Behind, prefetch
-from .groups import choice_values
-from .layout import ALL, OutputLayout
 
 
 def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str,
@@ -204,11 +204,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
         np.save(buf, np.concatenate(routed) if routed else np.zeros(0, np.int16))
         atomic_write_bytes(layout.pass1_lang(shard.index), buf.getvalue())
     if cfg.group_column:
-        g, c, r = ([np.concatenate(x) for x in zip(*grp)] if grp else
-                   [np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)])
-        atomic_write_parquet(layout.pass1_groups(shard.index), pa.table(
-            {"group": pa.array(g, pa.uint64()), "choice": pa.array(c, pa.uint64()),
-             "row": pa.array(r, pa.int64())}))
+        write_group_choices(layout, shard.index, grp)
     if schema is not None:
         atomic_write_bytes(layout.pass1_schema(shard.index), schema.serialize().to_pybytes())
     n_rejected = 0

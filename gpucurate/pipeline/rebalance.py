@@ -35,7 +35,7 @@ from ..keys import key_hashes, probabilities
 from ..log import logger
 from .batches import group_keys, pass1_columns, row_keys, shard_batches
 from .counts import pool_counts, write_entry_counts
-from .groups import choice_values, choose_groups
+from .groups import choice_values, choose_groups, write_group_choices
 from .layout import ALL, OutputLayout
 from .outdir import OutLock, prepare_out, resolve_out, shard_identity
 from .outputs import check_outputs, drop_unrequested, write_outputs
@@ -275,11 +275,7 @@ def _scan_shard(cfg, layout: OutputLayout, shard, max_rows, match_file: str,
         "lang": pa.array([ALL] * nz.size, pa.string()),
         "entry_id": pa.array(nz.astype(np.int32)), "count": pa.array(counts[nz], pa.uint64())}))
     if cfg.group_column:
-        g, c, r = ([np.concatenate(x) for x in zip(*grp)] if grp else
-                   [np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)])
-        atomic_write_parquet(layout.pass1_groups(shard.index), pa.table(
-            {"group": pa.array(g, pa.uint64()), "choice": pa.array(c, pa.uint64()),
-             "row": pa.array(r, pa.int64())}))
+        write_group_choices(layout, shard.index, grp)
     os.makedirs(layout.join("work", "survivors"), exist_ok=True)
     _save_npy(_survivor_file(layout, "rows", shard.index), rows)
     _save_npy(_survivor_file(layout, "found", shard.index),
