@@ -72,8 +72,10 @@ def kill_during(c: NsCluster, out: str, marker_dir: str, done: threading.Event,
     while not done.is_set() and len(glob.glob(os.path.join(mdir, "*.json"))) < min_markers:
         time.sleep(0.005)
     while not done.is_set():
+        n = len(glob.glob(os.path.join(mdir, "*.json")))
+        if n >= SHARDS - 2:
+            return  # too late in the pass for a kill to land in it: the caller tries again
         if _running_on(c, 1):
-            n = len(glob.glob(os.path.join(mdir, "*.json")))
             killed.append((marker_dir, n, c.kill_node(1, raylet_only=raylet_only)))
             return
         time.sleep(0.003)
@@ -87,19 +89,22 @@ def driver_cmd(metadata, pool, out, address, batch_bytes=2048):
 @pytest.mark.parametrize("marker_dir", ["work/pass1", "stats"], ids=["pass1", "pass2"])
 def test_node_killed_mid_pass(cluster, faults_pool, metadata_path, marker_dir):
     root, pool, local = faults_pool
-    out = str(root / f"ray-nodekill-{marker_dir.replace('/', '-')}")
-    killed, done = [], threading.Event()
-    th = threading.Thread(target=kill_during, args=(cluster, out, marker_dir, done, killed),
-                          daemon=True)
-    th.start()
-    try:
-        p = cluster.run(driver_cmd(metadata_path, pool, out, cluster.address),
-                        env=cluster.env(GPUCURATE_RAY_SCHEDULE_TIMEOUT="30"),
-                        capture_output=True, text=True, timeout=240)
-    finally:
-        done.set()
-        th.join(10)
-    assert p.returncode == 0, p.stderr[-4000:]
+    for attempt in range(3):  # a busy machine may finish the pass before a kill lands in it
+        out = str(root / f"ray-nodekill-{marker_dir.replace('/', '-')}-{attempt}")
+        killed, done = [], threading.Event()
+        th = threading.Thread(target=kill_during, args=(cluster, out, marker_dir, done, killed),
+                              daemon=True)
+        th.start()
+        try:
+            p = cluster.run(driver_cmd(metadata_path, pool, out, cluster.address),
+                            env=cluster.env(GPUCURATE_RAY_SCHEDULE_TIMEOUT="30"),
+                            capture_output=True, text=True, timeout=240)
+        finally:
+            done.set()
+            th.join(10)
+        assert p.returncode == 0, p.stderr[-4000:]
+        if killed:
+            break
     assert len(killed) == 1 and killed[0][1] < SHARDS, killed  # mid-pass
     assert "a worker was lost" in p.stderr, p.stderr[-4000:]
     _same_outputs(local, out)
