@@ -24,7 +24,7 @@ from ..io.fs import unpublish
 from ..log import Progress
 from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
 from .layout import ALL, OutputLayout
-from .spill import SpillReader, cached_batches
+from .spill import SpillReader, cached_batches, split_range
 from .stream import Behind, prefetch
 
 # Parquet settings of the curated parts: zstd at its fastest level (the parts
@@ -66,15 +66,8 @@ class SavedMatches:
             if m is not None and m >= hi and self.f.metadata.row_group(self.next_group).num_rows:
                 break
             parts.append(self._read_group())
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.int32), None
-        t = np.concatenate([p[0] for p in parts])
-        e = np.concatenate([p[1] for p in parts])
-        lang = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
-        inside = (t >= lo) & (t < hi)
-        rest = ~inside & (t >= hi)
-        self.buf = (t[rest], e[rest], None if lang is None else lang[rest]) if rest.any() else None
-        return t[inside], e[inside], None if lang is None else lang[inside]
+        t, e, lang, self.buf = split_range(parts, lo, hi)
+        return t, e, lang
 
 
 def saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None):

@@ -104,24 +104,31 @@ class SpillReader:
             if head is None or int(head[3]) >= hi:
                 break
             parts.append(self._frame())
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.int32), None
-        if len(parts) == 1:
-            t, e, lang = parts[0]
-        else:
-            t = np.concatenate([p[0] for p in parts])
-            e = np.concatenate([p[1] for p in parts])
-            lang = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
-        if t.size and int(t.min()) >= lo and int(t.max()) < hi:
-            self.buf = None
-            return t, e, lang
-        inside = (t >= lo) & (t < hi)
-        rest = t >= hi
-        self.buf = (t[rest], e[rest], None if lang is None else lang[rest]) if rest.any() else None
-        return t[inside], e[inside], None if lang is None else lang[inside]
+        t, e, lang, self.buf = split_range(parts, lo, hi)
+        return t, e, lang
 
     def close(self) -> None:
         self.f.close()
+
+
+def split_range(parts: list, lo: int, hi: int) -> tuple:
+    """(text_id, entry_id, lang) parts read forward, as (the pairs of text ids
+    in [lo, hi), the pairs past hi to keep for the next range or None): the
+    split both forward cursors (the raw spill, a parquet index) make."""
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32), None, None
+    if len(parts) == 1:
+        t, e, lang = parts[0]
+    else:
+        t = np.concatenate([p[0] for p in parts])
+        e = np.concatenate([p[1] for p in parts])
+        lang = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+    if t.size and int(t.min()) >= lo and int(t.max()) < hi:
+        return t, e, lang, None
+    inside = (t >= lo) & (t < hi)
+    rest = t >= hi
+    keep = (t[rest], e[rest], None if lang is None else lang[rest]) if rest.any() else None
+    return t[inside], e[inside], None if lang is None else lang[inside], keep
 
 
 class RowsCache:
