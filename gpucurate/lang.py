@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from .errors import ConfigError
 
 OTHER = "other"
 _MODEL = None
+_MODEL_LOCK = threading.Lock()
 
 
 def lid_model_path() -> str:
@@ -34,13 +36,14 @@ def lid_model_path() -> str:
 
 def lid_model():
     global _MODEL
-    if _MODEL is None:
-        try:
-            import fasttext
-        except ImportError:
-            raise ConfigError("language identification needs fasttext-predict: pip install "
-                              "'gpucurate[worldwide]' (or pass --lang-column)") from None
-        _MODEL = fasttext.load_model(lid_model_path())
+    with _MODEL_LOCK:  # shards may run at once in one process: one load
+        if _MODEL is None:
+            try:
+                import fasttext
+            except ImportError:
+                raise ConfigError("language identification needs fasttext-predict: pip install "
+                                  "'gpucurate[worldwide]' (or pass --lang-column)") from None
+            _MODEL = fasttext.load_model(lid_model_path())
     return _MODEL
 
 

@@ -145,3 +145,103 @@ def test_jsonl_and_tar_rows_are_parsed_once(metadata_path, tmp_path):
     b = run(cfg, "balance")
     assert b["curated"] == s["curated"] > 0
     assert pq.read_table(out / "curated").equals(pq.read_table(tmp_path / "b" / "curated"))
+
+
+def test_shards_at_once_give_the_same_files_as_one_at_a_time(pool, metadata_path):
+    """Two shards at once in one process (threads=2) write every part, count
+    and marker exactly as one at a time (threads=1)."""
+    root, t, one, eight = pool
+    kw = dict(t=3, key_column="uid", device="cpu", report=False, save_matches=True)
+    curate(metadata_path, eight, str(root / "at1"), threads=1, **kw)
+    s2 = curate(metadata_path, eight, str(root / "at2"), threads=2, **kw)
+    assert _counts(root / "at1") == _counts(root / "at2")
+    from gpucurate.pipeline.layout import OutputLayout
+
+    l1, l2 = OutputLayout(str(root / "at1")), OutputLayout(str(root / "at2"))
+    for i in range(8):
+        for path in ("curated", "matches"):
+            a = pq.read_table(getattr(l1, path)(i))
+            b = pq.read_table(getattr(l2, path)(i))
+            assert a.equals(b), (path, i)
+    assert s2["curated"] == len(_curated(root / "at1")) > 0
+
+
+class _Worker:
+    def __init__(self, at_once):
+        self.shards_at_once = at_once
+
+    def describe(self):
+        return {"shards_at_once": self.shards_at_once}
+
+
+def test_local_executor_runs_shards_at_once_in_call_order():
+    import threading
+    import time
+
+    from gpucurate.executors import LocalExecutor
+
+    lock, running, peak, seen = threading.Lock(), [0], [0], []
+
+    def fn(w, i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02 * (5 - i % 5))  # later calls finish first
+        with lock:
+            running[0] -= 1
+        return i * 10
+
+    ex = LocalExecutor()
+    w = _Worker(3)
+    out = ex.map(fn, [(i,) for i in range(10)], lambda: w, seen.append)
+    assert out == [i * 10 for i in range(10)]  # call order, whatever the finishing order
+    assert sorted(seen) == out and peak[0] == 3
+    assert ex.workers == [{"shards_at_once": 3}]
+
+
+def test_local_executor_stops_at_a_failure_and_raises_the_first_in_call_order():
+    import threading
+
+    from gpucurate.executors import LocalExecutor
+
+    started = []
+    gate = threading.Event()
+
+    def fn(w, i):
+        started.append(i)
+        if i == 1:
+            gate.wait(5)  # call 2 fails first in time; call 1 fails after it
+            raise ValueError("call 1")
+        if i == 2:
+            gate.set()
+            raise KeyError("call 2")
+        return i
+
+    with pytest.raises(ValueError, match="call 1"):
+        LocalExecutor().map(fn, [(i,) for i in range(50)], lambda: _Worker(3))
+    assert len(started) < 50  # no call started after the failure was seen
+
+
+def test_parquet_reads_follow_the_batch_not_the_row_group(tmp_path):
+    """One 200k-row group read in small batches: the column chunks are read
+    through a buffer, not held whole (pyarrow's pre-buffering would hold all
+    of them, ~30 MB here)."""
+    from gpucurate.io import Shard
+    from gpucurate.io.parquet import read_parquet
+
+    n = 200_000
+    t = pa.table({"caption": pa.array([f"a caption number {i} of the pool" for i in range(n)]),
+                  "url": pa.array([f"https://example.com/{i:08d}/image.jpg" for i in range(n)]),
+                  "key": pa.array([f"{i:032x}" for i in range(n)])})
+    path = tmp_path / "one.parquet"
+    pq.write_table(t, path, row_group_size=n, compression="none", use_dictionary=False)
+    whole = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    assert whole > 20e6
+    base = pa.total_allocated_bytes()
+    peak, rows = 0, 0
+    for b in read_parquet(Shard(0, str(path), "one.parquet", "parquet"), "caption", 1 << 20):
+        rows += b.num_rows
+        peak = max(peak, pa.total_allocated_bytes() - base)
+        del b
+    assert rows == n
+    assert peak < whole / 3, (peak, whole)

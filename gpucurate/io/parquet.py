@@ -14,10 +14,21 @@ from .common import check_other_strings, check_text_column, drop_bad_strings, no
 from .shards import Shard
 
 
+# Column chunks are read through a buffer of this size, page by page, rather
+# than whole (pyarrow's pre-buffering holds every column chunk of a row group
+# at once: a 1M-row group of an img2dataset shard is ~400 MB): memory then
+# follows --batch-bytes, not the writer's row-group size. Object stores get
+# larger reads, fewer requests.
+READ_BUFFER = 1 << 20
+READ_BUFFER_REMOTE = 8 << 20
+
+
 def open_parquet(path: str) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(open_input(path, native=True) if is_url(path) else path,
-                              page_checksum_verification=True)
+        remote = is_url(path)
+        return pq.ParquetFile(open_input(path, native=True) if remote else path,
+                              page_checksum_verification=True, pre_buffer=False,
+                              buffer_size=READ_BUFFER_REMOTE if remote else READ_BUFFER)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read parquet ({exc}); the file is truncated or "
                          "not parquet: re-export it") from None

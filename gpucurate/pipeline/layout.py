@@ -171,6 +171,14 @@ class OutputLayout:
     def stats(self, i: int) -> str:
         return self.join("stats", _name(i, "shard", "json"))
 
+    def kept_counts(self, i: int) -> str:
+        """Pass 2's kept captions per entry of shard ``i`` (for the report)."""
+        return self.join("work", "pass2", _name(i, "shard", "kept.npz"))
+
+    @property
+    def pass2_dir(self) -> str:
+        return self.join("work", "pass2")
+
     # ---------------------------------------------------------------- sets
     def outputs(self) -> list[str]:
         """Every top-level output a run writes: what ``--overwrite`` clears

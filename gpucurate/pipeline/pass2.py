@@ -8,6 +8,7 @@ no pass 1, matches here.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..config import CurateConfig
 from ..errors import InputError
-from ..io import Shard, atomic_write_json, shard_schema
+from ..io import Shard, atomic_write_bytes, atomic_write_json, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..io.fs import unpublish
 from ..log import Progress
@@ -105,11 +106,12 @@ def _probs(w, layout: OutputLayout) -> dict:
     path = layout.prob
     st = os.stat(path)
     key = (path, st.st_mtime_ns, st.st_size)
-    if w.prob_key != key:
-        with np.load(path) as z:
-            w.prob = {c: w.engines[c].to_device(z[c]) for c in w.langs}
-        w.prob_key = key
-    return w.prob
+    with w.lock:  # shards may run at once in one worker
+        if w.prob_key != key:
+            with np.load(path) as z:
+                w.prob = {c: w.engines[c].to_device(z[c]) for c in w.langs}
+            w.prob_key = key
+        return w.prob
 
 
 def output_schema(cfg: CurateConfig, schema: pa.Schema) -> pa.Schema:
@@ -205,6 +207,7 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
     except BaseException:
         writer.abort()
         raise
+    _write_kept_counts(layout.kept_counts(shard.index), stats.pop("_kept_counts"), stats["kept"])
     atomic_write_json(marker, stats)
     rows = layout.work_rows(shard.index)
     if os.path.isdir(rows):  # pass 1's parsed rows: no longer needed
@@ -235,6 +238,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     t0 = time.perf_counter()
     captions = nulls = matched = kept = 0
     per = {c: {"captions": 0, "matched": 0, "kept": 0} for c in w.langs}
+    kept_counts: dict = {}  # {language: kept captions per entry}
     prog = Progress(f"pass 2 {shard.name}")
     cache = layout.work_rows(shard.index)
     batches = cached_batches(cache) if os.path.isdir(cache) else \
@@ -284,7 +288,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
             at = np.arange(n) if rows is None else rows
             keep[at] = dec
             lists_len[at] = lens
-            id_parts.append((at, h_off, h_ids))
+            id_parts.append((at, h_off, h_ids, code))
             m = int(np.count_nonzero(lens))
             matched += m
             per[code]["captions"] += lens.size
@@ -298,6 +302,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
         else:
             per[ALL]["kept"] += int(idx.size)
         kept += int(idx.size)
+        _count_kept(kept_counts, keep, id_parts, w.metadata)
         captions += n
         if idx.size:
             writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n))
@@ -312,10 +317,38 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
              "seconds_pass2": seconds}
     if cfg.worldwide:
         stats["languages"] = per
+    stats["_kept_counts"] = kept_counts
     if os.path.exists(p1):
         with open(p1) as f:
             stats["seconds_pass1"] = json.load(f)["seconds_pass1"]
     return stats
+
+
+def _count_kept(kept_counts: dict, keep: np.ndarray, id_parts: list, metadata: dict) -> None:
+    """Add a batch's kept captions per entry (every language's) to ``kept_counts``."""
+    for at, h_off, h_ids, code in id_parts:
+        k = keep[at]
+        if not k.any():
+            continue
+        ids = h_ids[np.repeat(k, np.diff(h_off))]
+        if code not in kept_counts:
+            kept_counts[code] = np.zeros(len(metadata[code]), np.int64)
+        kept_counts[code] += np.bincount(ids, minlength=kept_counts[code].size)
+
+
+def _write_kept_counts(path: str, kept_counts: dict, kept_rows: int) -> None:
+    """The shard's kept captions per entry, sparse: ``<lang>.ids`` and
+    ``<lang>.counts`` per language, and ``kept_rows``; the report sums these
+    rather than reading every curated part again."""
+    arrays = {"kept_rows": np.array(kept_rows, np.int64)}
+    for code, c in kept_counts.items():
+        nz = np.flatnonzero(c)
+        arrays[f"{code}.ids"] = nz.astype(np.int32)
+        arrays[f"{code}.counts"] = c[nz]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n) -> pa.Table:
@@ -325,7 +358,7 @@ def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n) -> pa.Table
     else:  # scatter each language's lists into row order
         np.cumsum(lists_len, out=off_all[1:])
         flat = np.empty(int(off_all[-1]), np.int32)
-        for at, h_off, h_ids in id_parts:
+        for at, h_off, h_ids, _ in id_parts:
             lens = np.diff(h_off)
             dest = np.repeat(off_all[at], lens) + (
                 np.arange(h_ids.size) - np.repeat(h_off[:-1], lens))

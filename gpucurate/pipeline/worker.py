@@ -11,6 +11,7 @@ returns as their first argument.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -62,26 +63,35 @@ class Worker:
     engines: dict            # {language: engine}
     router: object | None    # worldwide: routes captions to languages
     reader: str              # pass 1's parquet reader: arrow or cudf
-    counts: dict | None = None                     # pass 1: {language: uint64 array}
     prob: dict | None = None                       # pass 2: {language: prob array}
     prob_key: tuple | None = None
     key: tuple = field(default=())
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def engine_name(self) -> str:
         return sorted({e.name for e in self.engines.values()})[0]
 
+    @property
+    def shards_at_once(self) -> int:
+        """How many shards an executor may run at once in this worker: on the
+        CPU, one per engine thread (at most 4), so that one shard's reading and
+        writing overlap another's matching (the engines' thread pools are
+        shared, so matching never uses more than ``threads`` cores); on a GPU,
+        one (the device already overlaps the copies of one shard)."""
+        engines = list(self.engines.values())
+        if not engines or any(e.name != "cpu" for e in engines):
+            return 1
+        return max(1, min(4, min(e.threads for e in engines)))
+
     def describe(self) -> dict:
-        return {"pid": os.getpid(), "engine": self.engine_name, "reader": self.reader}
+        return {"pid": os.getpid(), "engine": self.engine_name, "reader": self.reader,
+                "shards_at_once": self.shards_at_once}
 
     def lang_counts(self) -> dict:
-        """One preallocated uint64 array per language, zeroed for a new shard."""
-        if self.counts is None:
-            self.counts = {c: self.engines[c].zeros(len(self.metadata[c]), np.uint64)
-                           for c in self.langs}
-        for c in self.counts.values():
-            c.fill(0)
-        return self.counts
+        """Zeroed uint64 counts per language for one shard (its own arrays:
+        shards may run at once in one worker)."""
+        return {c: self.engines[c].zeros(len(self.metadata[c]), np.uint64) for c in self.langs}
 
 
 def _key(cfg: CurateConfig) -> tuple:
