@@ -13,6 +13,13 @@ DEFAULT_BATCH_BYTES = 32 << 20
 DEVICES = ("auto", "cpu", "gpu")
 
 
+def cache_dir() -> str:
+    """``$GPUCURATE_CACHE_DIR`` or ``~/.cache/gpucurate``: built tries and the
+    digests of checked metadata files (rebuilt when absent)."""
+    return os.environ.get("GPUCURATE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "gpucurate")
+
+
 def device_choice(value: str | None = None) -> str:
     """The one place where the device is chosen: an explicit value, else
     ``$GPUCURATE_DEVICE``, else ``auto`` (validated; ``auto`` is resolved to a

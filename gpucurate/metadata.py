@@ -30,16 +30,20 @@ def _digest(entries) -> str:
 
 def _check(entries, source: str, unit: str) -> None:
     """Every entry a non-empty string of valid Unicode; the first that is not
-    is named. Lists that pass (nearly all) are checked in bulk by pyarrow."""
+    is named. Lists that pass (nearly all) are checked in bulk by pyarrow: it
+    infers a string type only when every item is a str (a None, a number or
+    bytes among them gives another type or an error), and encodes each to
+    UTF-8 (a lone surrogate is an error)."""
     try:
-        if all(type(e) is str for e in entries):
-            import pyarrow as pa
-            import pyarrow.compute as pc
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-            lens = pc.utf8_length(pa.array(entries, pa.large_string()))
-            if not len(lens) or pc.min(lens).as_py() > 0:
+        arr = pa.array(entries) if entries else None
+        if arr is not None and arr.null_count == 0 and \
+                (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            if pc.min(pc.binary_length(arr)).as_py() > 0:
                 return
-    except (UnicodeEncodeError, ValueError, TypeError, OverflowError):
+    except (UnicodeEncodeError, ValueError, TypeError, OverflowError, pa.ArrowException):
         pass  # the loop below names the entry
     for i, e in enumerate(entries):
         where = f"line {i + 1}" if unit == "line" else f"index {i}"
@@ -57,6 +61,61 @@ def _check(entries, source: str, unit: str) -> None:
 
 
 _LOADED: dict = {}  # (real path, size, mtime) -> Metadata, loaded once per process
+DIGESTS_VERSION = 1
+
+
+def _digest_cache(raw: bytes, kind: str) -> str:
+    """Where the digest of a checked file with these bytes is kept."""
+    from .config import cache_dir
+
+    h = hashlib.sha256(f"{DIGESTS_VERSION}:{kind}:".encode())
+    h.update(raw)
+    key = h.hexdigest()
+    return os.path.join(cache_dir(), "metadata", key[:40] + ".json")
+
+
+def _cached_digest(path: str, n: int) -> str | None:
+    """The digest recorded for a file of the same bytes already checked (with
+    the same number of entries), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        if d.get("entries") == n and isinstance(d.get("sha256"), str) and \
+                len(d["sha256"]) == 64:
+            return d["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _save_digest(path: str, digest: str, n: int) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"sha256": digest, "entries": n}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation: the next run checks the file again
+
+
+def _parse_json(raw: bytes, path: str):
+    """A JSON document; orjson when it can (several times faster), else the
+    standard parser, whose result and messages are the reference (orjson
+    refuses lone surrogates, which the check below names)."""
+    try:
+        import orjson
+
+        return orjson.loads(raw)
+    except ImportError:
+        pass
+    except ValueError:
+        pass  # the standard parser gives the answer or the message
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"{path}: not valid JSON ({exc}); a .json metadata file is "
+                            "a JSON list of strings") from None
 
 
 def load_metadata(metadata) -> Metadata:
@@ -82,16 +141,16 @@ def load_metadata(metadata) -> Metadata:
             raw = open(path, "rb").read()
         except OSError as exc:
             raise MetadataError(f"cannot read metadata file {path}: {exc.strerror}") from None
-        if path.lower().endswith(".json"):
-            try:
-                entries = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise MetadataError(f"{path}: not valid JSON ({exc}); a .json metadata file is "
-                                    "a JSON list of strings") from None
+        is_json = path.lower().endswith(".json")
+        cache = _digest_cache(raw, "json" if is_json else "text")
+        if is_json:
+            entries = _parse_json(raw, path)
             if not isinstance(entries, list):
                 raise MetadataError(f"{path}: holds a JSON {type(entries).__name__}, not a list; "
                                     "a .json metadata file is a JSON list of strings")
-            _check(entries, path, "index")
+            digest = _cached_digest(cache, len(entries)) if entries else None
+            if digest is None:
+                _check(entries, path, "index")
         else:
             try:
                 text = raw.decode("utf-8")
@@ -103,11 +162,17 @@ def load_metadata(metadata) -> Metadata:
             if entries and entries[-1] == "":
                 entries.pop()
             entries = [e[:-1] if e.endswith("\r") else e for e in entries]
-            _check(entries, path, "line")
+            digest = _cached_digest(cache, len(entries)) if entries else None
+            if digest is None:
+                _check(entries, path, "line")
         source = path
-        if key is not None and entries:
-            md = Metadata(tuple(entries), source, _digest(entries))
-            _LOADED[key] = md
+        if entries:
+            if digest is None:  # checked now: the next run with these bytes skips both
+                digest = _digest(entries)
+                _save_digest(cache, digest, len(entries))
+            md = Metadata(tuple(entries), source, digest)
+            if key is not None:
+                _LOADED[key] = md
             return md
     else:
         entries = list(metadata)

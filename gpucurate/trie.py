@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .log import logger
+from .config import cache_dir
 from .errors import MetadataError
+from .log import logger
 from .metadata import Metadata, load_metadata
 
 FORMAT = 5
@@ -133,12 +134,6 @@ def _code_hash() -> str:
         with open(mod, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]
-
-
-def cache_dir() -> str:
-    """``$GPUCURATE_CACHE_DIR`` or ``~/.cache/gpucurate``."""
-    return os.environ.get("GPUCURATE_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "gpucurate")
 
 
 def cache_path(kind: str, sha256: str) -> str:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpucurate.cli import main
-from gpucurate.errors import ConfigError, InputError
+from gpucurate.errors import ConfigError, InputError, MetadataError
 from gpucurate.pipeline import curate, run
 from gpucurate.config import CurateConfig
 
@@ -328,3 +328,43 @@ def test_on_bad_row_skip_records_every_skipped_row(meta, tmp_path):
     assert {r["text"] for r in _rows(str(out))} == {"a dog", "hot dog", "cat"} | {"a dog"}
     assert main(["report", str(out), "--quiet"]) == 0
     assert "bad rows skipped" in (out / "report" / "index.html").read_text()
+
+
+def test_metadata_digest_is_kept_per_file_bytes_and_new_bytes_are_checked(tmp_path, monkeypatch):
+    """A metadata file is checked and hashed once per content: the digest is
+    kept under the cache keyed by the file's bytes; a file whose bytes changed
+    (even at the same size) is checked again and its bad entry named."""
+    from gpucurate import metadata as M
+
+    monkeypatch.setenv("GPUCURATE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(M, "_LOADED", {})
+    for name, good, bad in (("a.json", '["dog", "cat"]', '["dog", ""   ]'),
+                            ("a.txt", "dog\ncat\n", "dog\n\ncat\n")):
+        p = tmp_path / name
+        p.write_text(good)
+        md = M.load_metadata(str(p))
+        assert md.entries == ("dog", "cat") and md.sha256 == M._digest(["dog", "cat"])
+        kept = list((tmp_path / "cache" / "metadata").glob("*.json"))
+        assert kept and any(json.loads(k.read_text())["sha256"] == md.sha256 for k in kept)
+        M._LOADED.clear()
+        assert M.load_metadata(str(p)) == md  # from the kept digest: the same Metadata
+        M._LOADED.clear()
+        p.write_text(bad)
+        with pytest.raises(MetadataError, match="index 1 is empty|line 2 is empty"):
+            M.load_metadata(str(p))
+        M._LOADED.clear()
+
+
+def test_metadata_check_names_every_kind_of_bad_entry_fast_path_or_not(tmp_path):
+    from gpucurate.metadata import load_metadata
+
+    cases = [([" dog", None], "index 1 is NoneType"), (["dog", 5], "index 1 is int"),
+             (["dog", True], "index 1 is bool"), (["dog", ["x"]], "index 1 is list"),
+             (["dog", "a\ud800"], "index 1 is not valid Unicode"), (["", "dog"], "index 0 is empty")]
+    for entries, msg in cases:
+        with pytest.raises(MetadataError, match=msg):
+            load_metadata(entries)
+    p = tmp_path / "s.json"
+    p.write_text('["dog", "a \\ud800 b"]')  # a lone surrogate escape: orjson refuses, json reads
+    with pytest.raises(MetadataError, match="index 1 is not valid Unicode"):
+        load_metadata(str(p))

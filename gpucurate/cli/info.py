@@ -14,7 +14,7 @@ def info() -> dict:
     from .. import __version__
     from ..config import device_choice
     from ..engine import default_threads, gpu_status
-    from ..trie import cache_dir
+    from ..config import cache_dir
 
     d = {"gpucurate": __version__, "python": platform.python_version(),
          "platform": platform.platform(), "numpy": np.__version__, "pyarrow": pa.__version__,
