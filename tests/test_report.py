@@ -358,6 +358,7 @@ def test_report_rejects_entry_ids_outside_the_counts(run_dir, tmp_path):
     for bad in (n, -1):
         d = tmp_path / f"copy{bad}"
         shutil.copytree(run_dir, d)
+        shutil.rmtree(d / "work" / "pass2")  # the parts are read only without pass 2's counts
         part = sorted((d / "curated").glob("part-*.parquet"))[-1]
         t = pq.read_table(part)
         ids = t.column("entry_ids").to_pylist()
@@ -472,3 +473,32 @@ def test_report_figures_render_in_a_browser(run_dir, tmp_path):
     assert sorted(x[0] for x in loaded["images"]) == FIGURES
     for name, complete, w, h in loaded["images"]:
         assert complete and w > 0 and h > 0, (name, complete, w, h)
+
+
+def test_report_uses_pass2_kept_counts_and_they_equal_the_parts(run_dir, tmp_path):
+    """The report sums pass 2's kept captions per entry; they are what the
+    curated parts hold, and a DIR without them (or with counts that disagree
+    with summary.json) is reported from the parts, with the same numbers."""
+    from gpucurate.pipeline.report import _load
+
+    n = pq.read_metadata(run_dir / "entry_counts.parquet").num_rows
+    want, rows = _after_counts(run_dir, n)
+    assert rows > 0 and sorted((run_dir / "work" / "pass2").glob("*.kept.npz"))
+    assert np.array_equal(_load(str(run_dir))["after"], want)
+    d = tmp_path / "gone"
+    shutil.copytree(run_dir, d)
+    shutil.rmtree(d / "work" / "pass2")
+    assert np.array_equal(_load(str(d))["after"], want)
+    d = tmp_path / "stale"
+    shutil.copytree(run_dir, d)
+    k = sorted((d / "work" / "pass2").glob("*.kept.npz"))[0]
+    with np.load(k) as z:
+        a = {f: z[f] for f in z.files}
+    a["all.counts"] = a["all.counts"] + 7
+    a["kept_rows"] = a["kept_rows"] + 1  # counts of another run: rows disagree with summary.json
+    np.savez(k, **a)
+    assert np.array_equal(_load(str(d))["after"], want)
+    a["kept_rows"] = a["kept_rows"] - 1  # rows agree again: these counts are the ones read
+    np.savez(k, **a)
+    assert np.array_equal(_load(str(d))["after"] - want,
+                          np.bincount(a["all.ids"], minlength=n) * 7)

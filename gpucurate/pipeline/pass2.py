@@ -328,23 +328,27 @@ def _count_kept(kept_counts: dict, keep: np.ndarray, id_parts: list, metadata: d
     """Add a batch's kept captions per entry (every language's) to ``kept_counts``."""
     for at, h_off, h_ids, code in id_parts:
         k = keep[at]
-        if not k.any():
+        if code not in kept_counts:
+            kept_counts[code] = [np.zeros(len(metadata[code]), np.int64), 0]
+        rows = int(np.count_nonzero(k))
+        if not rows:
             continue
         ids = h_ids[np.repeat(k, np.diff(h_off))]
-        if code not in kept_counts:
-            kept_counts[code] = np.zeros(len(metadata[code]), np.int64)
-        kept_counts[code] += np.bincount(ids, minlength=kept_counts[code].size)
+        kept_counts[code][0] += np.bincount(ids, minlength=kept_counts[code][0].size)
+        kept_counts[code][1] += rows
 
 
 def _write_kept_counts(path: str, kept_counts: dict, kept_rows: int) -> None:
-    """The shard's kept captions per entry, sparse: ``<lang>.ids`` and
-    ``<lang>.counts`` per language, and ``kept_rows``; the report sums these
-    rather than reading every curated part again."""
+    """The shard's kept captions per entry, sparse: ``<lang>.ids``,
+    ``<lang>.counts`` and ``<lang>.rows`` (kept captions) per language, and
+    ``kept_rows``; the report sums these rather than reading every curated
+    part again."""
     arrays = {"kept_rows": np.array(kept_rows, np.int64)}
-    for code, c in kept_counts.items():
+    for code, (c, rows) in kept_counts.items():
         nz = np.flatnonzero(c)
         arrays[f"{code}.ids"] = nz.astype(np.int32)
         arrays[f"{code}.counts"] = c[nz]
+        arrays[f"{code}.rows"] = np.array(rows, np.int64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     os.makedirs(os.path.dirname(path), exist_ok=True)

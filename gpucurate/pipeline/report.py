@@ -1,8 +1,9 @@
 """``DIR/report``: what a curation run did, as pictures and tables.
 
 :func:`write_report` reads only what the run wrote (``entry_counts.parquet``,
-``summary.json``, ``stats/shard-*.json`` and the ``entry_ids`` column of
-``curated/part-*.parquet``; nothing is matched again) and writes
+``summary.json``, ``stats/shard-*.json``, and pass 2's kept captions per entry
+``work/pass2/shard-*.kept.npz``, or where those are gone the ``entry_ids``
+column of ``curated/part-*.parquet``; nothing is matched again) and writes
 ``DIR/report/index.html``, self-contained (each figure is an inline SVG; no
 script, nothing fetched), with the same SVGs as files beside it:
 
@@ -18,9 +19,10 @@ t is ``data-mark="t"``, the head ``data-mark="head"``, and every text is
 escaped. Each is embedded in the HTML as ``<figure data-file="NAME.svg">``
 holding the file's exact text.
 
-Reading is most of the time: the curated parts' ``entry_ids`` are decoded on
-a few threads (one row group at a time) and counted with ``np.bincount``, and
-of ``entry_counts.parquet``'s names only the head table's rows become strings.
+Reading is most of the time: pass 2's kept counts are summed; without them
+the curated parts' ``entry_ids`` are decoded on a few threads (one row group
+at a time) and counted with ``np.bincount``. Of ``entry_counts.parquet``'s
+names only the head table's rows become strings.
 
 Every number the HTML shows sits in a ``data-value`` attribute (integers, or
 floats written with ``repr``) so that tools and tests can read it back. For a
@@ -45,7 +47,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from ..io import atomic_write_bytes
 from ..log import logger
-from .layout import OutputLayout
+from .layout import ALL, OutputLayout
 
 TOP_HEAD = 25          # rows of the head-entries table
 MAX_POINTS = 1000      # points per curve (geometrically spaced ranks)
@@ -116,6 +118,37 @@ def _part_counter(parts: list[str], n: int, lang: str | None, stop: threading.Ev
     return work
 
 
+def _kept_of_run(layout: OutputLayout, summary: dict, n: int, lang: str) -> np.ndarray | None:
+    """Kept captions per entry of ``lang`` as pass 2 counted them (its
+    ``work/pass2/shard-*.kept.npz``), or None when they are not all there (a
+    report of an older run, or of a DIR whose work/ was removed): then the
+    curated parts are read."""
+    stats = sorted(glob.glob(os.path.join(glob.escape(layout.stats_dir), "shard-*.json")))
+    kept = []
+    for p in stats:
+        k = os.path.join(layout.pass2_dir, os.path.basename(p)[:-len(".json")] + ".kept.npz")
+        if not os.path.exists(k):
+            return None
+        kept.append(k)
+    after, rows, lang_rows = np.zeros(n, np.int64), 0, 0
+    try:
+        for k in kept:
+            with np.load(k) as z:
+                rows += int(z["kept_rows"])
+                if f"{lang}.ids" in z.files:
+                    ids = z[f"{lang}.ids"]
+                    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+                        return None
+                    after[ids] += z[f"{lang}.counts"]
+                    lang_rows += int(z[f"{lang}.rows"])
+    except (OSError, ValueError, KeyError):
+        return None
+    # the same captions as the run's summary says it kept (in total, and of this language)
+    want = summary.get("curated") if lang == ALL else \
+        (summary.get("languages") or {}).get(lang, {}).get("curated")
+    return after if rows == summary.get("curated") and lang_rows == want else None
+
+
 def _load(out: str) -> dict:
     layout = OutputLayout(out)
 
@@ -146,7 +179,9 @@ def _load(out: str) -> dict:
     # "after": the curated parts' entry_ids, decoded on reader threads while
     # this one reads the names of the head table's entries
     pool, futures, stop = None, [], threading.Event()
-    if summary.get("curated") is not None:
+    kept = _kept_of_run(layout, summary, before.size, main or ALL) \
+        if summary.get("curated") is not None else None
+    if summary.get("curated") is not None and kept is None:
         parts = sorted(glob.glob(os.path.join(glob.escape(layout.curated_dir), "part-*.parquet")))
         work = _part_counter(parts, before.size, main, stop)
         k = min(READERS, len(parts), os.cpu_count() or 1)
@@ -162,7 +197,9 @@ def _load(out: str) -> dict:
             col = ec.read(columns=["entry"], use_threads=False).column(0)
             names = dict(zip(order.tolist(), col.take(row[order]).to_pylist()))
         after = None
-        if summary.get("curated") is not None:
+        if kept is not None:
+            after = kept
+        elif summary.get("curated") is not None:
             after = sum(f.result() for f in futures) if futures else work()
     finally:
         if pool is not None:
@@ -553,10 +590,6 @@ def _html(d: dict, svgs: dict[str, str]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>gpucurate report</title><style>{style}</style></head>\n<body>\n"
             + "\n".join(f"<section>{x}</section>" for x in sections) + "\n</body></html>\n")
-
-
-def prewarm() -> None:
-    """No-op kept for callers; the report no longer imports anything heavy."""
 
 
 def write_report(out_dir) -> str:

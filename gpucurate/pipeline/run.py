@@ -131,10 +131,6 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
 def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, doc: dict,
                 shards: list) -> dict:
     fp = prepare_out(cfg, layout, doc, stage)
-    if cfg.report and stage in ("curate", "balance"):
-        from .report import prewarm
-
-        prewarm()
     plan = plan_shards(cfg, shards)
     ex = make_executor(cfg)
     setup = WorkerSetup(cfg)
