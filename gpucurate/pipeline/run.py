@@ -38,6 +38,7 @@ from .outputs import check_outputs, drop_unrequested, write_outputs
 from .outdir import OutLock, prepare_out, resolve_out, shard_identity, sweep_tmp
 from .pass1 import pass1_shard
 from .pass2 import pass2_shard
+from .stream import Aside
 from .trules import language_t
 from .worker import WorkerSetup, metadata_of
 
@@ -160,13 +161,18 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
                         "none (no match)" if t is None else f"{t:,}")
         probs = {c: probabilities(counts[c], ts[c]) if ts[c] else np.ones(counts[c].size)
                  for c in counts}
-        write_entry_counts(layout, mds, counts, probs)
-        buf = io.BytesIO()
-        np.savez(buf, **probs)
-        atomic_write_bytes(layout.prob, buf.getvalue())
-        if cfg.group_column:
-            choose_groups(layout, plan)
-        p2 = _run_pass(ex, pass2_shard, calls, setup, layout.stats, "pass2", seconds, done)
+        # entry_counts (~0.5 s for 2.6M worldwide entries) is written beside pass 2
+        aside = Aside(write_entry_counts, layout, mds, counts, probs,
+                      name="gpucurate-entry-counts")
+        try:
+            buf = io.BytesIO()
+            np.savez(buf, **probs)
+            atomic_write_bytes(layout.prob, buf.getvalue())
+            if cfg.group_column:
+                choose_groups(layout, plan)
+            p2 = _run_pass(ex, pass2_shard, calls, setup, layout.stats, "pass2", seconds, done)
+        finally:
+            aside.join()
         summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
         write_outputs(cfg, layout, [s for s, _ in plan], p2, summary)  # --outputs
         _keep_timings(layout, summary, done)

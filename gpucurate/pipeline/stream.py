@@ -111,3 +111,26 @@ class Behind:
         self._exc = self._exc or RuntimeError("aborted")
         self._q.put(_DONE)
         self._th.join()
+
+
+class Aside:
+    """``fn(*args)`` on a thread of its own, beside the work that follows;
+    :meth:`join` waits for it and raises its error, if any."""
+
+    def __init__(self, fn, *args, name: str = "gpucurate-aside"):
+        self._exc: BaseException | None = None
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - raised again by join()
+                self._exc = exc
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._exc is not None:
+            exc, self._exc = self._exc, None
+            raise exc
