@@ -236,3 +236,20 @@ def test_batched_language_id_equals_one_caption_at_a_time():
         labels, _ = m.predict(t.replace("\n", " ").replace("\r", " "))
         one.append(labels[0][len("__label__"):] if labels else "")
     assert identify(texts) == one and len(set(one)) > 2
+
+
+def test_language_id_on_several_processes_gives_the_same_codes(monkeypatch):
+    """LID on a pool of spawned processes (fastText holds the GIL, so threads
+    cannot share it) answers exactly as in this process, in caption order."""
+    from gpucurate import lang
+
+    texts = pq.read_table(caption_file("multi30k"), columns=["text"]).column("text").to_pylist()
+    texts = texts[:700] + [None, "", "ein Hund\nim Park", "un chien\rdans le parc"]
+    monkeypatch.setattr(lang, "LID_CHUNK", 64)  # the pool takes batches of 128 or more
+    pool = lang.LidPool(2)
+    try:
+        got = pool.identify(texts)
+    finally:
+        pool.close()
+    assert got == lang.identify(texts)
+    assert len(set(got)) > 2 and got[700] == ""

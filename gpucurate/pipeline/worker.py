@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..config import CurateConfig
+from ..config import CurateConfig, threads_choice
 from ..errors import ConfigError
 from ..metadata import load_metadata
 from .layout import ALL
@@ -135,8 +135,12 @@ class WorkerSetup:
         langs = sorted(tables)
         w = Worker(cfg=cfg, langs=langs, metadata={c: tables[c][0] for c in langs},
                    engines={c: make_engine(tables[c][1], dev, cfg.threads) for c in langs},
-                   router=Router(langs, cfg.lang_column) if cfg.worldwide else None,
+                   router=Router(langs, cfg.lang_column, threads_choice(cfg.threads))
+                   if cfg.worldwide else None,
                    reader=resolve_reader(cfg.reader, dev), key=key)
+        for old in _CURRENT:  # the worker of another configuration: its LID processes end
+            if old.router is not None:
+                old.router.close()
         _CURRENT[:] = [w]
         return w
 
