@@ -144,3 +144,26 @@ def test_gpu_required_without_gpu_fails_clearly(meta, tmp_path, capsys):
     assert rc == 2
     assert "no usable GPU" in capsys.readouterr().err
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_the_process_ends_after_exit_handlers_with_the_right_status(tmp_path):
+    """``python -m gpucurate`` ends without the interpreter's teardown, but
+    only after the exit handlers ran; a bug still prints its traceback."""
+    import subprocess
+    import sys
+
+    def run(body):
+        code = ("import sys, atexit, gpucurate.cli.main\n"
+                "m = sys.modules['gpucurate.cli.main']\n"
+                "atexit.register(lambda: print('handler ran', flush=True))\n" + body + "\nm.entry()")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    p = run("def boom():\n    raise ZeroDivisionError('a bug')\nm.main = boom")
+    assert p.returncode == 1 and "ZeroDivisionError: a bug" in p.stderr
+    assert "handler ran" in p.stdout
+    p = run("m.main = lambda: 3")
+    assert p.returncode == 3 and "handler ran" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "gpucurate", "curate"], capture_output=True, text=True)
+    assert p.returncode == 2 and "required" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "gpucurate", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "usage" in p.stdout
