@@ -24,7 +24,9 @@ def _device(p):
                         "CPU, logging why), cpu, or gpu (an error when no GPU is usable). "
                         "Default from $GPUCURATE_DEVICE, else auto")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU engine threads (default: $GPUCURATE_THREADS, else every core)")
+                   help="CPU engine threads (default: $GPUCURATE_THREADS, else every core); "
+                        "the local executor also works on this many shards at once (at most "
+                        "4), and language ID runs on this many processes")
 
 
 def _t_lang(v: str):
@@ -81,7 +83,7 @@ def _pool_args(p, need_t: bool):
                         "is installed, else arrow). Outputs are identical either way")
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
                    help=f"bytes per batch of the columns read (and at most this much caption text), "
-                        f"bounding memory (default {DEFAULT_BATCH_BYTES})")
+                        f"bounding memory with the shards at once (default {DEFAULT_BATCH_BYTES})")
     p.add_argument("--limit", type=int, default=None,
                    help="curate only the first N captions of the pool (in shard order)")
     p.add_argument("--save-matches", action="store_true",
