@@ -15,9 +15,14 @@ def cached(*dispatchers) -> bool:
         return False
 
 
+_SAID: set = set()
+
+
 def compile_notice(what: str, *dispatchers) -> None:
-    """Say before a first run compiles: it takes a while, once."""
-    if not cached(*dispatchers):
+    """Say before a first run compiles: it takes a while, once (once per
+    process for each ``what``)."""
+    if what not in _SAID and not cached(*dispatchers):
+        _SAID.add(what)
         import numba
 
         where = numba.config.CACHE_DIR or "__pycache__ beside the package"

@@ -24,6 +24,25 @@ def default_threads() -> int:
     return threads_choice(None)
 
 
+def prewarm_kernels() -> None:
+    """Load (or compile) the CPU kernels that do not depend on the tables'
+    types: the UTF-8 check, counting and the keep decision. The first of them
+    also pays numba's one-time set-up of its compiler (~0.4 s), so a worker
+    runs this on a thread of its own while it reads the metadata and tables."""
+    from .columns import buffers
+    from .kernels import cpu
+
+    import pyarrow as pa
+
+    compile_notice("the CPU engine", cpu.match_range, cpu.count_entries, cpu.keep_range,
+                   cpu.first_invalid_utf8)
+    buffers(pa.array(["a warm-up caption"], pa.large_string()))
+    ids, off = np.zeros(1, np.int32), np.array([0, 1], np.int64)
+    cpu.count_entries(ids, np.zeros(1, np.uint64))
+    cpu.keep_range(ids, off, np.zeros(1, np.uint64), np.ones(1), np.uint64(0),
+                   np.zeros(1, np.uint8))
+
+
 class CpuEngine:
     """The numba CPU engine, parallel over contiguous caption ranges."""
 

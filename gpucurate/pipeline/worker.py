@@ -130,7 +130,17 @@ class WorkerSetup:
             w.cfg = cfg
             return w
         dev = resolve_device(cfg.device)  # fail fast, before building anything
-        tables = self.tables if self.tables is not None else worker_tables(cfg)
+        warming = None
+        if dev == "cpu":  # numba's set-up and the table-free kernels, beside the tables' load
+            from ..engine import prewarm_kernels
+            from .stream import Aside
+
+            warming = Aside(prewarm_kernels, name="gpucurate-prewarm")
+        try:
+            tables = self.tables if self.tables is not None else worker_tables(cfg)
+        finally:
+            if warming is not None:
+                warming.join()
         tables = {c: (md, t.writable()) for c, (md, t) in tables.items()}
         langs = sorted(tables)
         w = Worker(cfg=cfg, langs=langs, metadata={c: tables[c][0] for c in langs},
