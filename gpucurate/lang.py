@@ -14,7 +14,6 @@ import atexit
 import importlib.util
 import os
 import threading
-import weakref
 
 import numpy as np
 import pyarrow as pa
@@ -102,6 +101,11 @@ class LidPool:
         for _ in range(processes):  # start them all now, in the background
             self._pool.submit(_lid_ping)
         _LIVE.add(self)
+        # exit handlers run last-registered first: this one must wait for the
+        # children before multiprocessing's own handler unlinks the semaphores
+        # they open as they start (it was registered when the pool imported it)
+        atexit.unregister(_close_pools)
+        atexit.register(_close_pools)
 
     def identify(self, texts: list) -> list[str]:
         if len(texts) < 2 * LID_CHUNK:
@@ -115,15 +119,18 @@ class LidPool:
         return out
 
     def close(self) -> None:
+        # waits for the children: one still starting when this process exits
+        # would print a traceback (its parent's semaphores are gone)
         _LIVE.discard(self)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-_LIVE: "weakref.WeakSet[LidPool]" = weakref.WeakSet()
+# held until closed: a pool collected with its children still starting would
+# unlink the semaphores they are about to open
+_LIVE: "set[LidPool]" = set()
 
 
-@atexit.register
-def _close_pools() -> None:  # before the interpreter tears its modules down
+def _close_pools() -> None:  # registered by each pool, see LidPool.__init__
     for p in list(_LIVE):
         p._pool.shutdown(wait=True, cancel_futures=True)
 

@@ -253,3 +253,21 @@ def test_language_id_on_several_processes_gives_the_same_codes(monkeypatch):
         pool.close()
     assert got == lang.identify(texts)
     assert len(set(got)) > 2 and got[700] == ""
+
+
+def test_error_with_language_id_processes_prints_one_line(ww_dir, tmp_path):
+    """A run that stops on bad input while its language-ID processes are still
+    starting says one error line: the children are waited for, none prints a
+    traceback after its parent has gone."""
+    import subprocess
+    import sys
+
+    pq.write_table(pa.table({"lang": ["de"], "text": ["Ein Hund im Park"]}),
+                   tmp_path / "p.parquet")
+    p = subprocess.run([sys.executable, "-m", "gpucurate", "curate", "--worldwide", str(ww_dir),
+                        "--input", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "out"),
+                        "--t", "10", "--device", "cpu", "--threads", "2", "--quiet", "--no-report"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "already has a column 'lang'" in p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
