@@ -502,3 +502,18 @@ def test_report_uses_pass2_kept_counts_and_they_equal_the_parts(run_dir, tmp_pat
     np.savez(k, **a)
     assert np.array_equal(_load(str(d))["after"] - want,
                           np.bincount(a["all.ids"], minlength=n) * 7)
+
+
+def test_head_order_is_a_stable_sort_of_the_head():
+    """The head table's rows: the largest counts above t, ties by id, exactly
+    what a stable sort of every count would give (ties at the cut included)."""
+    from gpucurate.pipeline.report import TOP_HEAD, _head_order
+
+    rng = np.random.default_rng(3)
+    for n, t in [(0, 5), (10, 0), (10, 3), (1000, 2), (50_000, 10), (50_000, 10 ** 6)]:
+        before = np.zeros(n, np.int64)
+        some = rng.choice(n, n // 3, replace=False) if n else np.zeros(0, np.int64)
+        before[some] = rng.integers(1, 30, some.size)  # many ties, mostly zeros
+        want = [i for i in np.argsort(-before, kind="stable")[:TOP_HEAD] if before[i] > t] \
+            if t else []
+        assert _head_order(before, t).tolist() == want, (n, t)

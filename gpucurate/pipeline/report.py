@@ -62,10 +62,12 @@ def _head_order(before: np.ndarray, t) -> np.ndarray:
     ties by id (what a stable ``argsort(-before)`` gives), without sorting all."""
     if not t or not before.size:
         return np.zeros(0, np.int64)
-    k = min(TOP_HEAD, before.size)
-    kth = np.partition(before, before.size - k)[before.size - k]
-    cand = np.flatnonzero((before >= kth) & (before > t))
-    return cand[np.argsort(-before[cand], kind="stable")[:TOP_HEAD]]
+    cand = np.flatnonzero(before > t)
+    vals = before[cand]
+    if vals.size > TOP_HEAD:  # (np.partition is slow on counts that are mostly 0)
+        keep = vals >= np.sort(vals)[vals.size - TOP_HEAD]
+        cand, vals = cand[keep], vals[keep]
+    return cand[np.argsort(-vals, kind="stable")[:TOP_HEAD]]
 
 
 def _part_counter(parts: list[str], n: int, lang: str | None, stop: threading.Event):
