@@ -111,6 +111,10 @@ def warm_env() -> dict:
     under a hash of the kernel sources (as the tests keep it: numba keys a cached
     function on its own file only), the trie cache where the user has it."""
     env = dict(os.environ)
+    # an installed package runs from compiled bytecode (pip compiles it at
+    # install; a source tree writes it on the first import): a shell that sets
+    # this would time Python compiling gpucurate's sources on every run
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     kdir = os.path.join(ROOT, "kernels")
     src = hashlib.sha256(b"".join(open(os.path.join(kdir, f), "rb").read()

@@ -10,7 +10,10 @@ list this walks ~5x fewer dependent reads per caption than a byte-level trie
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
+import mmap
 import os
 import time
 from dataclasses import dataclass, fields
@@ -24,7 +27,7 @@ from .errors import MetadataError
 from .log import logger
 from .metadata import Metadata, load_metadata
 
-FORMAT = 6
+FORMAT = 7
 
 # Vocabulary table slots per distinct entry token (load 0.5: a token that is
 # no entry's ends its probe sooner; 2.0 was 0-7% faster than 1.5 on one thread).
@@ -123,14 +126,16 @@ def build_trie(metadata) -> WordTrie:
                     len(md) - n_matchable, md.sha256)
 
 
+@functools.cache
 def _code_hash() -> str:
     """Hash of the code that lays the trie out, so a cached trie is never read
     by code that lays it out differently (even if FORMAT was not bumped): this
-    module, the builder and the routines whose keys, hashes and tags it stores."""
-    from .kernels import routines, trie_build
-
+    module, the builder and the routines whose keys, hashes and tags it stores
+    (their files, found without running them: the builder imports numba)."""
+    kdir = os.path.dirname(importlib.util.find_spec("gpucurate.kernels").origin)
     h = hashlib.sha256(str(FORMAT).encode())
-    for mod in (__file__, trie_build.__file__, routines.__file__):
+    for mod in (__file__, os.path.join(kdir, "trie_build.py"),
+                os.path.join(kdir, "routines.py")):
         with open(mod, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]
@@ -145,9 +150,13 @@ def cache_path(kind: str, sha256: str) -> str:
 
 # A cache file: MAGIC, the header's length (uint64, little-endian), the header
 # (JSON: each array's dtype, shape and offset, the other fields, the list's
-# SHA-256 and the CRC-32 of everything after the header), then the arrays, each
-# starting on a CACHE_LINE boundary. It is read with one read into one aligned
-# buffer whose views are the arrays (no copies, no per-array parsing).
+# SHA-256 and the CRC-32 of everything after the header, padded with spaces so
+# that the arrays start on a PAGE boundary), then the arrays, each starting on
+# a CACHE_LINE boundary. It is mapped into memory copy-on-write (private,
+# writable, so numba sees the arrays it compiled for) and its arrays are views
+# of the mapping: no copy, no anonymous memory, pages shared with the page
+# cache. The cache is written by rename, so a mapped file is never changed.
+PAGE = 4096
 MAGIC = b"GPUCURATE-TABLES\n"
 
 
@@ -176,14 +185,15 @@ def cache_load(kind: str, sha256: str, cls):
             if hlen > 1 << 20:
                 raise ValueError("header too long")
             header = json.loads(f.read(hlen))
-            size = int(header["data_bytes"])
-            if os.fstat(f.fileno()).st_size != len(MAGIC) + 8 + hlen + size:
-                raise ValueError("truncated or extended")
-            raw = np.empty(size + CACHE_LINE, np.uint8)
-            k = -raw.ctypes.data % CACHE_LINE
-            data = raw[k:k + size]
-            if f.readinto(memoryview(data)) != size:
-                raise ValueError("short read")
+            start, size = len(MAGIC) + 8 + hlen, int(header["data_bytes"])
+            if start % PAGE or os.fstat(f.fileno()).st_size != start + size:
+                raise ValueError("truncated, extended or not aligned")
+            if size:
+                mm = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                data = np.frombuffer(mm, np.uint8, size, start)
+            else:
+                data = np.zeros(0, np.uint8)
         if header.get("list_sha256") != sha256 or header.get("crc32") != _checksum(data):
             logger.warning("cache file %s does not match its checksum (or another metadata "
                            "list); rebuilding it", path)
@@ -228,6 +238,7 @@ def cache_save(kind: str, sha256: str, obj) -> None:
         crc = zlib.crc32(c, crc)
     header = json.dumps({"list_sha256": sha256, "arrays": arrays, "fields": scalars,
                          "data_bytes": pos, "crc32": crc & 0xFFFFFFFF}).encode()
+    header += b" " * (-(len(MAGIC) + 8 + len(header)) % PAGE)  # the arrays on a page
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"

@@ -297,7 +297,10 @@ def test_trie_cache_tampering_is_detected(tmp_path, monkeypatch):
     t1 = load_trie(entries)
     (path,) = [os.path.join(r, f) for r, _, fs in os.walk(cache_dir()) for f in fs]
     raw = bytearray(open(path, "rb").read())
-    raw[-len(raw) // 3] ^= 0xFF  # a byte of the tables (the header is a few hundred bytes)
+    from gpucurate.trie import PAGE
+
+    assert len(raw) > PAGE
+    raw[PAGE + (len(raw) - PAGE) // 2] ^= 0xFF  # a byte of the tables (they start on a page)
     with open(path, "wb") as f:
         f.write(raw)
     t2 = load_trie(entries)  # rebuilt, not read
@@ -307,6 +310,13 @@ def test_trie_cache_tampering_is_detected(tmp_path, monkeypatch):
         f.write(b"x")  # a longer file than its header says
     t3 = load_trie(entries)
     assert all(np.array_equal(a, b) for a, b in zip(t1.arrays(), t3.arrays()))
+    # read from the cache: views of a private mapping, writable and aligned like
+    # the arrays built in memory (numba compiles for writable, aligned arrays)
+    t4 = load_trie(entries)
+    for a, b in zip(t1.arrays(), t4.arrays()):
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+        if isinstance(b, np.ndarray) and b.ndim:
+            assert b.flags.aligned and b.ctypes.data % 64 == 0
 
 
 def test_on_bad_row_skip_records_every_skipped_row(meta, tmp_path):

@@ -517,3 +517,17 @@ def test_head_order_is_a_stable_sort_of_the_head():
         want = [i for i in np.argsort(-before, kind="stable")[:TOP_HEAD] if before[i] > t] \
             if t else []
         assert _head_order(before, t).tolist() == want, (n, t)
+
+
+def test_head_names_from_the_run_equal_those_of_the_counts_file(run_dir, metadata_path):
+    """In the run, the head table's names come from the metadata it holds; they
+    are the counts file's own, and another list (by its SHA-256) is not used."""
+    from gpucurate.metadata import Metadata, load_metadata
+    from gpucurate.pipeline.report import _load
+
+    want = _load(str(run_dir))["names"]
+    assert want
+    md = load_metadata(metadata_path)
+    assert _load(str(run_dir), {"all": md})["names"] == want
+    other = Metadata(tuple(f"x{e}" for e in md.entries), "other.json", "0" * 64)
+    assert _load(str(run_dir), {"all": other})["names"] == want

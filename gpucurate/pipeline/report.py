@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from ..io import atomic_write_bytes
 from ..log import logger
+from .counts import SHA_KEY
 from .layout import ALL, OutputLayout
 
 TOP_HEAD = 25          # rows of the head-entries table
@@ -151,7 +152,7 @@ def _kept_of_run(layout: OutputLayout, summary: dict, n: int, lang: str) -> np.n
     return after if rows == summary.get("curated") and lang_rows == want else None
 
 
-def _load(out: str) -> dict:
+def _load(out: str, metadata: dict | None = None) -> dict:
     layout = OutputLayout(out)
 
     def need(p):
@@ -194,10 +195,15 @@ def _load(out: str) -> dict:
         order = _head_order(before, summary.get("t"))
         names = {}
         if order.size:  # only the rows the head table shows
-            row = np.empty(before.size, np.int64)
-            row[ids] = np.arange(ids.size)
-            col = ec.read(columns=["entry"], use_threads=False).column(0)
-            names = dict(zip(order.tolist(), col.take(row[order]).to_pylist()))
+            md = (metadata or {}).get(main or ALL)
+            stamp = (ec.schema_arrow.metadata or {}).get(SHA_KEY)
+            if md is not None and stamp == md.sha256.encode() and len(md) == before.size:
+                names = {int(i): md.entries[i] for i in order}  # the list the run holds
+            else:
+                row = np.empty(before.size, np.int64)
+                row[ids] = np.arange(ids.size)
+                col = ec.read(columns=["entry"], use_threads=False).column(0)
+                names = dict(zip(order.tolist(), col.take(row[order]).to_pylist()))
         after = None
         if kept is not None:
             after = kept
@@ -594,10 +600,13 @@ def _html(d: dict, svgs: dict[str, str]) -> str:
             + "\n".join(f"<section>{x}</section>" for x in sections) + "\n</body></html>\n")
 
 
-def write_report(out_dir) -> str:
-    """Write ``out_dir/report/index.html`` (and its SVGs); return the HTML's path."""
+def write_report(out_dir, metadata: dict | None = None) -> str:
+    """Write ``out_dir/report/index.html`` (and its SVGs); return the HTML's path.
+    ``metadata``: the run's {language: Metadata}, where the head table's names
+    are then taken (when a counts file was written from that same list), rather
+    than from the counts file's column of every entry."""
     out = os.fspath(out_dir)
-    d = _load(out)
+    d = _load(out, metadata)
     svgs = _plots(d)
     rdir = OutputLayout(out).report
     os.makedirs(rdir, exist_ok=True)

@@ -185,7 +185,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
         except ImportError:
             write_report = None
         if write_report is not None:
-            write_report(layout.root)
+            write_report(layout.root, mds)
     if stage in ("curate", "balance"):
         drop_unrequested(cfg, layout)  # --outputs without parquet: the parts go last
     return summary
