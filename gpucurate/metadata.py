@@ -5,21 +5,57 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 
 from .errors import MetadataError
 
 
-@dataclass(frozen=True)
 class Metadata:
-    """A validated metadata list: ``entries[i]`` is entry id ``i``."""
+    """A validated metadata list: ``entries[i]`` is entry id ``i``.
 
-    entries: tuple[str, ...]
-    source: str
-    sha256: str
+    The entries are held as a tuple of str, or as an Arrow string array (a
+    list loaded from the cache: memory-mapped, no Python object per entry)
+    whose tuple is made on first use of ``entries``; ``arrow()`` gives the
+    array either way."""
+
+    __slots__ = ("_entries", "_arrow", "source", "sha256", "_n")
+
+    def __init__(self, entries, source: str, sha256: str, arrow=None):
+        self._entries = None if entries is None else tuple(entries)
+        self._arrow = arrow
+        self.source = source
+        self.sha256 = sha256
+        self._n = len(self._entries) if self._entries is not None else len(arrow)
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        if self._entries is None:
+            self._entries = tuple(self._arrow.to_pylist())
+        return self._entries
+
+    def arrow(self):
+        """The entries as a pyarrow string array."""
+        if self._arrow is None:
+            import pyarrow as pa
+
+            self._arrow = pa.array(self._entries, pa.string())
+        return self._arrow
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self._n
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Metadata) and (self.sha256, self.source) == \
+            (other.sha256, other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.sha256, self.source))
+
+    def __reduce__(self):
+        return (Metadata, (self._entries, self.source, self.sha256,
+                           self._arrow if self._entries is None else None))
+
+    def __repr__(self) -> str:
+        return f"Metadata({self.source!r}, {self._n:,} entries, sha256={self.sha256[:12]})"
 
 
 def _digest(entries) -> str:
@@ -88,12 +124,65 @@ def _cached_digest(path: str, n: int) -> str | None:
     return None
 
 
-def _save_digest(path: str, digest: str, n: int) -> None:
+def _cached_list(path: str):
+    """(digest, entries as Arrow) of a file of these bytes already checked, or
+    None. The Arrow file must have the CRC-32 recorded beside the digest."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        n, crc = d.get("entries"), d.get("arrow_crc32")
+    except (OSError, ValueError, AttributeError):
+        return None
+    digest = _cached_digest(path, n) if isinstance(n, int) and n > 0 else None
+    if digest is None or not isinstance(crc, int):
+        return None
+    try:
+        import zlib
+
+        import pyarrow as pa
+
+        with pa.memory_map(path[:-len(".json")] + ".arrow") as src:
+            buf = src.read_buffer()
+        if zlib.crc32(buf) != crc:
+            return None
+        col = pa.ipc.open_file(buf).read_all().column(0)
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if len(arr) == n and arr.null_count == 0 and pa.types.is_string(arr.type):
+            return digest, arr
+    except (OSError, ValueError, ImportError, IndexError):
+        pass
+    return None
+
+
+def _save_entries(path: str, entries) -> int | None:
+    """The checked entries as an Arrow IPC file beside their digest; its CRC-32."""
+    try:
+        import zlib
+
+        import pyarrow as pa
+
+        path = path[:-len(".json")] + ".arrow"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        table = pa.table({"entry": pa.array(entries, pa.string())})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        buf = sink.getvalue()
+        with open(tmp, "wb") as f:
+            f.write(buf)
+        os.replace(tmp, path)
+        return zlib.crc32(buf)
+    except (OSError, ValueError, ImportError):
+        return None  # the cache is an optimisation
+
+
+def _save_digest(path: str, digest: str, n: int, arrow_crc32: int | None) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"sha256": digest, "entries": n}, f)
+            json.dump({"sha256": digest, "entries": n, "arrow_crc32": arrow_crc32}, f)
         os.replace(tmp, path)
     except OSError:
         pass  # the cache is an optimisation: the next run checks the file again
@@ -143,6 +232,12 @@ def load_metadata(metadata) -> Metadata:
             raise MetadataError(f"cannot read metadata file {path}: {exc.strerror}") from None
         is_json = path.lower().endswith(".json")
         cache = _digest_cache(raw, "json" if is_json else "text")
+        hit = _cached_list(cache)
+        if hit is not None:  # these bytes were read and checked before
+            md = Metadata(None, path, hit[0], arrow=hit[1])
+            if key is not None:
+                _LOADED[key] = md
+            return md
         if is_json:
             entries = _parse_json(raw, path)
             if not isinstance(entries, list):
@@ -169,7 +264,8 @@ def load_metadata(metadata) -> Metadata:
         if entries:
             if digest is None:  # checked now: the next run with these bytes skips both
                 digest = _digest(entries)
-                _save_digest(cache, digest, len(entries))
+            # and reads the entries from Arrow, not from JSON
+            _save_digest(cache, digest, len(entries), _save_entries(cache, entries))
             md = Metadata(tuple(entries), source, digest)
             if key is not None:
                 _LOADED[key] = md

@@ -96,7 +96,7 @@ def build_trie(metadata) -> WordTrie:
     md = load_metadata(metadata)
     if len(md) >= 2**30:
         raise MetadataError(f"{md.source}: {len(md):,} entries; at most 2**30 - 1 are supported")
-    arr = pa.array(md.entries, pa.large_string())
+    arr = md.arrow().cast(pa.large_string())
     toks = pc.split_pattern(arr, " ")
     eoff = toks.offsets.to_numpy().astype(np.int64)
     enc = pc.dictionary_encode(toks.values)

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -361,7 +362,21 @@ def test_metadata_digest_is_kept_per_file_bytes_and_new_bytes_are_checked(tmp_pa
         kept = list((tmp_path / "cache" / "metadata").glob("*.json"))
         assert kept and any(json.loads(k.read_text())["sha256"] == md.sha256 for k in kept)
         M._LOADED.clear()
-        assert M.load_metadata(str(p)) == md  # from the kept digest: the same Metadata
+        again = M.load_metadata(str(p))  # from the kept digest and Arrow copy: the same list
+        assert again == md and again._entries is None and again.entries == md.entries
+        assert again.arrow().to_pylist() == ["dog", "cat"]
+        arrow = Path(M._digest_cache(p.read_bytes(), "json" if name.endswith(".json")
+                                     else "text")).with_suffix(".arrow")
+        raw = bytearray(arrow.read_bytes())
+        raw[len(raw) // 2] ^= 0x01  # a changed copy is not used: the file is read again
+        arrow.write_bytes(bytes(raw))
+        M._LOADED.clear()
+        third = M.load_metadata(str(p))
+        assert third._entries is not None and third.entries == md.entries
+        assert arrow.read_bytes() != bytes(raw)  # and the copy written anew
+        arrow.unlink()
+        M._LOADED.clear()
+        assert M.load_metadata(str(p)).entries == md.entries
         M._LOADED.clear()
         p.write_text(bad)
         with pytest.raises(MetadataError, match="index 1 is empty|line 2 is empty"):

@@ -25,7 +25,7 @@ def write_entry_counts(layout: OutputLayout, mds: dict, counts: dict,
         os.makedirs(layout.entry_counts_dir, exist_ok=True)
     for code, md in mds.items():
         cols = {"entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
-                "entry": pa.array(list(md.entries), pa.string()),
+                "entry": md.arrow(),
                 "count": pa.array(counts[code], pa.uint64())}
         if probs is not None:
             cols["prob"] = pa.array(probs[code], pa.float64())
@@ -136,7 +136,7 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
 def _write_counts_file(path: str, md, counts) -> None:
     atomic_write_parquet(path, _stamped(pa.table({
         "entry_id": pa.array(np.arange(len(md), dtype=np.int32)),
-        "entry": pa.array(list(md.entries), pa.string()),
+        "entry": md.arrow(),
         "count": pa.array(counts, pa.uint64())}), md))
 
 

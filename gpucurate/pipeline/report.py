@@ -198,7 +198,7 @@ def _load(out: str, metadata: dict | None = None) -> dict:
             md = (metadata or {}).get(main or ALL)
             stamp = (ec.schema_arrow.metadata or {}).get(SHA_KEY)
             if md is not None and stamp == md.sha256.encode() and len(md) == before.size:
-                names = {int(i): md.entries[i] for i in order}  # the list the run holds
+                names = dict(zip(order.tolist(), md.arrow().take(order).to_pylist()))  # the run's list
             else:
                 row = np.empty(before.size, np.int64)
                 row[ids] = np.arange(ids.size)
