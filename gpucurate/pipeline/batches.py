@@ -169,6 +169,6 @@ def match_groups(w, groups, tb):
 def text_ids(lens: np.ndarray, first: int, rows: np.ndarray | None = None) -> np.ndarray:
     """The inverted index's text ids: row ``first + rows[i]`` (``rows``: all the
     batch's rows when None) repeated ``lens[i]`` times."""
-    if rows is None:
-        rows = np.arange(lens.size, dtype=np.int64)
-    return (np.repeat(rows, lens) + first).astype(np.uint32)
+    ids = np.arange(first, first + lens.size, dtype=np.uint32) if rows is None else \
+        (rows + first).astype(np.uint32)
+    return np.repeat(ids, lens)  # one pass over the pairs, already uint32

@@ -38,7 +38,7 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     r = {"captions": n, "nulls": n - int(valid.sum()),
          "matched": int(eng.xp.count_nonzero(lens))}
     if save_matches:
-        r["entry_id"] = eng.to_host(m_ids).astype(np.uint32)
+        r["entry_id"] = _u32(eng.to_host(m_ids))
         r["text_id"] = text_ids(eng.to_host(lens), first)
     return r
 
@@ -79,6 +79,11 @@ class MatchIndex:
         finally:
             if os.path.exists(self.tmp):
                 os.remove(self.tmp)
+
+
+def _u32(ids: np.ndarray) -> np.ndarray:
+    """Entry ids (< 2**30) as uint32: the same bits, no copy, when int32."""
+    return ids.view(np.uint32) if ids.dtype == np.int32 else ids.astype(np.uint32)
 
 
 def _cat(parts: list, dtype) -> np.ndarray:
@@ -175,7 +180,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
                 per[code]["matched"] += m
                 matched += m
                 if keep:
-                    inv_e.append(h_ids.astype(np.uint32))
+                    inv_e.append(_u32(h_ids))
                     inv_t.append(text_ids(lens, first, rows))
                     if w.router is not None:
                         inv_l.append(np.full(h_ids.size, w.langs.index(code), np.int16))

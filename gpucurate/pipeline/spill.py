@@ -10,13 +10,14 @@ writes MetaCLIP's parquet index in ``matches/``).
 
 A frame: a header of four little-endian uint64 (magic, number of pairs,
 whether a language array follows, the frame's first text id), then the entry
-ids, the text ids and the language indices. Text ids rise from frame to
+ids, the text ids and the language indices, zero-padded to 8 bytes. Text ids rise from frame to
 frame (a frame is a batch of rows); within a frame they may not (worldwide
 groups a batch by language).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import commit, tmp_path
 
-MAGIC = 0x315053_43504720  # b" GPCSP1" little-endian, a frame's first word
+MAGIC = 0x325053_43504720  # b" GPCSP2" little-endian, a frame's first word
 _HEAD = np.dtype("<u8")
 
 
@@ -39,11 +40,12 @@ class SpillWriter:
               first: int) -> None:
         n = int(entry.size)
         head = np.array([MAGIC, n, int(self.with_lang), first], _HEAD)
-        self.f.write(head.tobytes())
-        self.f.write(np.ascontiguousarray(entry, "<u4").tobytes())
-        self.f.write(np.ascontiguousarray(text, "<u4").tobytes())
+        self.f.write(head)  # the arrays' own bytes, not copies
+        self.f.write(np.ascontiguousarray(entry, "<u4"))
+        self.f.write(np.ascontiguousarray(text, "<u4"))
         if self.with_lang:
-            self.f.write(np.ascontiguousarray(lang, "<i2").tobytes())
+            self.f.write(np.ascontiguousarray(lang, "<i2"))
+            self.f.write(b"\0" * (-2 * n % 8))  # the next frame on 8 bytes
 
     def close(self) -> None:
         self.f.close()
@@ -57,27 +59,30 @@ class SpillWriter:
 
 class SpillReader:
     """Forward reads of a spill file: ``take(lo, hi)`` gives the pairs whose
-    text id is in [lo, hi), as (text_id int64, entry_id int32, lang int16 or
-    None); calls must come with rising ranges."""
+    text id is in [lo, hi), as (text_id uint32, entry_id int32, lang int16 or
+    None); calls must come with rising ranges. The file is mapped copy-on-write
+    and the arrays are views of the mapping (pass 1 has just written it: the
+    pages are in the page cache, nothing is copied)."""
 
     def __init__(self, path: str):
         self.path = path
-        self.f = open(path, "rb")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self.mm = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE) if size else b""
+        self.size = size
+        self.pos = 0
         self.buf = None
-        self.eof = False
-        self.next_first = None  # first text id of the next frame, once its header is read
         self._head = None
 
+    def _cut(self):
+        raise InputError(f"{self.path}: pass 1's matches are cut short; rerun with --overwrite")
+
     def _peek(self):
-        if self._head is None and not self.eof:
-            raw = self.f.read(32)
-            if not raw:
-                self.eof = True
-                return None
-            if len(raw) != 32:
-                raise InputError(f"{self.path}: pass 1's matches are cut short; rerun with "
-                                 "--overwrite")
-            self._head = np.frombuffer(raw, _HEAD)
+        if self._head is None and self.pos < self.size:
+            if self.size - self.pos < 32:
+                self._cut()
+            self._head = np.frombuffer(self.mm, _HEAD, 4, self.pos)
             if int(self._head[0]) != MAGIC:
                 raise InputError(f"{self.path}: not a matches file of this version; rerun with "
                                  "--overwrite")
@@ -87,14 +92,15 @@ class SpillReader:
         head = self._head
         self._head = None
         n, with_lang = int(head[1]), bool(head[2])
+        at = self.pos + 32
         size = n * (8 + (2 if with_lang else 0))
-        raw = bytearray(size)  # writable: the arrays below are views of it, not copies
-        if self.f.readinto(raw) != size:
-            raise InputError(f"{self.path}: pass 1's matches are cut short; rerun with "
-                             "--overwrite")
-        e = np.frombuffer(raw, "<i4", n, 0)  # entry ids < 2**30: the same bits as int32
-        t = np.frombuffer(raw, "<u4", n, 4 * n).astype(np.int64)
-        lang = np.frombuffer(raw, "<i2", n, 8 * n).astype(np.int16) if with_lang else None
+        size += -size % 8  # frames start on 8 bytes: the arrays are aligned views
+        if self.size - at < size:
+            self._cut()
+        self.pos = at + size
+        e = np.frombuffer(self.mm, "<i4", n, at)  # entry ids < 2**30: the same bits as int32
+        t = np.frombuffer(self.mm, "<u4", n, at + 4 * n)
+        lang = np.frombuffer(self.mm, "<i2", n, at + 8 * n) if with_lang else None
         return t, e, lang
 
     def take(self, lo: int, hi: int) -> tuple:
@@ -108,7 +114,7 @@ class SpillReader:
         return t, e, lang
 
     def close(self) -> None:
-        self.f.close()
+        self.mm = b""  # the mapping goes with the last array viewing it
 
 
 def split_range(parts: list, lo: int, hi: int) -> tuple:
@@ -116,7 +122,7 @@ def split_range(parts: list, lo: int, hi: int) -> tuple:
     in [lo, hi), the pairs past hi to keep for the next range or None): the
     split both forward cursors (the raw spill, a parquet index) make."""
     if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int32), None, None
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32), None, None
     if len(parts) == 1:
         t, e, lang = parts[0]
     else:
