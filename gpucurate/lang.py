@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import ConfigError
 
@@ -118,6 +119,20 @@ class LidPool:
             out.extend(part)
         return out
 
+    def identify_arrow(self, text: pa.Array) -> list[str]:
+        """``identify`` of an Arrow string array: slices go to the processes
+        as Arrow IPC (a copy of their bytes), which make the Python strings."""
+        n = len(text)
+        if n < 2 * LID_CHUNK:
+            return identify(text.to_pylist())
+        k = max(self.processes, -(-n // (4 * LID_CHUNK)) * self.processes)
+        bounds = np.linspace(0, n, k + 1).astype(np.int64)
+        out: list = []
+        for part in self._pool.map(_identify_ipc, [_ipc(text.slice(a, b - a)) for a, b in
+                                                   zip(bounds[:-1], bounds[1:])]):
+            out.extend(part)
+        return out
+
     def close(self) -> None:
         # waits for the children: one still starting when this process exits
         # would print a traceback (its parent's semaphores are gone)
@@ -133,6 +148,18 @@ _LIVE: "set[LidPool]" = set()
 def _close_pools() -> None:  # registered by each pool, see LidPool.__init__
     for p in list(_LIVE):
         p._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ipc(arr: pa.Array) -> bytes:
+    batch = pa.record_batch([arr], names=["text"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)  # a slice's own bytes only
+    return sink.getvalue().to_pybytes()
+
+
+def _identify_ipc(data: bytes) -> list[str]:
+    return identify(pa.ipc.open_stream(data).read_all().column(0).to_pylist())
 
 
 def _lid_child_init() -> None:
@@ -161,14 +188,23 @@ class Router:
             self.lid.close()
             self.lid = None
 
-    def codes(self, table: pa.Table, text: pa.Array, where: str) -> list[str]:
+    def indices(self, table: pa.Table, text: pa.Array, where: str) -> np.ndarray:
+        """int32 index per caption into ``langs`` (-1 where nothing matches):
+        the ``route`` of each caption's code, from the language column (looked
+        up by Arrow; a null is no code) or from language ID (given Arrow
+        slices): no Python string per caption here."""
         if self.lang_column is not None:
             if self.lang_column not in table.column_names:
                 raise ConfigError(f"{where}: no language column {self.lang_column!r} (columns: "
                                   f"{', '.join(table.column_names)})")
-            return [c or "" for c in table.column(self.lang_column).cast(pa.string()).to_pylist()]
-        texts = text.to_pylist()
-        return self.lid.identify(texts) if self.lid is not None else identify(texts)
+            col = table.column(self.lang_column).cast(pa.string())
+            idx = pc.index_in(col, value_set=pa.array(self.langs, pa.string()))
+            return idx.fill_null(self.other).to_numpy(zero_copy_only=False).astype(np.int32)
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        if self.lid is not None:
+            return self.route(self.lid.identify_arrow(text))
+        return self.route(identify(text.to_pylist()))
 
     def route(self, codes: list[str]) -> np.ndarray:
         """int32 index per caption into ``langs``; -1 where nothing matches."""

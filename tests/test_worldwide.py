@@ -253,6 +253,34 @@ def test_language_id_on_several_processes_gives_the_same_codes(monkeypatch):
         pool.close()
     assert got == lang.identify(texts)
     assert len(set(got)) > 2 and got[700] == ""
+    pool = lang.LidPool(2)
+    try:
+        arr = pa.array(["x"] * 9 + texts)
+        assert pool.identify_arrow(arr.slice(9)) == got  # a slice: its own rows only
+    finally:
+        pool.close()
+
+
+def test_router_indices_follow_the_codes():
+    """Router.indices: the language column looked up by Arrow and language ID
+    give each caption the index of its code, ``other`` for codes without
+    metadata and for nulls, as a caption-by-caption lookup does."""
+    from gpucurate import lang
+
+    langs = ["de", "en", "other", "zh"]
+    col = pa.chunked_array([["de", None, "xx", "en"], ["other", "zh", "", "DE"]])
+    table = pa.table({"lang": col, "text": pa.array(["a"] * 8)})
+    r = lang.Router(langs, "lang")
+    want = [langs.index(c) if c in langs else langs.index("other") for c in col.to_pylist()]
+    assert r.indices(table, table.column("text"), "t").tolist() == want
+    r = lang.Router(["de", "en"], "lang")  # no other.json: nothing to match
+    assert r.indices(table, table.column("text"), "t").tolist() == [0, -1, -1, 1, -1, -1, -1,
+                                                                     -1]
+    texts = ["Ein Hund läuft im Park", None, "a dog runs in the park", "un chien dans le parc"]
+    r = lang.Router(["de", "en", "other"], None)
+    codes = lang.identify(texts)
+    want = [["de", "en", "other"].index(c) if c in ("de", "en") else 2 for c in codes]
+    assert r.indices(pa.table({"text": texts}), pa.array(texts), "t").tolist() == want
 
 
 def test_error_with_language_id_processes_prints_one_line(ww_dir, tmp_path):

@@ -148,7 +148,7 @@ def by_language(w, table: pa.Table, arr: pa.Array, shard: Shard, li=None):
     if w.router is None:
         return None, [(ALL, None, None)]
     if li is None:
-        li = w.router.route(w.router.codes(table, arr, shard.path))
+        li = w.router.indices(table, arr, shard.path)
     groups = []
     for i, code in enumerate(w.langs):
         rows = np.nonzero(li == i)[0]

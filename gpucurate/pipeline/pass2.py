@@ -258,8 +258,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
                 groups = [(ALL, None, None)]
             else:
                 lang = (routed[first:first + n].astype(np.int32) if routed is not None else
-                        w.router.route(w.router.codes(
-                            table, table.column(cfg.text_column), shard.path)))
+                        w.router.indices(table, table.column(cfg.text_column), shard.path))
                 groups = []
                 for i, code in enumerate(w.langs):
                     rows = np.nonzero(lang == i)[0]
