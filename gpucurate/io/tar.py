@@ -991,8 +991,11 @@ def read_tar(path: str, shard_label: str, text_column: str | None,
             if not has_json.any():
                 yield pa.Table.from_arrays([key_arr, cap_arr], names=["__key__", out_col])
                 continue
-            metas = _metas(where, js, rows, has_json, key_arr)
-            table = _table(where, key_arr, metas, out_col, cap_arr, None, g0)
+            table = _table_arrow(js, rows, key_arr, out_col, cap_arr) if has_json.all() \
+                else None
+            if table is None:  # anything unusual: parsed sample by sample, json's rules
+                metas = _metas(where, js, rows, has_json, key_arr)
+                table = _table(where, key_arr, metas, out_col, cap_arr, None, g0)
             yield from _split_bytes(table, out_col, batch_bytes)
         else:
             metas = _metas(where, js, rows, has_json, key_arr)
@@ -1022,6 +1025,59 @@ def _raise_bad_txt(where, toff, txt, key_arr, rows):
                 f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the caption); re-encode "
                 "it as UTF-8") from None
     raise AssertionError("invalid UTF-8 not found")  # pragma: no cover
+
+
+# What the Arrow JSON reader would read otherwise than json does: a UTF-8 BOM
+# (accepted), a "-0" (read as -0.0 where json gives the integer 0), a \u escape
+# of a surrogate (refused with another message), an integer of 19 digits or
+# more (see _LONG_DIGITS). A batch that may hold any of them is parsed sample
+# by sample; the tests below are quick (no regular expression runs over a batch
+# that holds none of these prefixes).
+_NEG_ZERO = re.compile(rb"[:,\[]\s*-0(?![0-9.eE])")
+
+
+def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
+    if b"\xef\xbb\xbf" in buf or b"\\ud" in buf or b"\\uD" in buf:
+        return True
+    if b"-0" in buf and _NEG_ZERO.search(buf):
+        return True
+    digit = ((raw - 48) < 10).view(np.int8)  # runs of 19 digits, then the exact test
+    edges = np.diff(digit, prepend=np.int8(0), append=np.int8(0))
+    run = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return bool(run.size and run.max() >= 19 and _LONG_DIGITS.search(buf))
+
+
+_ARROW_JSON_TYPES = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
+
+
+def _table_arrow(js, rows, key_arr, out_col, cap_arr) -> pa.Table | None:
+    """The batch's table with its .json members read by Arrow's JSON reader in
+    one call, or None when the batch must be parsed sample by sample (json's
+    rules, and their error messages): a member holding a line break or another
+    control byte, invalid UTF-8, what _json_rules_needed finds, a
+    value Arrow refuses or reads as anything but null, bool, int64, double or
+    string (a timestamp-like string, an object, an array). Its result equals
+    ``_table(_metas(...))`` on every batch it accepts."""
+    import pyarrow.json as pajson
+
+    n = rows.shape[0]
+    mv = memoryview(js)
+    starts, ends = rows[:, 1].tolist(), (rows[:, 1] + rows[:, 2]).tolist()
+    buf = b"\n".join([mv[a:b] for a, b in zip(starts, ends)]) + b"\n"
+    raw = np.frombuffer(buf, np.uint8)
+    if int(np.count_nonzero(raw < 0x20)) != n or _json_rules_needed(buf, raw):
+        return None
+    try:
+        buf.decode("utf-8")
+        got = pajson.read_json(pa.py_buffer(buf), read_options=pajson.ReadOptions(
+            use_threads=False, block_size=max(1 << 20, len(buf) + 1)))
+    except (UnicodeDecodeError, pa.ArrowException):
+        return None
+    if got.num_rows != n or any(t not in _ARROW_JSON_TYPES for t in got.schema.types):
+        return None
+    fields = [f for f in got.column_names if f not in ("__key__", out_col)]
+    arrays = [key_arr] + [got.column(f).combine_chunks() for f in fields] + [cap_arr]
+    return pa.Table.from_arrays(arrays, names=["__key__"] + fields + [out_col])
 
 
 def _metas(where, js, rows, has_json, key_arr) -> list:
