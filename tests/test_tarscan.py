@@ -496,6 +496,9 @@ JSON_VARIANTS = {  # name: (.json members of the samples, whether Arrow's reader
     "invalid utf-8": ([b'{"x": "a\xffb"}', b'{"x": "c"}'], False),
     "escapes": ([b'{"x": "a\\n\\"b\\u00e9\\/"}', b'{"x": "\xc3\xa9"}'], True),
     "all null": ([b'{"x": null}', b'{"x": null}'], True),
+    "a null member": ([b'null', b'{"x": 1}'], False),
+    "two objects and an empty member": ([b'{"x": 1} {"x": 2}', b''], False),
+    "space before": ([b' {"x": 1}', b'{"x": 2}'], False),
 }
 
 

@@ -1067,6 +1067,14 @@ def _table_arrow(js, rows, key_arr, out_col, cap_arr) -> pa.Table | None:
     raw = np.frombuffer(buf, np.uint8)
     if int(np.count_nonzero(raw < 0x20)) != n or _json_rules_needed(buf, raw):
         return None
+    # One object per line, so one row per sample: each member starts with "{"
+    # and ends with "}" (Arrow reads '{..} {..}' as two rows, and crashes on a
+    # line holding only null: pyarrow 26.0.1).
+    lens = rows[:, 2].astype(np.int64)
+    at = np.zeros(n, np.int64)
+    np.cumsum(lens[:-1] + 1, out=at[1:])
+    if not (lens > 0).all() or not (raw[at] == 0x7B).all() or not (raw[at + lens - 1] == 0x7D).all():
+        return None
     try:
         buf.decode("utf-8")
         got = pajson.read_json(pa.py_buffer(buf), read_options=pajson.ReadOptions(
