@@ -295,3 +295,30 @@ def test_hf_routes_to_huggingface_filesystem():
     assert type(store.fs).__name__ == "HfFileSystem"
     assert path == "datasets/someone/pool/data/part-00000.parquet"
     # reaching huggingface.co needs the network, which these tests never use
+
+
+def test_s3_out_with_ray_workers_staging_apart(tmp_path, pool, s3, metadata_path,
+                                               monkeypatch):
+    """Ray workers whose staging directory is not the driver's, as on other
+    nodes that share only the bucket: each publishes what it writes, reads
+    what the driver or another worker wrote from its object, and the driver
+    gathers the files it reads after each pass. The run's objects equal a
+    local run's."""
+    pytest.importorskip("ray")
+    client = s3[1]
+    driver, workers = tmp_path / "driver-stage", tmp_path / "worker-stage"
+    monkeypatch.setenv("GPUCURATE_STAGE_DIR", str(driver))
+    out = f"s3://{BUCKET}/runs/ray"
+    ray_init = {"runtime_env": {"env_vars": {"GPUCURATE_STAGE_DIR": str(workers)}}}
+    s = curate(str(metadata_path), [str(pool)], out, executor="ray",
+               extra={"ray_init": ray_init, "ray_workers": 2}, **KW)
+    assert s["executor"] == "ray"
+    curate(str(metadata_path), [str(pool)], str(tmp_path / "local"), **KW)
+    got = _download(client, "runs/ray/", str(tmp_path / "got"))
+    assert _rows(got) == _rows(tmp_path / "local")
+    staged = {d: {os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs}
+              for d in (driver, workers)}
+    parts = lambda d: {p for p in staged[d] if os.sep + "curated" + os.sep in p}  # noqa: E731
+    assert parts(workers) and not parts(driver)  # the parts were written apart
+    keys = list_keys(client, BUCKET, "runs/ray/")
+    assert "runs/ray/.lock" not in keys and not [k for k in keys if "/work/matches/" in k]

@@ -33,13 +33,15 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def commit(tmp: str, path: str) -> None:
-    """Flush ``tmp`` to disk, rename it to ``path``, flush the directory."""
+def commit(tmp: str, path: str, upload: bool = True) -> None:
+    """Flush ``tmp`` to disk, rename it to ``path``, flush the directory.
+    ``upload=False``: a scratch file of this machine's, never published."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path)
-    publish(path)  # an output on s3:// or gs://: uploaded whole, as one object
+    if upload:
+        publish(path)  # an output on s3:// or gs://: uploaded whole, as one object
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -370,7 +370,10 @@ _SKIP_DOWN = ("report/", "curated-wds/", "rejected/")
 
 
 def _stage_base() -> str:
-    return os.path.join(tempfile.gettempdir(), f"gpucurate-out-{os.getuid()}")
+    """Where outputs bound for a URL are staged: ``$GPUCURATE_STAGE_DIR``, else
+    the temporary directory. Each node of a Ray cluster stages on its own disk."""
+    return os.environ.get("GPUCURATE_STAGE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"gpucurate-out-{os.getuid()}")
 
 
 def stage_dir(url: str) -> str:
@@ -545,6 +548,26 @@ def publish(local: str) -> None:
                           "bucket accepts writes; a rerun resumes from the objects written")
 
 
+def fetch(local: str) -> bool:
+    """Whether ``local`` exists, after downloading it from its object when it
+    is a staged path this machine has not got (a file another node of a Ray
+    cluster wrote and published). Nothing is fetched for any other path."""
+    if os.path.exists(local):
+        return True
+    url = remote_of(local)
+    if url is None:
+        return False
+    b = _backend(url)
+    key = b.key(url)
+    if not any(k == key for k, _ in b.keys(key)):
+        return False
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    tmp = f"{local}.tmp-{os.getpid()}"
+    b.download(key, tmp)
+    os.replace(tmp, local)
+    return True
+
+
 def unpublish(local: str) -> None:
     """Delete the objects of a removed staging path: the object itself and
     every object below it as a prefix (nothing for any other path)."""
@@ -622,6 +645,26 @@ class RemoteOut:
             local = os.path.join(self.root, *rel.split("/"))
             os.makedirs(os.path.dirname(local), exist_ok=True)
             self.b.download(key, local)
+
+    def pull_missing(self, skip: tuple = ()) -> int:
+        """Download the objects under OUT/ that the staging directory lacks
+        (what workers on other nodes published), except those under ``skip``
+        and those a resume does not read; the number downloaded."""
+        n = 0
+        for key, _ in self.b.keys(self.top):
+            rel = key[len(self.top):]
+            if (not rel or rel == ".lock" or rel.startswith(_SKIP_DOWN + tuple(skip))
+                    or _TMP_NAME.search(rel) or rel.endswith("/") or ".." in rel.split("/")):
+                continue
+            local = os.path.join(self.root, *rel.split("/"))
+            if os.path.exists(local):
+                continue
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            tmp = f"{local}.tmp-{os.getpid()}"
+            self.b.download(key, tmp)
+            os.replace(tmp, local)
+            n += 1
+        return n
 
     def release(self) -> None:
         if self.held:

@@ -117,6 +117,18 @@ def sweep_tmp(layout: OutputLayout) -> None:
                     pass
 
 
+def gather(layout: OutputLayout) -> None:
+    """After a pass of workers on other nodes into a URL: what they published
+    and this machine reads (markers, counts, stats, routing, kept counts),
+    into its staging directory. The curated parts and saved matches stay in
+    the bucket; the few readers of a part fetch it (``io.fs.fetch``)."""
+    ro = remote_out(layout.root)
+    if ro is not None:
+        big = tuple(os.path.relpath(d, layout.root).replace(os.sep, "/") + "/"
+                    for d in (layout.curated_dir, layout.matches_dir, layout.work_matches_dir))
+        ro.pull_missing(skip=big)
+
+
 def _remove(path: str) -> None:
     """Remove one output: a symlink or a file as itself, a directory's tree
     (``rmtree`` removes the links it holds without following them)."""

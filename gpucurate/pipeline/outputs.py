@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
 from ..io import Shard, atomic_write_bytes
+from ..io.fs import fetch
 from ..log import logger
 from .layout import OutputLayout
 
@@ -136,6 +137,7 @@ def write_uids(cfg, layout: OutputLayout, shards: list) -> int:
     parts = []
     for s in shards:
         path = layout.curated(s.index)
+        fetch(path)  # written on another node: from its object
         t = pq.read_table(path, columns=[cfg.key_column])
         parts.append(uid_pairs(t.column(0), f"{s.path} (kept rows, {path})"))
     uids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, UID_DTYPE)

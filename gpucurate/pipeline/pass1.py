@@ -99,6 +99,7 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
     written batch by batch to ``matches/`` with --save-matches, else, when
     ``spill`` (pass 2 follows), to ``work/matches/`` for pass 2 to reuse."""
     cfg = w.cfg
+    layout = w.local(layout)
     marker = layout.pass1_marker(shard.index)
     if os.path.exists(marker):
         with open(marker) as f:

@@ -21,7 +21,7 @@ from ..config import CurateConfig
 from ..errors import InputError
 from ..io import Shard, atomic_write_bytes, atomic_write_json, shard_schema
 from ..io.atomic import commit, tmp_path
-from ..io.fs import unpublish
+from ..io.fs import fetch, unpublish
 from ..log import Progress
 from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
 from .layout import ALL, OutputLayout
@@ -104,6 +104,7 @@ def saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None)
 def _probs(w, layout: OutputLayout) -> dict:
     """{language: device prob array} from work/prob.npz, read once per process."""
     path = layout.prob
+    fetch(path)  # written by the driver: on another node, from its object
     st = os.stat(path)
     key = (path, st.st_mtime_ns, st.st_size)
     with w.lock:  # shards may run at once in one worker
@@ -191,12 +192,13 @@ class PartWriter:
 def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> dict:
     """Balance one shard: write its kept rows and its stats (the marker)."""
     cfg = w.cfg
+    layout = w.local(layout)
     marker = layout.stats(shard.index)
     if os.path.exists(marker):
         with open(marker) as f:
             return json.load(f)
     schema = shard_schema(shard)
-    if schema is None and os.path.exists(layout.pass1_schema(shard.index)):
+    if schema is None and fetch(layout.pass1_schema(shard.index)):
         with open(layout.pass1_schema(shard.index), "rb") as f:
             schema = pa.ipc.read_schema(pa.py_buffer(f.read()))
     out_schema = output_schema(cfg, _normal(schema, cfg.text_column)) if schema is not None \
@@ -226,6 +228,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     probs = _probs(w, layout)
     chosen = None
     if cfg.group_column or cfg.extra.get("row_subset"):  # row_subset: rebalance's survivors
+        fetch(layout.groups(shard.index))
         chosen = np.load(layout.groups(shard.index))
     if os.path.exists(layout.work_matches(shard.index)):
         saved = SpillReader(layout.work_matches(shard.index))
@@ -234,7 +237,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
                                 layout.matches(shard.index)) if os.path.exists(p)), None)
         saved = SavedMatches(src, w.langs) if src is not None else None
     lang_file = layout.pass1_lang(shard.index)
-    routed = np.load(lang_file) if os.path.exists(lang_file) else None
+    routed = np.load(lang_file) if fetch(lang_file) else None
     t0 = time.perf_counter()
     captions = nulls = matched = kept = 0
     per = {c: {"captions": 0, "matched": 0, "kept": 0} for c in w.langs}

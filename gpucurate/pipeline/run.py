@@ -35,7 +35,7 @@ from .counts import pool_counts, read_counts_all, write_entry_counts
 from .groups import choose_groups
 from .layout import ALL, OutputLayout
 from .outputs import check_outputs, drop_unrequested, write_outputs
-from .outdir import OutLock, prepare_out, resolve_out, shard_identity, sweep_tmp
+from .outdir import OutLock, gather, prepare_out, resolve_out, shard_identity, sweep_tmp
 from .pass1 import pass1_shard
 from .pass2 import pass2_shard
 from .stream import Aside
@@ -219,6 +219,7 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
         seconds[name] = time.perf_counter() - t0
         if ex.remote:  # a worker that died mid-write left its temporary file
             sweep_tmp(calls[0][0])
+            gather(calls[0][0])  # an output URL: what workers on other nodes published
         done[name] = sum(results[c[1].index]["captions"] for c in todo)
     return [results[c[1].index] for c in calls]
 

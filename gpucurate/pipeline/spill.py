@@ -49,7 +49,9 @@ class SpillWriter:
 
     def close(self) -> None:
         self.f.close()
-        commit(self.tmp, self.path)
+        # scratch of this machine: a pass 2 elsewhere (another node, a resumed
+        # run) reads the saved index or matches again
+        commit(self.tmp, self.path, upload=False)
 
     def abort(self) -> None:
         self.f.close()

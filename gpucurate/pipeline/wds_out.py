@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, InputError
 from ..io import Shard, atomic_write_json
 from ..io.atomic import commit, tmp_path
+from ..io.fs import fetch
 from .layout import OutputLayout
 
 BLOCK = 512
@@ -99,6 +100,7 @@ class _Source:
     def __init__(self, layout: OutputLayout, shard: Shard, scratch: str):
         self.shard = shard
         col = sample_key_column(shard)
+        fetch(layout.curated(shard.index))  # written on another node: from its object
         t = pq.read_table(layout.curated(shard.index), columns=[col, "entry_ids"])
         self.keys = t.column(col).to_pylist()
         self.ids = t.column("entry_ids").to_pylist()

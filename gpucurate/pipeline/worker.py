@@ -18,8 +18,9 @@ import numpy as np
 
 from ..config import CurateConfig, threads_choice
 from ..errors import ConfigError
+from ..io.fs import is_url, stage_dir
 from ..metadata import load_metadata
-from .layout import ALL
+from .layout import ALL, OutputLayout
 
 
 def load_worldwide(path: str) -> dict:
@@ -67,6 +68,18 @@ class Worker:
     prob_key: tuple | None = None
     key: tuple = field(default=())
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def local(self, layout: OutputLayout) -> OutputLayout:
+        """``layout`` on this machine: for an output URL, this node's staging
+        directory (made here; the driver's path need not be this node's, and
+        only files under it are published)."""
+        if is_url(self.cfg.out):
+            root = stage_dir(self.cfg.out)
+            if root != layout.root:
+                layout = OutputLayout(root)
+                for d in layout.marker_dirs():  # as the driver made them in its own
+                    os.makedirs(d, exist_ok=True)
+        return layout
 
     @property
     def engine_name(self) -> str:
