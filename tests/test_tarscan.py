@@ -536,3 +536,22 @@ def test_json_members_read_by_arrow_equal_sample_by_sample(tmp_path, monkeypatch
     else:  # (repr: a NaN is not equal to itself)
         assert got[0].schema == want[0].schema
         assert repr(got[0].to_pylist()) == repr(want[0].to_pylist())
+
+
+def test_header_sums_of_every_byte_value():
+    """The word-wise header sums equal a byte-by-byte count: the sum of the
+    block's bytes, and tar's unsigned and signed checksums (the checksum field
+    counted as eight spaces), on blocks of high and low bytes alike."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    blocks = [np.zeros(512, np.uint8), np.full(512, 255, np.uint8), np.full(512, 128, np.uint8)]
+    blocks += [rng.integers(0, 256, 512, dtype=np.uint8) for _ in range(50)]
+    buf = np.concatenate([np.zeros(8, np.uint8)] + blocks)  # offset 8: not on a block
+    for k, blk in enumerate(blocks):
+        raw = int(blk.astype(np.int64).sum())
+        field = blk[148:156].astype(np.int64)
+        signed = blk.astype(np.int8).astype(np.int64)
+        want = (raw, raw - int(field.sum()) + 256,
+                int(signed.sum()) - int(signed[148:156].sum()) + 256)
+        assert tarscan._header_sums(buf, 8 + 512 * k) == want
