@@ -299,3 +299,17 @@ def test_error_with_language_id_processes_prints_one_line(ww_dir, tmp_path):
     assert p.returncode == 2, p.stderr
     assert "already has a column 'lang'" in p.stderr
     assert "Traceback" not in p.stderr, p.stderr
+
+
+def test_language_id_sees_only_checked_captions(ww_dir, tmp_path):
+    """With language ID the reading stage checks a batch's captions before it
+    has them identified: a caption that is not UTF-8 is the usual clean error
+    naming the file and the row, not a failure inside language ID."""
+    from gpucurate.errors import InputError
+
+    bad = pa.array([b"ein Hund", b"un chat \xff", b"a dog"], pa.binary()).cast(pa.string(),
+                                                                               safe=False)
+    pq.write_table(pa.table({"text": bad}), tmp_path / "p.parquet")
+    with pytest.raises(InputError, match=r"p\.parquet.*row 1.*UTF-8|UTF-8.*row 1"):
+        curate(None, [str(tmp_path / "p.parquet")], str(tmp_path / "out"), t=5, device="cpu",
+               threads=2, worldwide=str(ww_dir), report=False)

@@ -81,6 +81,21 @@ class MatchIndex:
                 os.remove(self.tmp)
 
 
+def _read_stage(w, cfg, shard: Shard, batches):
+    """(table, first row, text buffers, text array, language indices) per
+    batch. With language ID, the reading stage checks the captions and has
+    them identified, so that the language-ID processes work on the next batch
+    while this one is matched; otherwise those are left to the matching stage
+    (None)."""
+    lid = w.router is not None and cfg.lang_column is None
+    for table, first in batches:
+        if not lid:
+            yield table, first, None, None, None
+            continue
+        tb, arr = text_buffers(table, cfg, shard, first)  # checked UTF-8 before LID reads it
+        yield table, first, tb, arr, w.router.indices(table, arr, shard.path)
+
+
 def _u32(ids: np.ndarray) -> np.ndarray:
     """Entry ids (< 2**30) as uint32: the same bits, no copy, when int32."""
     return ids.view(np.uint32) if ids.dtype == np.int32 else ids.astype(np.uint32)
@@ -158,18 +173,21 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             check_added(cfg, shard, file_schema.names)
         cols = pass1_columns(cfg, shard, file_schema.names) if file_schema is not None else None
         rejects = [] if cfg.on_bad_row == "skip" else None
-        for table, first in prefetch(shard_batches(cfg, shard, max_rows, cols, tally, rejects)):
+        batches = _read_stage(w, cfg, shard, shard_batches(cfg, shard, max_rows, cols, tally,
+                                                          rejects))
+        for table, first, tb, arr, li in prefetch(batches):
             if file_schema is None:  # jsonl, tar: the columns pass 2 will write
                 schema = table.schema if schema is None else _union(schema, table.schema,
                                                                      shard, first)
             if rows_cache is not None:  # parsed once: pass 2 reads these, not the file
                 rows_cache.write(table)
-            tb, arr = text_buffers(table, cfg, shard, first)
+            if tb is None:
+                tb, arr = text_buffers(table, cfg, shard, first)
             if cfg.group_column:
                 keys = row_keys(cfg, shard, table, first)
             elif cfg.key_column and (file_schema is None or cfg.key_column in (cols or [])):
                 check_keys(cfg, shard, table, first)  # a null key stops the run here
-            li, groups = by_language(w, table, arr, shard)
+            li, groups = by_language(w, table, arr, shard, li)
             if li is not None:
                 routed.append(li.astype(np.int16))
             inv_e, inv_t, inv_l = [], [], []
