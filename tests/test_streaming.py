@@ -289,3 +289,35 @@ def test_spill_round_trip_ranges_alignment_and_cuts(tmp_path):
             open(path, "wb").write(raw[:cut])
             with pytest.raises(InputError, match="cut short"):
                 SpillReader(path).take(0, 10**9)
+
+
+def test_lists_kernels_equal_numpy():
+    """Pass 2's one-pass helpers: CSR offsets of rows from ascending (text id,
+    entry id) pairs (refused when a pair falls outside the rows or the ids go
+    back), and the kept rows' lists gathered with their entries counted, equal
+    to what NumPy's repeat, bincount and fancy indexing give."""
+    from gpucurate.kernels.lists import csr_of_rows, kept_lists
+
+    rng = np.random.default_rng(9)
+    for n in (0, 1, 7, 300):
+        lens = rng.integers(0, 5, n)
+        first = 1000
+        text = np.repeat(np.arange(first, first + n, dtype=np.uint32), lens)
+        ids = rng.integers(0, 50, text.size).astype(np.int32)
+        off = np.empty(n + 1, np.int64)
+        assert csr_of_rows(text, first, n, off)
+        want_off = np.concatenate([[0], np.cumsum(lens)])
+        assert np.array_equal(off, want_off)
+        keep = rng.random(n) < 0.5
+        counts = np.zeros(50, np.int64)
+        k_off, k_ids = kept_lists(off, ids, keep, counts)
+        assert np.array_equal(k_off, np.concatenate([[0], np.cumsum(lens[keep])]))
+        assert np.array_equal(k_ids, ids[np.repeat(keep, lens)])
+        assert np.array_equal(counts, np.bincount(k_ids, minlength=50))
+        off2 = np.empty(n + 1, np.int64)
+        if text.size and text[0] != text[-1]:
+            assert not csr_of_rows(text[::-1].copy(), first, n, off2)  # not ascending
+        if n and lens[0]:
+            assert not csr_of_rows(text, first + 1, n, off2)  # a row before the range
+        if n and lens[-1]:
+            assert not csr_of_rows(text, first, n - 1, off2)  # a row past it

@@ -77,6 +77,12 @@ def saved_csr(saved: tuple, rows_abs: np.ndarray, lang_index: int | None = None)
     ``lang_index`` (worldwide)."""
     text_id, entry, lang = saved
     n = rows_abs.size
+    if lang_index is None and n and int(rows_abs[-1]) - int(rows_abs[0]) == n - 1:
+        from ..kernels.lists import csr_of_rows  # (numba: imported when first needed)
+
+        off = np.empty(n + 1, np.int64)  # a run of rows, pairs in row order: one pass
+        if csr_of_rows(text_id, int(rows_abs[0]), n, off):
+            return off, entry
     if n and int(rows_abs[-1]) - int(rows_abs[0]) == n - 1:  # a run of rows: no search
         pos = text_id - rows_abs[0]
         ok = (pos >= 0) & (pos < n)
@@ -304,10 +310,21 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
         else:
             per[ALL]["kept"] += int(idx.size)
         kept += int(idx.size)
-        _count_kept(kept_counts, keep, id_parts, w.metadata)
+        lists = None
+        if len(id_parts) == 1 and id_parts[0][0].size == n:  # one list per row: one pass
+            from ..kernels.lists import kept_lists
+
+            _, h_off, h_ids, code = id_parts[0]
+            if code not in kept_counts:
+                kept_counts[code] = [np.zeros(len(w.metadata[code]), np.int64), 0]
+            lists = kept_lists(h_off, np.ascontiguousarray(h_ids, np.int32), keep,
+                               kept_counts[code][0])
+            kept_counts[code][1] += int(idx.size)
+        else:
+            _count_kept(kept_counts, keep, id_parts, w.metadata)
         captions += n
         if idx.size:
-            writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n))
+            writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n, lists))
         prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
     if isinstance(saved, SpillReader):
@@ -357,8 +374,13 @@ def _write_kept_counts(path: str, kept_counts: dict, kept_rows: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n) -> pa.Table:
-    """The kept rows of a batch with their entry_ids (and routed lang)."""
+def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n, lists=None) -> pa.Table:
+    """The kept rows of a batch with their entry_ids (and routed lang);
+    ``lists``: the kept rows' (offsets, ids) when already gathered."""
+    if lists is not None:
+        sub = table.take(pa.array(idx)).append_column("entry_ids", pa.ListArray.from_arrays(
+            pa.array(lists[0]), pa.array(lists[1])))
+        return _with_lang(w, sub, lang, idx)
     if len(id_parts) == 1 and id_parts[0][0].size == n:
         off_all, flat = id_parts[0][1], id_parts[0][2]
     else:  # scatter each language's lists into row order
@@ -378,6 +400,10 @@ def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n) -> pa.Table
     lists = pa.ListArray.from_arrays(pa.array(k_off.astype(np.int32)),
                                      pa.array(flat[gather], pa.int32()))
     sub = table.take(pa.array(idx)).append_column("entry_ids", lists)
+    return _with_lang(w, sub, lang, idx)
+
+
+def _with_lang(w, sub: pa.Table, lang, idx) -> pa.Table:
     if lang is not None:
         names = np.array(w.langs + ["other"], dtype=object)
         codes = pa.array(names[lang[idx]].tolist(), pa.string())
