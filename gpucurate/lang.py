@@ -109,15 +109,7 @@ class LidPool:
         atexit.register(_close_pools)
 
     def identify(self, texts: list) -> list[str]:
-        if len(texts) < 2 * LID_CHUNK:
-            return identify(texts)
-        n = max(self.processes, -(-len(texts) // (4 * LID_CHUNK)) * self.processes)
-        bounds = np.linspace(0, len(texts), n + 1).astype(np.int64)
-        out: list = []
-        for part in self._pool.map(identify, [texts[a:b] for a, b in
-                                              zip(bounds[:-1], bounds[1:])]):
-            out.extend(part)
-        return out
+        return self.identify_arrow(pa.array(texts, pa.string()))
 
     def identify_arrow(self, text: pa.Array) -> list[str]:
         """``identify`` of an Arrow string array: slices go to the processes

@@ -110,32 +110,34 @@ def _digest_cache(raw: bytes, kind: str) -> str:
     return os.path.join(cache_dir(), "metadata", key[:40] + ".json")
 
 
-def _cached_digest(path: str, n: int) -> str | None:
-    """The digest recorded for a file of the same bytes already checked (with
-    the same number of entries), or None."""
+def _kept_record(path: str) -> dict | None:
+    """The record kept for a file of the same bytes already checked (its
+    digest, number of entries, and the CRC-32 of its Arrow copy), or None."""
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
-        if d.get("entries") == n and isinstance(d.get("sha256"), str) and \
-                len(d["sha256"]) == 64:
-            return d["sha256"]
+        if isinstance(d.get("sha256"), str) and len(d["sha256"]) == 64:
+            return d
     except (OSError, ValueError, AttributeError):
         pass
     return None
 
 
+def _cached_digest(path: str, n: int) -> str | None:
+    """The digest recorded for a file of the same bytes already checked (with
+    the same number of entries), or None."""
+    d = _kept_record(path)
+    return d["sha256"] if d is not None and d.get("entries") == n else None
+
+
 def _cached_list(path: str):
     """(digest, entries as Arrow) of a file of these bytes already checked, or
     None. The Arrow file must have the CRC-32 recorded beside the digest."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-        n, crc = d.get("entries"), d.get("arrow_crc32")
-    except (OSError, ValueError, AttributeError):
+    d = _kept_record(path)
+    n, crc = (d.get("entries"), d.get("arrow_crc32")) if d is not None else (None, None)
+    if not isinstance(n, int) or n <= 0 or not isinstance(crc, int):
         return None
-    digest = _cached_digest(path, n) if isinstance(n, int) and n > 0 else None
-    if digest is None or not isinstance(crc, int):
-        return None
+    digest = d["sha256"]
     try:
         import zlib
 

@@ -561,11 +561,16 @@ def fetch(local: str) -> bool:
     key = b.key(url)
     if not any(k == key for k, _ in b.keys(key)):
         return False
+    _download(b, key, local)
+    return True
+
+
+def _download(b, key: str, local: str) -> None:
+    """The object ``key`` into ``local``, there only when whole."""
     os.makedirs(os.path.dirname(local), exist_ok=True)
     tmp = f"{local}.tmp-{os.getpid()}"
     b.download(key, tmp)
     os.replace(tmp, local)
-    return True
 
 
 def unpublish(local: str) -> None:
@@ -637,19 +642,13 @@ class RemoteOut:
                 shutil.rmtree(p)
             else:
                 os.unlink(p)
-        for key, _ in self.b.keys(self.top):
-            rel = key[len(self.top):]
-            if (not rel or rel == ".lock" or rel.startswith(_SKIP_DOWN) or _TMP_NAME.search(rel)
-                    or rel.endswith("/") or ".." in rel.split("/")):
-                continue
-            local = os.path.join(self.root, *rel.split("/"))
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            self.b.download(key, local)
+        self.pull_missing()
 
     def pull_missing(self, skip: tuple = ()) -> int:
         """Download the objects under OUT/ that the staging directory lacks
-        (what workers on other nodes published), except those under ``skip``
-        and those a resume does not read; the number downloaded."""
+        (all of them after ``pull``; after a pass, what workers on other nodes
+        published), except those under ``skip`` and those a resume does not
+        read; the number downloaded."""
         n = 0
         for key, _ in self.b.keys(self.top):
             rel = key[len(self.top):]
@@ -657,13 +656,9 @@ class RemoteOut:
                     or _TMP_NAME.search(rel) or rel.endswith("/") or ".." in rel.split("/")):
                 continue
             local = os.path.join(self.root, *rel.split("/"))
-            if os.path.exists(local):
-                continue
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            tmp = f"{local}.tmp-{os.getpid()}"
-            self.b.download(key, tmp)
-            os.replace(tmp, local)
-            n += 1
+            if not os.path.exists(local):
+                _download(self.b, key, local)
+                n += 1
         return n
 
     def release(self) -> None:

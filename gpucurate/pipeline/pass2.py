@@ -324,7 +324,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
             _count_kept(kept_counts, keep, id_parts, w.metadata)
         captions += n
         if idx.size:
-            writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n, lists))
+            writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, lists))
         prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
     if isinstance(saved, SpillReader):
@@ -374,16 +374,12 @@ def _write_kept_counts(path: str, kept_counts: dict, kept_rows: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n, lists=None) -> pa.Table:
-    """The kept rows of a batch with their entry_ids (and routed lang);
-    ``lists``: the kept rows' (offsets, ids) when already gathered."""
-    if lists is not None:
-        sub = table.take(pa.array(idx)).append_column("entry_ids", pa.ListArray.from_arrays(
-            pa.array(lists[0]), pa.array(lists[1])))
-        return _with_lang(w, sub, lang, idx)
-    if len(id_parts) == 1 and id_parts[0][0].size == n:
-        off_all, flat = id_parts[0][1], id_parts[0][2]
-    else:  # scatter each language's lists into row order
+def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, lists=None) -> pa.Table:
+    """The kept rows of a batch with their entry_ids (and routed lang).
+    ``lists``: the kept rows' (offsets, ids), gathered already when every row
+    has one list (kernels.lists.kept_lists); else they are gathered here from
+    each language's lists."""
+    if lists is None:  # scatter each language's lists into row order
         np.cumsum(lists_len, out=off_all[1:])
         flat = np.empty(int(off_all[-1]), np.int32)
         for at, h_off, h_ids, _ in id_parts:
@@ -391,19 +387,15 @@ def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, n, lists=None)
             dest = np.repeat(off_all[at], lens) + (
                 np.arange(h_ids.size) - np.repeat(h_off[:-1], lens))
             flat[dest] = h_ids
-    # Only the kept rows' lists: their offsets and ids gathered, not every row's.
-    starts, ends = off_all[idx], off_all[idx + 1]
-    lens = ends - starts
-    k_off = np.zeros(idx.size + 1, np.int64)
-    np.cumsum(lens, out=k_off[1:])
-    gather = np.repeat(starts - k_off[:-1], lens) + np.arange(int(k_off[-1]))
-    lists = pa.ListArray.from_arrays(pa.array(k_off.astype(np.int32)),
-                                     pa.array(flat[gather], pa.int32()))
-    sub = table.take(pa.array(idx)).append_column("entry_ids", lists)
-    return _with_lang(w, sub, lang, idx)
-
-
-def _with_lang(w, sub: pa.Table, lang, idx) -> pa.Table:
+        # only the kept rows' lists: their offsets and ids gathered, not every row's
+        starts, ends = off_all[idx], off_all[idx + 1]
+        lens = ends - starts
+        k_off = np.zeros(idx.size + 1, np.int64)
+        np.cumsum(lens, out=k_off[1:])
+        gather = np.repeat(starts - k_off[:-1], lens) + np.arange(int(k_off[-1]))
+        lists = (k_off.astype(np.int32), flat[gather])
+    sub = table.take(pa.array(idx)).append_column("entry_ids", pa.ListArray.from_arrays(
+        pa.array(lists[0], pa.int32()), pa.array(lists[1], pa.int32())))
     if lang is not None:
         names = np.array(w.langs + ["other"], dtype=object)
         codes = pa.array(names[lang[idx]].tolist(), pa.string())

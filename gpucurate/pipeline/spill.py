@@ -4,15 +4,16 @@ are costly to parse (jsonl, tar).
 Pass 1's matches kept for pass 2 (``work/matches/shard-NNNNN.bin``): the
 inverted index, (entry_id, text_id) uint32 and each id's language index
 (int16, worldwide), written batch by batch as raw frames and read back in
-order. Raw arrays cost a memory copy to write and to read, where a parquet
-file of the same pairs took a quarter of pass 1 (``--save-matches`` still
+order. Raw arrays are written from their own buffers and read back as views
+of the mapped file, where a parquet file of the same pairs took a quarter of
+pass 1 (``--save-matches`` still
 writes MetaCLIP's parquet index in ``matches/``).
 
 A frame: a header of four little-endian uint64 (magic, number of pairs,
 whether a language array follows, the frame's first text id), then the entry
-ids, the text ids and the language indices, zero-padded to 8 bytes. Text ids rise from frame to
-frame (a frame is a batch of rows); within a frame they may not (worldwide
-groups a batch by language).
+ids, the text ids and the language indices, zero-padded to 8 bytes. Text ids
+rise from frame to frame (a frame is a batch of rows); within a frame they may
+not (worldwide groups a batch by language).
 """
 
 from __future__ import annotations
