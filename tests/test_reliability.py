@@ -132,6 +132,24 @@ def test_sweep_never_follows_symlinks_out_of_out(meta, tmp_path):
     assert not (out / "stale.tmp-99999").exists()
 
 
+def test_sweep_between_passes_keeps_this_runs_live_writes(tmp_path):
+    """After a pass on Ray workers the driver sweeps what a dead worker left,
+    while a thread of its own is writing entry_counts beside pass 2: its
+    ``.tmp-<own pid>`` file is live and must stay (it was once swept, and the
+    write failed with FileNotFoundError)."""
+    from gpucurate.pipeline.outdir import OutputLayout, sweep_tmp
+
+    out = tmp_path / "o"
+    (out / "curated").mkdir(parents=True)
+    mine = out / f"entry_counts.parquet.tmp-{os.getpid()}"
+    mine.write_text("being written")
+    dead = out / "curated" / "part-00001.parquet.tmp-1"
+    dead.write_text("left by a dead worker")
+    sweep_tmp(OutputLayout(str(out)))
+    assert mine.read_text() == "being written"
+    assert not dead.exists()
+
+
 def test_corrupt_page_with_checksums_is_an_error(meta, tmp_path):
     p = tmp_path / "a.parquet"
     texts = [f"caption number {i} of a dog" for i in range(2000)]
