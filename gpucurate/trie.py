@@ -36,7 +36,7 @@ VOCAB_SLOTS_PER_TOKEN = 2.0
 
 @dataclass(frozen=True)
 class WordTrie:
-    """Flat arrays of the trie (all host NumPy; layout in kernels/routines.py)."""
+    """Flat arrays of the trie (all host NumPy; layout in kernels/walk.py)."""
 
     vtag: np.ndarray     # uint8 vocabulary table tags, 1 per slot
     vrec: np.ndarray     # uint64 vocabulary table records, 4 words per slot
@@ -134,8 +134,8 @@ def _code_hash() -> str:
     (their files, found without running them: the builder imports numba)."""
     kdir = os.path.dirname(importlib.util.find_spec("gpucurate.kernels").origin)
     h = hashlib.sha256(str(FORMAT).encode())
-    for mod in (__file__, os.path.join(kdir, "trie_build.py"),
-                os.path.join(kdir, "routines.py")):
+    for mod in (__file__, *(os.path.join(kdir, f"{m}.py") for m in
+                            ("trie_build", "routines", "consts", "hashing", "scan", "walk"))):
         with open(mod, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]

@@ -1,11 +1,12 @@
 """gpucurate.kernels: the array layer.
 
 Knows byte buffers, offsets, CSR tries and entry ids, nothing of captions,
-files or configuration. ``routines`` holds the single source of every hot
-routine; ``cpu`` compiles it with ``numba.njit`` and drives it over caption
-ranges; ``cuda`` compiles it with ``numba.cuda.jit(device=True)`` and launches
-it as kernels (imported only when a GPU path is used); ``trie_build`` builds the
-flat trie arrays on the host.
+files or configuration. ``routines`` composes the single source of every hot
+routine, written by topic (``hashing``, ``scan``, ``walk``, ``sort``,
+``draw``, ``utf8``; constants in ``consts``); ``cpu`` compiles it with
+``numba.njit`` and drives it over caption ranges; ``cuda`` compiles it with
+``numba.cuda.jit(device=True)`` and launches it as kernels (imported only when
+a GPU path is used); ``trie_build`` builds the flat trie arrays on the host.
 """
 
 if __name__ != "gpucurate.kernels":  # e.g. `import kernels` from a source checkout

@@ -114,7 +114,7 @@ def build(jit, R=None):
     def match_bytes(buf, start, end, broot, bkeys, bvals, bmask, btoff, btids, bhasch,
                     out, n, cap):
         """Ids of the byte-trie patterns in the spaced caption buf[start:end]
-        (appended to out[n:cap], counted past cap, as routines.emit does)."""
+        (appended to out[n:cap], counted past cap, as walk.emit does)."""
         if btids.size == 0:
             return n
         c = start << 2  # p = start - 1: the leading space

@@ -1,4 +1,4 @@
-"""CPU engine: the routines of ``routines.py`` and ``bytewalk.py`` compiled with numba.njit.
+"""CPU engine: the routines (``routines.py``, ``bytewalk.py``) compiled with numba.njit.
 
 ``match_range`` matches a contiguous range of captions given as Arrow-layout
 buffers (``data`` bytes, ``offsets``, ``valid``) and returns that range's CSR
@@ -117,7 +117,7 @@ def count_entries(ids, counts):
 
 @numba.njit(cache=True, nogil=True)
 def keep_range(ids, offsets, keys, prob, seed, keep):
-    """keep[i] = the pinned keep decision of caption i (see routines.keep_caption)."""
+    """keep[i] = the pinned keep decision of caption i (see draw.keep_caption)."""
     for i in range(offsets.size - 1):
         keep[i] = keep_caption(ids, offsets[i], offsets[i + 1], prob, key_mix(seed, keys[i]))
 

@@ -1,4 +1,4 @@
-"""CUDA kernels: the routines of ``routines.py`` compiled as device functions.
+"""CUDA kernels: the routines (``routines.py``) compiled as device functions.
 
 Launch layout: one thread per caption over a grid-stride loop (so any grid size
 covers any number of captions, and a caption of megabytes is simply a long

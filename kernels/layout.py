@@ -2,7 +2,7 @@
 
 The kernels take the tables as one nested tuple, ``(word, byte, strip)``
 (``TABLES``). ``WORD`` is the order of the word trie's arrays, the trailing
-parameters of ``routines.match_caption``; ``BYTE`` the order of the byte
+parameters of ``walk.match_caption``; ``BYTE`` the order of the byte
 trie's, the trailing parameters of ``bytewalk.match_bytes``. The builders
 (``gpucurate.trie.WordTrie.arrays``, ``gpucurate.bytetrie.ByteTrie.arrays``)
 derive their tuples from these names; the walks unpack them in this order

@@ -1,4 +1,4 @@
-"""Per-target compilers for the single-source routines of ``routines.py``."""
+"""Per-target compilers for the single-source routines that ``routines.py`` composes."""
 
 import numba
 
@@ -82,7 +82,7 @@ cpu_load8 = _cpu_load8()
 
 def _delimiters():
     """The bytes that end a token, as (class 1, class 2) of the spacing rule
-    (routines.byte_class): \t \n \r and the space; , . ; : ? ! and the backtick."""
+    (scan.byte_class): \t \n \r and the space; , . ; : ? ! and the backtick."""
     from .routines import SPACE_MASK, WRAP_MASK
 
     def below64(mask):
@@ -95,7 +95,7 @@ CLASS1, CLASS2 = _delimiters()
 
 
 def _cpu_masks64():
-    """(d, w) of buf[i:i + 64] (i + 64 <= buf.size; see routines.delim_masks):
+    """(d, w) of buf[i:i + 64] (i + 64 <= buf.size; see scan.delim_masks):
     one 64-byte load and vector compares, which LLVM lowers to AVX-512, AVX2 or
     SSE2 as the CPU has them."""
     from llvmlite import ir

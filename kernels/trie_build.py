@@ -2,7 +2,7 @@
 
 Inputs are arrays only: the vocabulary of distinct entry tokens as offsets +
 bytes, and each entry as a run of token ids (CSR). Outputs are the flat arrays
-that ``routines.match_caption`` walks (their layout is described there):
+that ``walk.match_caption`` walks (their layout is described there):
 
 * ``vtag`` (uint8) / ``vrec`` (uint64, 4 words per slot): vocabulary table,
   a tag byte per slot and a record holding the token's first 16 bytes, id,
