@@ -15,19 +15,28 @@ def cpu_jit_inline(func):
 
 
 def device_jit(func):
-    """Compile a routine as a CUDA device function (imports numba.cuda)."""
-    from numba import cuda
+    """Compile a routine as a CUDA device function (imports numba.cuda).
 
+    Under Numba's CUDA simulator the routine stays the Python function: the
+    simulator's device-function wrapper only swaps the ``cuda`` module into
+    the caller's globals, under a lock, on every call, and the routines use
+    no ``cuda`` name (they are target-neutral by rule). Its kernels still run
+    them on the simulated threads, blocks and atomics."""
+    from numba import config, cuda
+
+    if config.ENABLE_CUDASIM:
+        return func
     return cuda.jit(device=True)(func)
 
 
 def device_jit_inline(func):
     """Compile a small per-token routine as a CUDA device function inlined
-    into its callers (NVVM ``alwaysinline``)."""
+    into its callers (NVVM ``alwaysinline``); the Python function under the
+    simulator, as :func:`device_jit`."""
     from numba import config, cuda
 
-    if config.ENABLE_CUDASIM:  # the simulator's jit takes no forceinline
-        return cuda.jit(device=True)(func)
+    if config.ENABLE_CUDASIM:
+        return func
     return cuda.jit(device=True, forceinline=True)(func)
 
 
