@@ -321,3 +321,37 @@ def test_lists_kernels_equal_numpy():
             assert not csr_of_rows(text, first + 1, n, off2)  # a row before the range
         if n and lens[-1]:
             assert not csr_of_rows(text, first, n - 1, off2)  # a row past it
+
+
+def test_saved_csr_groups_equal_each_languages_own_lists():
+    """Pass 2 of a worldwide batch: each language group's CSR, built in one
+    pass over the saved pairs, equals its rows' lists of pairs in that
+    language (pairs per language in row order, as pass 1 writes them; pairs
+    of other rows or another language left out)."""
+    from gpucurate.pipeline.pass2 import saved_csr_groups
+
+    rng = np.random.default_rng(3)
+    first, n = 1000, 400
+    lang_rows = rng.integers(-1, 4, n).astype(np.int32)  # -1: unrouted, no group
+    want: dict = {}
+    tid, ent, lg = [], [], []
+    for code in range(4):  # pass 1 writes the pairs language by language
+        for r in np.nonzero(lang_rows == code)[0]:
+            ids = sorted(set(rng.integers(0, 50, rng.integers(0, 4)).tolist()))
+            want[int(r)] = ids
+            tid += [first + r] * len(ids)
+            ent += ids
+            lg += [code] * len(ids)
+    # pairs that must be left out: another language than the row's, rows outside
+    tid += [first + 5, first - 1, first + n]
+    ent += [49, 48, 47]
+    lg += [int(lang_rows[5] + 1) % 4, 0, 0]
+    saved = (np.array(tid, np.uint32), np.array(ent, np.int32), np.array(lg, np.int16))
+    groups = [(str(c), np.nonzero(lang_rows == c)[0], c) for c in range(4)
+              if (lang_rows == c).any()]
+    out = saved_csr_groups(saved, first, lang_rows, groups)
+    assert len(out) == len(groups)
+    for (_, rows, _), (off, ids) in zip(groups, out):
+        assert off.size == rows.size + 1
+        got = [ids[off[k]:off[k + 1]].tolist() for k in range(rows.size)]
+        assert got == [want[int(r)] for r in rows]
