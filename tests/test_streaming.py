@@ -57,6 +57,21 @@ def test_small_batches_give_identical_outputs(pool, metadata_path):
     assert pq.ParquetFile(root / "small" / "curated" / "part-00000.parquet").num_row_groups > 1
 
 
+def test_curated_parts_keep_statistics_but_on_free_text(pool, metadata_path):
+    """The parts' footers: min/max and null counts for the key and every
+    non-text column, none for captions (their encoding's costliest part)."""
+    root, t, one, eight = pool
+    out = root / "stats"
+    curate(metadata_path, one, str(out), t=3, key_column="uid", device="cpu", report=False)
+    md = pq.ParquetFile(out / "curated" / "part-00000.parquet").metadata
+    assert md.num_rows > 0
+    cols = {md.row_group(0).column(c).path_in_schema: md.row_group(0).column(c)
+            for c in range(md.row_group(0).num_columns)}
+    assert cols["uid"].statistics is not None and cols["uid"].statistics.has_min_max
+    assert cols["entry_ids.list.element"].statistics is not None
+    assert cols["text"].statistics is None
+
+
 def test_pass2_reuses_pass1_matches_and_equals_matching_again(pool, metadata_path, tmp_path):
     root, t, one, eight = pool
     out = str(tmp_path / "c")
