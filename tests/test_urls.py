@@ -248,6 +248,63 @@ def test_s3_lock_object(tmp_path, pool, s3, metadata_path):
     assert "runs/locked/.lock" not in list_keys(client, BUCKET, "runs/locked/")
 
 
+def test_s3_lock_of_a_killed_run_of_this_machine_is_taken_over(tmp_path, pool, s3,
+                                                                metadata_path):
+    """A run killed on this machine left its lock object: the next run of this
+    machine takes it over (its pid is gone); a live pid's is still an error."""
+    import socket
+
+    client = s3[1]
+    out = f"s3://{BUCKET}/runs/killed"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that has ended
+    host = socket.gethostname()
+    client.put_object(Bucket=BUCKET, Key="runs/killed/.lock",
+                      Body=f"the run of pid {os.getppid()} on {host} since 2026-01-01T00:00:00\n"
+                      .encode())
+    with pytest.raises(ConfigError, match=f"in use by the run of pid {os.getppid()} on"):
+        curate(str(metadata_path), [str(pool / "w.tar")], out, **KW)
+    client.put_object(Bucket=BUCKET, Key="runs/killed/.lock",
+                      Body=f"the run of pid {gone.pid} on {host} since 2026-01-01T00:00:00\n"
+                      .encode())
+    curate(str(metadata_path), [str(pool / "w.tar")], out, **KW)
+    keys = list_keys(client, BUCKET, "runs/killed/")
+    assert "runs/killed/.lock" not in keys and "runs/killed/summary.json" in keys
+
+
+def test_counts_and_match_read_urls(tmp_path, pool, s3, metadata_path):
+    """balance --counts, merge-counts' inputs and match --input take URLs:
+    the same outputs as from the local files."""
+    from gpucurate.cli import main
+
+    client = s3[1]
+    base = ["--metadata", str(metadata_path), "--device", "cpu", "--threads", "1", "--quiet"]
+    assert main(["count", "--input", str(pool), "--out", str(tmp_path / "c"), *base]) == 0
+    counts = tmp_path / "c" / "entry_counts.parquet"
+    client.upload_file(str(counts), BUCKET, "counts/entry_counts.parquet")
+    url = f"s3://{BUCKET}/counts/entry_counts.parquet"
+    bal = ["balance", "--input", str(pool), "--t", "3", "--seed", "5", "--no-report", *base]
+    assert main([*bal, "--counts", str(counts), "--out", str(tmp_path / "b1")]) == 0
+    assert main([*bal, "--counts", url, "--out", str(tmp_path / "b2")]) == 0
+    assert _rows(str(tmp_path / "b1")) == _rows(str(tmp_path / "b2"))
+    assert len(_rows(str(tmp_path / "b1"))[0]) > 0
+    assert main(["merge-counts", str(counts), str(counts), "--out", str(tmp_path / "m1.parquet"),
+                 "--metadata", str(metadata_path), "--quiet"]) == 0
+    assert main(["merge-counts", url, str(counts), "--out", str(tmp_path / "m2.parquet"),
+                 "--metadata", str(metadata_path), "--quiet"]) == 0
+    m1, m2 = (pq.read_table(tmp_path / f) for f in ("m1.parquet", "m2.parquet"))
+    assert m1.equals(m2) and sum(m1.column("count").to_pylist()) > 0
+    assert main(["merge-counts", url, "--out", f"s3://{BUCKET}/merged.parquet", "--metadata",
+                 str(metadata_path), "--quiet"]) == 2  # --out is a local file
+    src = f"s3://{BUCKET}/pool/part-00.parquet"
+    assert main(["match", "--input", src, "--out", str(tmp_path / "u.parquet"), *base]) == 0
+    assert main(["match", "--input", str(pool / "part-00.parquet"), "--out",
+                 str(tmp_path / "l.parquet"), *base]) == 0
+    assert pq.read_table(tmp_path / "u.parquet").equals(pq.read_table(tmp_path / "l.parquet"))
+    missing = f"s3://{BUCKET}/counts/none.parquet"
+    assert main([*bal, "--counts", missing, "--out", str(tmp_path / "b3")]) == 2
+
+
 def test_out_url_checks(tmp_path, pool, metadata_path):
     with pytest.raises(ConfigError, match="not http://"):
         curate(str(metadata_path), [str(pool)], "http://127.0.0.1:1/out", **KW)

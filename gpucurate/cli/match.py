@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..columns import buffers, chunks_of, csr_to_arrow
-from ..errors import InputError
-from ..io import Shard, read_batches, shard_format
+from ..errors import ConfigError, InputError
+from ..io import Shard, read_batches, resolve_inputs, shard_format
+from ..io.fs import is_url
 from ..io.atomic import commit, tmp_path
 from ..io.shards import compression_of
 from ..matcher import Matcher
@@ -21,11 +22,22 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
                threads=None, batch_bytes: int = 256 << 20) -> int:
     """Write ``out`` (parquet, one column ``entry_ids``), one row per input row,
     in input order; written atomically. Returns the number of rows."""
-    fmt = shard_format(path)
-    if not os.path.isfile(path) or fmt is None:
-        raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
+    if is_url(out):
+        raise ConfigError(f"match --out {out}: the matches are written to a local file; give "
+                          "one, then upload it if needed")
+    if is_url(path):  # one object of s3://, gs://, hf:// or http(s)://
+        shards = resolve_inputs([path])
+        if len(shards) != 1 or shard_format(path) is None:
+            raise InputError(f"{path}: match takes one .parquet, .jsonl[.gz|.zst] or .tar "
+                             "object (curate takes prefixes and globs)")
+        shard = shards[0]
+    else:
+        fmt = shard_format(path)
+        if not os.path.isfile(path) or fmt is None:
+            raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
+        shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt,
+                      compression_of(path))
     m = Matcher(metadata, device=device, threads=threads)
-    shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt, compression_of(path))
     tmp = tmp_path(out)
     rows = 0
     try:

@@ -301,6 +301,30 @@ def download_input(url: str) -> str:
     return tmp
 
 
+def local_copy(url: str, dest: str) -> str:
+    """A copy under ``dest`` of what a URL names, for the commands that read
+    small local files (``balance --counts``, ``merge-counts``): one object
+    (the copy's path returned), or the objects below a prefix (``dest``
+    returned, each at its path below the prefix: an ``entry_counts/``
+    directory of a worldwide run)."""
+    try:
+        stat_input(url)
+        single = True
+    except InputError:
+        single = False
+    pairs = url_shards(url)
+    if not pairs:
+        raise InputError(f"{url} does not exist (no object, nothing below it as a prefix)")
+    for u, name in pairs:
+        local = os.path.join(dest, *name.split("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as out, open_input(u) as src:
+            shutil.copyfileobj(src, out, 8 << 20)
+        if single:
+            return local
+    return dest
+
+
 # ------------------------------------------------------------------ listing
 def _glob_base(pattern: str) -> str:
     parts = pattern.split("/")
@@ -586,9 +610,32 @@ def unpublish(local: str) -> None:
         b.delete(keys)
 
 
+_HOLDER = re.compile(r"^the run of pid (\d+) on (\S+) since ")
+
+
+def _ended_here(holder: str) -> bool:
+    """Whether a lock object's holder is a run of this machine (same host
+    name) whose process no longer exists."""
+    m = _HOLDER.match(holder)
+    if m is None or m.group(2) != socket.gethostname():
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 class RemoteOut:
     """An output URL's lock, start-up sweep and resume (see the module
-    docstring). ``acquire`` and ``release`` wrap the run."""
+    docstring). ``acquire`` and ``release`` wrap the run. A lock object left
+    by a killed run of this machine is taken over; one of another machine is
+    an error naming its holder."""
 
     def __init__(self, root: str):
         self.root = root
@@ -614,6 +661,19 @@ class RemoteOut:
                 holder = self.b.read(self.lock_key).decode("utf-8", "replace").strip()
             except Exception:  # noqa: BLE001
                 holder = "another run"
+            if _ended_here(holder):
+                from ..log import logger
+
+                # a run of this machine that was killed: its lock object stayed. This
+                # run holds the machine's staging lock for the URL, so no other run
+                # of this machine can be taking it over at the same time.
+                logger.warning("%s: the lock object names %s, which has ended without "
+                               "releasing it; taking it over", self.url, holder)
+                self.b.delete([self.lock_key])
+                ok = self.b.create(self.lock_key, who)
+                if not ok:
+                    holder = "another run"
+        if not ok:
             raise ConfigError(f"{self.url} is in use by {holder or 'another run'} (lock "
                               f"{self.url}/.lock); wait for that run to end, or, if it is "
                               "gone, delete the lock object; or choose another --out")

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..io import atomic_write_parquet
+from ..io.fs import is_url, local_copy
 from ..metadata import load_metadata
 from .layout import ALL, OutputLayout
 from .worker import load_worldwide
@@ -118,11 +120,17 @@ def read_counts_all(path: str, mds: dict) -> dict:
 def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = None) -> np.ndarray:
     """Sum count files from independent jobs into one entry_counts.parquet; with
     ``worldwide``, sum entry_counts/ directories into one directory."""
+    if is_url(out_path):
+        raise ConfigError(f"merge-counts --out {out_path}: the merged counts are written to a "
+                          "local path; give one, then upload the file if needed (balance "
+                          "--counts reads s3://, gs://, hf:// and http(s):// too)")
     mds = load_worldwide(worldwide) if worldwide else {ALL: load_metadata(metadata)}
     total = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
     for p in paths:
-        for c, v in read_counts_all(p, mds).items():
-            total[c] += v
+        with tempfile.TemporaryDirectory(prefix="gpucurate-counts-") as scratch:
+            local = local_copy(p, scratch) if is_url(p) else p  # s3://, gs://, hf://, http(s)
+            for c, v in read_counts_all(local, mds).items():
+                total[c] += v
     if worldwide:
         os.makedirs(out_path, exist_ok=True)
         for c, md in mds.items():

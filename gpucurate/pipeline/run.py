@@ -16,6 +16,7 @@ import io
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import replace
 
@@ -28,7 +29,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError
 from ..io import (Shard, atomic_write_bytes, atomic_write_json, choose_text_column, count_rows,
                   resolve_inputs)
-from ..io.fs import is_url
+from ..io.fs import is_url, local_copy
 from ..keys import probabilities
 from ..log import RunProgress, configure, logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
@@ -109,17 +110,31 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     if pairs:
         logger.info("%d download-folder shards: captions from each .parquet beside its .tar "
                     "(rows with status 'success')", pairs)
+    with tempfile.TemporaryDirectory(prefix="gpucurate-counts-") as scratch:
+        if stage == "balance" and is_url(cfg.counts_file):  # read from a local copy
+            cfg = replace(cfg, extra={**cfg.extra,
+                                      "counts_local": local_copy(cfg.counts_file, scratch)})
+        return _run_checked(cfg, stage, mds, md_sha, layout, shards)
+
+
+def _counts_path(cfg: CurateConfig) -> str:
+    """Where ``balance`` reads its counts: ``--counts``, or its local copy."""
+    return cfg.extra.get("counts_local", cfg.counts_file)
+
+
+def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards) -> dict:
     counts_sha = None
     if stage == "balance":
         import hashlib
 
-        if not os.path.exists(cfg.counts_file):
+        counts_file = _counts_path(cfg)
+        if not os.path.exists(counts_file):
             raise ConfigError(f"--counts {cfg.counts_file} does not exist; give the "
                               "entry_counts.parquet (worldwide: the entry_counts/ directory) "
                               "of a count or curate run")
         h = hashlib.sha256()
-        for f in ([cfg.counts_file] if os.path.isfile(cfg.counts_file) else
-                  sorted(glob.glob(os.path.join(glob.escape(cfg.counts_file), "*")))):
+        for f in ([counts_file] if os.path.isfile(counts_file) else
+                  sorted(glob.glob(os.path.join(glob.escape(counts_file), "*")))):
             with open(f, "rb") as fh:
                 h.update(fh.read())
         counts_sha = h.hexdigest()
@@ -148,7 +163,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             counts = pool_counts(layout, mds, plan)
         else:
             p1 = None
-            counts = read_counts_all(cfg.counts_file, mds)
+            counts = read_counts_all(_counts_path(cfg), mds)
         if stage == "count":
             write_entry_counts(layout, mds, counts, None)
             summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
