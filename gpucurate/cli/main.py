@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sorted, distinct) per input row, in input order.")
     p.add_argument("--metadata", required=True, help="metadata list (.json or one per line)")
     p.add_argument("--input", required=True, metavar="FILE",
-                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar")
-    p.add_argument("--out", required=True, metavar="OUT.parquet")
+                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar (a path, or an "
+                        "s3://, gs://, hf:// or http(s):// object)")
+    p.add_argument("--out", required=True, metavar="OUT.parquet", help="a local file")
     p.add_argument("--text-column", default="text", help="caption column (default: text)")
     _device(p)
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
@@ -148,17 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge-counts", help="sum entry-count files of independent jobs",
                        description="Sum entry_counts.parquet files (or MetaCLIP entry_counts "
                                    "JSON mappings) into one entry_counts.parquet.")
-    p.add_argument("counts", nargs="+", help="count files (worldwide: entry_counts/ dirs) to add up")
+    p.add_argument("counts", nargs="+", help="count files (worldwide: entry_counts/ dirs) to add "
+                   "up: paths or URLs (s3://, gs://, hf://, http(s)://)")
     p.add_argument("--metadata", default=None, help="the metadata list the counts refer to")
     p.add_argument("--worldwide", default=None, metavar="DIR",
                    help="the per-language metadata directory (then counts and --out are dirs)")
-    p.add_argument("--out", required=True, metavar="FILE", help="merged entry_counts.parquet")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="merged entry_counts.parquet (a local path)")
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
 
     p = sub.add_parser("balance", help="pass 2 only: balance a pool with given pool counts",
                        description="Balance shards with pool counts from --counts (an "
                                    "entry_counts.parquet or MetaCLIP's entry_counts_*.json).")
-    p.add_argument("--counts", required=True, metavar="FILE", help="pool entry counts")
+    p.add_argument("--counts", required=True, metavar="FILE",
+                   help="pool entry counts: an entry_counts.parquet (worldwide: an entry_counts/ "
+                        "directory), a path or a URL (s3://, gs://, hf://, http(s)://)")
     _pool_args(p, need_t=True)
 
     p = sub.add_parser("demo", help="curate a built-in pool (no network, no data needed)")
