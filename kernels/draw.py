@@ -1,8 +1,5 @@
-"""Balancing: the pinned per-(caption, entry) draw and the keep decision.
-
-Part of the single source of the hot routines: :func:`build` defines them
-with the target's ``jit`` and adds them to the namespace ``R`` that
-``routines.build`` composes (rules in ``routines``)."""
+"""Balancing: the pinned per-(caption, entry) draw and the keep decision; one
+source for every target, composed by ``routines.build``."""
 
 import numpy as np
 
@@ -10,8 +7,7 @@ from .consts import SHIFT11, TWO_POW_M53
 
 
 def build(R, jit, jit_inline):
-    """Add this topic's routines to ``R``, compiled with ``jit`` (``jit_inline``
-    for those inlined into their callers)."""
+    """The balancing routines, compiled with ``jit`` (or ``jit_inline``), into ``R``."""
     mix64 = R.mix64
 
     @jit

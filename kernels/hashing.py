@@ -1,8 +1,5 @@
-"""Hashing: splitmix64's finalizer, FNV-1a, and a token's key and hash.
-
-Part of the single source of the hot routines: :func:`build` defines them
-with the target's ``jit`` and adds them to the namespace ``R`` that
-``routines.build`` composes (rules in ``routines``)."""
+"""Hashing: splitmix64's finalizer, FNV-1a, and a token's key and hash; one
+source for every target, composed by ``routines.build``."""
 
 import numpy as np
 
@@ -10,8 +7,7 @@ from .consts import FNV_OFFSET, FNV_PRIME, MIX_GAMMA, MIX_M1, MIX_M2, SHIFT56, S
 
 
 def build(R, jit, jit_inline):
-    """Add this topic's routines to ``R``, compiled with ``jit`` (``jit_inline``
-    for those inlined into their callers)."""
+    """The hashing routines, compiled with ``jit`` (or ``jit_inline``), into ``R``."""
 
     @jit
     def mix64(x):

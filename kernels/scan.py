@@ -1,9 +1,6 @@
 """The token scan: the spacing rule's byte classes and the tokens of a caption
-read off its raw bytes (see ``routines`` for the word-level form of the rule).
-
-Part of the single source of the hot routines: :func:`build` defines them
-with the target's ``jit`` and adds them to the namespace ``R`` that
-``routines.build`` composes (rules in ``routines``)."""
+read off its raw bytes (see ``routines`` for the word-level form of the rule);
+one source for every target, composed by ``routines.build``."""
 
 import numpy as np
 
@@ -11,8 +8,7 @@ from .consts import BYTES_EVEN, PAIRS_EVEN, SHIFT32, SPACE_MASK, WRAP_MASK
 
 
 def build(R, jit, jit_inline, load8, masks, tzcnt):
-    """Add this topic's routines to ``R``, compiled with ``jit`` (``jit_inline``
-    for those inlined into their callers)."""
+    """The token-scan routines, compiled with ``jit`` (or ``jit_inline``), into ``R``."""
     key_hash = R.key_hash
 
     @jit

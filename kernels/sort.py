@@ -1,8 +1,5 @@
-"""A caption's id list sorted and made distinct in place.
-
-Part of the single source of the hot routines: :func:`build` defines them
-with the target's ``jit`` and adds them to the namespace ``R`` that
-``routines.build`` composes (rules in ``routines``)."""
+"""A caption's id list sorted and made distinct in place; one source for every
+target, composed by ``routines.build``."""
 
 import numpy as np
 
@@ -10,8 +7,7 @@ from .consts import INSERTION_SORT_MAX
 
 
 def build(R, jit, jit_inline):
-    """Add this topic's routines to ``R``, compiled with ``jit`` (``jit_inline``
-    for those inlined into their callers)."""
+    """The id-list routines, compiled with ``jit`` (or ``jit_inline``), into ``R``."""
 
     @jit
     def sift_down(a, lo, root, count):

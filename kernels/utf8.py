@@ -1,13 +1,9 @@
-"""The input check: well-formed UTF-8.
-
-Part of the single source of the hot routines: :func:`build` defines them
-with the target's ``jit`` and adds them to the namespace ``R`` that
-``routines.build`` composes (rules in ``routines``)."""
+"""The input check: well-formed UTF-8; one source for every target, composed by
+``routines.build``."""
 
 
 def build(R, jit, jit_inline):
-    """Add this topic's routines to ``R``, compiled with ``jit`` (``jit_inline``
-    for those inlined into their callers)."""
+    """The input-check routines, compiled with ``jit`` (or ``jit_inline``), into ``R``."""
 
     @jit
     def utf8_invalid(buf, p, end):

@@ -1,9 +1,6 @@
 """The walk: the trie's tables (their layout below) and the matching of one
-caption's tokens against them.
-
-Part of the single source of the hot routines: :func:`build` defines them
-with the target's ``jit`` and adds them to the namespace ``R`` that
-``routines.build`` composes (rules in ``routines``)."""
+caption's tokens against them; one source for every target, composed by
+``routines.build``."""
 
 import numpy as np
 
@@ -11,8 +8,7 @@ from .consts import LEN_MASK, LOW32, SHIFT32, SHIFT56
 
 
 def build(R, jit, jit_inline, prefetch, ahead):
-    """Add this topic's routines to ``R``, compiled with ``jit`` (``jit_inline``
-    for those inlined into their callers)."""
+    """The trie-walk routines, compiled with ``jit`` (or ``jit_inline``), into ``R``."""
     next_token_hot = R.next_token_hot
 
     # Vocabulary table: ``vn`` slots, open addressing with linear probing from
