@@ -665,8 +665,9 @@ class RemoteOut:
                 from ..log import logger
 
                 # a run of this machine that was killed: its lock object stayed. This
-                # run holds the machine's staging lock for the URL, so no other run
-                # of this machine can be taking it over at the same time.
+                # run holds the lock of the URL's staging directory, so no other run
+                # of this machine staging there can be taking it over at the same time
+                # (runs given different $GPUCURATE_STAGE_DIR do not share that lock)
                 logger.warning("%s: the lock object names %s, which has ended without "
                                "releasing it; taking it over", self.url, holder)
                 self.b.delete([self.lock_key])
