@@ -145,9 +145,11 @@ def test_sweep_between_passes_keeps_this_runs_live_writes(tmp_path):
     mine.write_text("being written")
     dead = out / "curated" / "part-00001.parquet.tmp-1"
     dead.write_text("left by a dead worker")
-    sweep_tmp(OutputLayout(str(out)))
+    sweep_tmp(OutputLayout(str(out)), keep_own=True)
     assert mine.read_text() == "being written"
     assert not dead.exists()
+    sweep_tmp(OutputLayout(str(out)))  # at a run's start nothing of it is live
+    assert not mine.exists()
 
 
 def test_corrupt_page_with_checksums_is_an_error(meta, tmp_path):

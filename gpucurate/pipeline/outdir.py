@@ -98,20 +98,21 @@ class OutLock:
             self.fd = None
 
 
-def sweep_tmp(layout: OutputLayout) -> None:
+def sweep_tmp(layout: OutputLayout, keep_own: bool = False) -> None:
     """Remove the temporary files (``*.tmp-<pid>``) that interrupted writers
     left under DIR: regular files only, symlinked directories not entered.
-    This process's own (``.tmp-<its pid>``) are live writes of a thread of
-    this run (entry counts are written beside pass 2) and are kept."""
-    own = f".tmp-{os.getpid()}"
+    With ``keep_own`` (between passes), this process's own (``.tmp-<its
+    pid>``) are kept: they are live writes of a thread of this run (entry
+    counts are written beside pass 2)."""
+    own = f".tmp-{os.getpid()}" if keep_own else None
     for root, dirs, files in os.walk(layout.root, followlinks=False):
         for d in list(dirs):  # a directory an interrupted writer left (work/rows)
             p = os.path.join(root, d)
-            if _TMP_NAME.search(d) and not d.endswith(own) and not os.path.islink(p):
+            if _TMP_NAME.search(d) and not (own and d.endswith(own)) and not os.path.islink(p):
                 shutil.rmtree(p, ignore_errors=True)
                 dirs.remove(d)
         for f in files:
-            if _TMP_NAME.search(f) and not f.endswith(own):
+            if _TMP_NAME.search(f) and not (own and f.endswith(own)):
                 p = os.path.join(root, f)
                 try:
                     if stat.S_ISREG(os.lstat(p).st_mode):

@@ -233,7 +233,7 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
             results[c[1].index] = r
         seconds[name] = time.perf_counter() - t0
         if ex.remote:  # a worker that died mid-write left its temporary file
-            sweep_tmp(calls[0][0])
+            sweep_tmp(calls[0][0], keep_own=True)  # entry_counts may be being written
             gather(calls[0][0])  # an output URL: what workers on other nodes published
         done[name] = sum(results[c[1].index]["captions"] for c in todo)
     return [results[c[1].index] for c in calls]
