@@ -31,6 +31,7 @@ resumes where the last one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import fnmatch
 import hashlib
@@ -284,45 +285,47 @@ def _cache_dir() -> str:
     return d
 
 
+def _copy_object(url: str, local: str) -> None:
+    with open(local, "wb") as out, open_input(url) as src:
+        shutil.copyfileobj(src, out, 8 << 20)
+
+
 def download_input(url: str) -> str:
     """A local temporary copy of one input object (the caller removes it);
     for readers that map files (tar). Bounded by one shard."""
     fd, tmp = tempfile.mkstemp(prefix="shard-", dir=_cache_dir())
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out, open_input(url) as src:
-            while True:
-                block = src.read(8 << 20)
-                if not block:
-                    break
-                out.write(block)
+        _copy_object(url, tmp)
     except BaseException:
         os.remove(tmp)
         raise
     return tmp
 
 
-def local_copy(url: str, dest: str) -> str:
-    """A copy under ``dest`` of what a URL names, for the commands that read
-    small local files (``balance --counts``, ``merge-counts``): one object
-    (the copy's path returned), or the objects below a prefix (``dest``
-    returned, each at its path below the prefix: an ``entry_counts/``
-    directory of a worldwide run)."""
-    try:
-        stat_input(url)
-        single = True
-    except InputError:
-        single = False
-    pairs = url_shards(url)
-    if not pairs:
-        raise InputError(f"{url} does not exist (no object, nothing below it as a prefix)")
-    for u, name in pairs:
-        local = os.path.join(dest, *name.split("/"))
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        with open(local, "wb") as out, open_input(u) as src:
-            shutil.copyfileobj(src, out, 8 << 20)
-        if single:
-            return local
-    return dest
+@contextlib.contextmanager
+def local_path(path: str):
+    """``path`` itself when local; for a URL, a copy in a temporary directory
+    (removed on exit), for the commands that read small local files
+    (``balance --counts``, ``merge-counts``): of one object, or of the objects
+    below a prefix, each at its path below it (a worldwide ``entry_counts/``)."""
+    if not is_url(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="gpucurate-copy-") as dest:
+        try:
+            stat_input(path)
+            single = True
+        except InputError:
+            single = False
+        pairs = url_shards(path)
+        if not pairs:
+            raise InputError(f"{path} does not exist (no object, nothing below it as a prefix)")
+        for u, name in pairs:
+            local = os.path.join(dest, *name.split("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            _copy_object(u, local)
+        yield local if single else dest
 
 
 # ------------------------------------------------------------------ listing

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_parquet
-from ..io.fs import is_url, local_copy
+from ..io.fs import is_url, local_path
 from ..metadata import load_metadata
 from .layout import ALL, OutputLayout
 from .worker import load_worldwide
@@ -127,8 +126,7 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
     mds = load_worldwide(worldwide) if worldwide else {ALL: load_metadata(metadata)}
     total = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
     for p in paths:
-        with tempfile.TemporaryDirectory(prefix="gpucurate-counts-") as scratch:
-            local = local_copy(p, scratch) if is_url(p) else p  # s3://, gs://, hf://, http(s)
+        with local_path(p) as local:  # s3://, gs://, hf://, http(s)://: a local copy
             for c, v in read_counts_all(local, mds).items():
                 total[c] += v
     if worldwide:

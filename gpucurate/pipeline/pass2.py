@@ -36,8 +36,9 @@ PART_OPTIONS = {"compression": "zstd", "compression_level": 1}
 def part_options(schema: pa.Schema | None, key_column: str | None) -> dict:
     """PART_OPTIONS, with min/max statistics for every column but free text:
     string and binary columns other than the key (captions, urls) get none.
-    Their statistics took a fifth of the parts' encoding and no reader of a
-    curated set filters row groups on a caption's min and max."""
+    Their statistics cost 5-13% of the parts' encoding (500k rows of the e2e
+    pool: 0.276-0.300 s -> 0.26 s) and no reader of a curated set filters row
+    groups on a caption's min and max."""
     opts = dict(PART_OPTIONS)
     if schema is not None:
         text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
@@ -100,10 +101,14 @@ def saved_csr(saved: tuple, first: int, n: int):
     return _csr(pos, entry, n)
 
 
-def _inside(text_id: np.ndarray, entry: np.ndarray, first: int, n: int) -> tuple:
-    """(row positions, ids) of the pairs of rows ``first .. first + n - 1``."""
+def _inside(text_id: np.ndarray, entry: np.ndarray, first: int, n: int, lang=None,
+            lang_rows=None) -> tuple:
+    """(row positions, ids) of the pairs of rows ``first .. first + n - 1``;
+    with ``lang``, only those in their row's language ``lang_rows``."""
     pos = text_id.astype(np.int64) - first
     ok = (pos >= 0) & (pos < n)
+    if lang is not None and n:
+        ok &= lang == lang_rows[np.clip(pos, 0, n - 1)]
     if not ok.all():
         return pos[ok], entry[ok]
     return pos, entry
@@ -130,13 +135,7 @@ def saved_csr_groups(saved: tuple, first: int, lang_rows: np.ndarray, groups: li
     443k captions when language ID sent a few captions of a shard elsewhere)."""
     text_id, entry, lang = saved
     n = lang_rows.size
-    pos = text_id.astype(np.int64) - first
-    ok = (pos >= 0) & (pos < n)
-    if lang is not None and n:
-        ok &= lang == lang_rows[np.clip(pos, 0, n - 1)]
-    if not ok.all():
-        pos, entry = pos[ok], entry[ok]
-    off, entry = _csr(pos, entry, n)
+    off, entry = _csr(*_inside(text_id, entry, first, n, lang, lang_rows), n)
     lens = np.diff(off)
     out = []
     for _, rows, _ in groups:

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import replace
 
@@ -29,7 +28,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError
 from ..io import (Shard, atomic_write_bytes, atomic_write_json, choose_text_column, count_rows,
                   resolve_inputs)
-from ..io.fs import is_url, local_copy
+from ..io.fs import is_url, local_path
 from ..keys import probabilities
 from ..log import RunProgress, configure, logger
 from .counts import pool_counts, read_counts_all, write_entry_counts
@@ -110,24 +109,19 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
     if pairs:
         logger.info("%d download-folder shards: captions from each .parquet beside its .tar "
                     "(rows with status 'success')", pairs)
-    with tempfile.TemporaryDirectory(prefix="gpucurate-counts-") as scratch:
-        if stage == "balance" and is_url(cfg.counts_file):  # read from a local copy
-            cfg = replace(cfg, extra={**cfg.extra,
-                                      "counts_local": local_copy(cfg.counts_file, scratch)})
-        return _run_checked(cfg, stage, mds, md_sha, layout, shards)
+    if stage != "balance":
+        return _run_checked(cfg, stage, mds, md_sha, layout, shards, None)
+    with local_path(cfg.counts_file) as counts_file:  # a URL: read from a local copy
+        return _run_checked(cfg, stage, mds, md_sha, layout, shards, counts_file)
 
 
-def _counts_path(cfg: CurateConfig) -> str:
-    """Where ``balance`` reads its counts: ``--counts``, or its local copy."""
-    return cfg.extra.get("counts_local", cfg.counts_file)
-
-
-def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards) -> dict:
+def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards,
+                 counts_file: str | None) -> dict:
+    """``run`` from the fingerprint on; ``counts_file``: balance's counts, local."""
     counts_sha = None
     if stage == "balance":
         import hashlib
 
-        counts_file = _counts_path(cfg)
         if not os.path.exists(counts_file):
             raise ConfigError(f"--counts {cfg.counts_file} does not exist; give the "
                               "entry_counts.parquet (worldwide: the entry_counts/ directory) "
@@ -141,11 +135,11 @@ def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards) -> 
     doc = cfg.fingerprint_doc(md_sha, [shard_identity(s, cfg.verify_inputs) for s in shards],
                               stage, counts_sha)
     with OutLock(layout):
-        return _run_locked(cfg, stage, layout, mds, doc, shards)
+        return _run_locked(cfg, stage, layout, mds, doc, shards, counts_file)
 
 
 def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, doc: dict,
-                shards: list) -> dict:
+                shards: list, counts_file: str | None) -> dict:
     fp = prepare_out(cfg, layout, doc, stage)
     plan = plan_shards(cfg, shards)
     ex = make_executor(cfg)
@@ -163,7 +157,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             counts = pool_counts(layout, mds, plan)
         else:
             p1 = None
-            counts = read_counts_all(_counts_path(cfg), mds)
+            counts = read_counts_all(counts_file, mds)
         if stage == "count":
             write_entry_counts(layout, mds, counts, None)
             summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
