@@ -59,17 +59,27 @@ def test_small_batches_give_identical_outputs(pool, metadata_path):
 
 def test_curated_parts_keep_statistics_but_on_free_text(pool, metadata_path):
     """The parts' footers: min/max and null counts for the key and every
-    non-text column, none for captions (their encoding's costliest part)."""
+    non-text column, none for captions (their encoding's costliest part);
+    dictionary pages for all but text and the key (whose dictionaries would
+    overflow)."""
     root, t, one, eight = pool
+    t = t.append_column("width", pa.array(np.arange(t.num_rows) % 7 * 64, pa.int64()))
+    src = write_parquet_shards(t, root / "stats-in", 1)
     out = root / "stats"
-    curate(metadata_path, one, str(out), t=3, key_column="uid", device="cpu", report=False)
+    curate(metadata_path, src, str(out), t=3, key_column="uid", device="cpu", report=False)
     md = pq.ParquetFile(out / "curated" / "part-00000.parquet").metadata
     assert md.num_rows > 0
     cols = {md.row_group(0).column(c).path_in_schema: md.row_group(0).column(c)
             for c in range(md.row_group(0).num_columns)}
     assert cols["uid"].statistics is not None and cols["uid"].statistics.has_min_max
     assert cols["entry_ids.list.element"].statistics is not None
+    assert cols["width"].statistics is not None and cols["width"].statistics.has_min_max
     assert cols["text"].statistics is None
+    assert cols["width"].has_dictionary_page and cols["entry_ids.list.element"].has_dictionary_page
+    for c in ("uid", "text"):
+        assert not cols[c].has_dictionary_page, c
+    kept = pq.read_table(out / "curated")
+    assert set(kept.column("width").to_pylist()) <= {i * 64 for i in range(7)}
 
 
 def test_pass2_reuses_pass1_matches_and_equals_matching_again(pool, metadata_path, tmp_path):
