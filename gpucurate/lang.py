@@ -194,9 +194,15 @@ class Router:
             return idx.fill_null(self.other).to_numpy(zero_copy_only=False).astype(np.int32)
         if isinstance(text, pa.ChunkedArray):
             text = text.combine_chunks()
-        if self.lid is not None:
-            return self.route(self.lid.identify_arrow(text))
-        return self.route(identify(text.to_pylist()))
+        # each distinct caption is identified once (fastText is a function of
+        # the text): duplicates are common in alt-text pools (8% of Multi30k)
+        enc = pc.dictionary_encode(text)
+        uniq = enc.dictionary
+        codes = self.lid.identify_arrow(uniq) if self.lid is not None else \
+            identify(uniq.to_pylist())
+        routed = self.route(codes + [""])  # the last: a null caption's
+        at = enc.indices.fill_null(len(uniq)).to_numpy(zero_copy_only=False)
+        return routed[at]
 
     def route(self, codes: list[str]) -> np.ndarray:
         """int32 index per caption into ``langs``; -1 where nothing matches."""

@@ -277,10 +277,18 @@ def test_router_indices_follow_the_codes():
     assert r.indices(table, table.column("text"), "t").tolist() == [0, -1, -1, 1, -1, -1, -1,
                                                                      -1]
     texts = ["Ein Hund läuft im Park", None, "a dog runs in the park", "un chien dans le parc"]
+    texts = texts + texts[::-1] + [None]  # each distinct caption is identified once
     r = lang.Router(["de", "en", "other"], None)
-    codes = lang.identify(texts)
+    codes = [lang.identify([t])[0] for t in texts]
     want = [["de", "en", "other"].index(c) if c in ("de", "en") else 2 for c in codes]
     assert r.indices(pa.table({"text": texts}), pa.array(texts), "t").tolist() == want
+    assert len(set(want)) == 3
+    for typ in (pa.large_string(), pa.string_view()):
+        arr = pa.chunked_array([pa.array(texts[:3], typ), pa.array(texts[3:], typ)])
+        assert r.indices(pa.table({"text": arr}), arr, "t").tolist() == want
+    r = lang.Router(["de", "en"], None)  # no other.json: nulls and others match nothing
+    assert r.indices(pa.table({"text": texts}), pa.array(texts), "t").tolist() == [
+        w if w < 2 else -1 for w in want]
 
 
 def test_error_with_language_id_processes_prints_one_line(ww_dir, tmp_path):

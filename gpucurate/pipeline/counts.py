@@ -30,7 +30,11 @@ def write_entry_counts(layout: OutputLayout, mds: dict, counts: dict,
                 "count": pa.array(counts[code], pa.uint64())}
         if probs is not None:
             cols["prob"] = pa.array(probs[code], pa.float64())
-        atomic_write_parquet(layout.entry_counts_of(code), _stamped(pa.table(cols), md))
+        # the entries are unique: no dictionary (it overflows) and no min/max;
+        # worldwide's 2.6M entries: 0.38 s and 30.3 MB -> 0.25 s and 24.4 MB
+        atomic_write_parquet(layout.entry_counts_of(code), _stamped(pa.table(cols), md),
+                             use_dictionary=False,
+                             write_statistics=[c for c in cols if c != "entry"])
 
 
 SHA_KEY = b"gpucurate.metadata_sha256"
