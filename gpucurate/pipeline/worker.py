@@ -23,14 +23,19 @@ from ..metadata import load_metadata
 from .layout import ALL, OutputLayout
 
 
-def load_worldwide(path: str) -> dict:
-    """{language: Metadata} of every ``<lang>.json`` in a directory."""
+def worldwide_files(path: str) -> dict:
+    """{language: path} of every ``<lang>.json`` in a directory, in order."""
     if not os.path.isdir(path):
         raise ConfigError(f"--worldwide {path}: not a directory of <lang>.json metadata files")
     files = sorted(f for f in os.listdir(path) if f.lower().endswith(".json"))
     if not files:
         raise ConfigError(f"--worldwide {path}: holds no <lang>.json metadata file")
-    return {f[:-5]: load_metadata(os.path.join(path, f)) for f in files}
+    return {f[:-5]: os.path.join(path, f) for f in files}
+
+
+def load_worldwide(path: str) -> dict:
+    """{language: Metadata} of every ``<lang>.json`` in a directory."""
+    return {code: load_metadata(f) for code, f in worldwide_files(path).items()}
 
 
 def metadata_of(cfg: CurateConfig) -> tuple[dict, str]:
@@ -130,8 +135,7 @@ class WorkerSetup:
         return self if self.tables is not None else replace(self, tables=worker_tables(self.cfg))
 
     def __call__(self, device: str | None = None, threads: int | None = None) -> Worker:
-        from ..cudf_io import resolve_reader
-        from ..engine import make_engine, resolve_device
+        from ..engine import resolve_device
         from ..lang import Router
 
         cfg = self.cfg
@@ -143,6 +147,27 @@ class WorkerSetup:
             w.cfg = cfg
             return w
         dev = resolve_device(cfg.device)  # fail fast, before building anything
+        # language ID's processes first: their start (an interpreter, fastText
+        # and its model each) goes on while the tables load
+        router = Router(sorted(self.tables) if self.tables is not None else
+                        sorted(worldwide_files(cfg.worldwide)), cfg.lang_column,
+                        threads_choice(cfg.threads)) if cfg.worldwide else None
+        try:
+            w = self._build(cfg, dev, key, router)
+        except BaseException:
+            if router is not None:
+                router.close()
+            raise
+        for old in _CURRENT:  # the worker of another configuration: its LID processes end
+            if old.router is not None:
+                old.router.close()
+        _CURRENT[:] = [w]
+        return w
+
+    def _build(self, cfg: CurateConfig, dev: str, key: tuple, router) -> Worker:
+        from ..cudf_io import resolve_reader
+        from ..engine import make_engine
+
         warming = None
         if dev == "cpu":  # numba's set-up and the table-free kernels, beside the tables' load
             from ..engine import prewarm_kernels
@@ -156,16 +181,9 @@ class WorkerSetup:
                 warming.join()
         tables = {c: (md, t.writable()) for c, (md, t) in tables.items()}
         langs = sorted(tables)
-        w = Worker(cfg=cfg, langs=langs, metadata={c: tables[c][0] for c in langs},
-                   engines={c: make_engine(tables[c][1], dev, cfg.threads) for c in langs},
-                   router=Router(langs, cfg.lang_column, threads_choice(cfg.threads))
-                   if cfg.worldwide else None,
-                   reader=resolve_reader(cfg.reader, dev), key=key)
-        for old in _CURRENT:  # the worker of another configuration: its LID processes end
-            if old.router is not None:
-                old.router.close()
-        _CURRENT[:] = [w]
-        return w
+        return Worker(cfg=cfg, langs=langs, metadata={c: tables[c][0] for c in langs},
+                      engines={c: make_engine(tables[c][1], dev, cfg.threads) for c in langs},
+                      router=router, reader=resolve_reader(cfg.reader, dev), key=key)
 
 
 def setup(cfg: CurateConfig) -> Worker:
