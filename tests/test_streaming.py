@@ -274,9 +274,11 @@ def test_parquet_reads_follow_the_batch_not_the_row_group(tmp_path):
 
 
 def test_spill_round_trip_ranges_alignment_and_cuts(tmp_path):
-    """Pass 1's raw spill read back by ranges that split frames: the same pairs,
-    as aligned views (numba compiles for aligned arrays), with or without
-    languages and odd frame sizes; a file cut anywhere is an error."""
+    """Pass 1's raw spill (each batch's lists in row order) read back by
+    ranges that split frames: the same CSR and row languages, as aligned
+    arrays (numba compiles for aligned arrays), with or without languages and
+    odd frame sizes (an empty one too); a file cut anywhere, or of another
+    version, is an error."""
     from gpucurate.errors import InputError
     from gpucurate.pipeline.spill import SpillReader, SpillWriter
 
@@ -284,36 +286,41 @@ def test_spill_round_trip_ranges_alignment_and_cuts(tmp_path):
     for with_lang in (False, True):
         path = str(tmp_path / f"s{with_lang}.bin")
         w = SpillWriter(path, with_lang)
-        want_t, want_e, want_l, first = [], [], [], 0
+        want_lens, want_ids, want_l, first = [], [], [], 0
         for n_rows in (7, 1, 0, 12, 5):
             lens = rng.integers(0, 4, n_rows)
-            t = np.repeat(np.arange(first, first + n_rows, dtype=np.uint32), lens)
-            e = rng.integers(0, 2**30, t.size).astype(np.uint32)
-            li = rng.integers(0, 3, t.size).astype(np.int16) if with_lang else None
-            w.write(e, t, li, first)
-            want_t.append(t), want_e.append(e), want_l.append(li)
+            ids = rng.integers(0, 2**30, int(lens.sum())).astype(np.int32)
+            li = rng.integers(-1, 3, n_rows).astype(np.int32) if with_lang else None
+            w.write(lens, ids, li, first)
+            want_lens.append(lens), want_ids.append(ids), want_l.append(li)
             first += n_rows
         w.close()
-        want_t, want_e = np.concatenate(want_t), np.concatenate(want_e).view(np.int32)
+        want_lens, want_ids = np.concatenate(want_lens), np.concatenate(want_ids)
         want_l = np.concatenate(want_l) if with_lang else None
-        r = SpillReader(path)
-        got = []
-        for lo in range(0, first, 4):  # ranges of 4 rows: across frame boundaries
-            t, e, li = r.take(lo, lo + 4)
-            assert ((t >= lo) & (t < lo + 4)).all()
-            for a in (t, e) + ((li,) if with_lang else ()):
-                assert a.flags.aligned and a.ctypes.data % a.itemsize == 0
-            got.append((t, e, li))
-        r.close()
-        assert np.array_equal(np.concatenate([g[0] for g in got]), want_t)
-        assert np.array_equal(np.concatenate([g[1] for g in got]), want_e)
-        if with_lang:
-            assert np.array_equal(np.concatenate([g[2] for g in got]), want_l)
+        for step in (4, first):  # ranges across frame boundaries; all rows at once
+            r = SpillReader(path)
+            got = []
+            for lo in range(0, first, step):
+                hi = min(first, lo + step)
+                off, ids, li = r.take(lo, hi)
+                assert off.size == hi - lo + 1 and off[0] == 0 and off[-1] == ids.size
+                assert ids.dtype == np.int32 and (li is None) == (not with_lang)
+                for a in (ids,) + ((li,) if with_lang else ()):
+                    assert a.flags.aligned and a.ctypes.data % a.itemsize == 0
+                got.append((np.diff(off), ids, li))
+            r.close()
+            assert np.array_equal(np.concatenate([g[0] for g in got]), want_lens)
+            assert np.array_equal(np.concatenate([g[1] for g in got]), want_ids)
+            if with_lang:
+                assert np.array_equal(np.concatenate([g[2] for g in got]), want_l)
         raw = open(path, "rb").read()
-        for cut in (len(raw) - 1, 40, 20):
+        for cut in (len(raw) - 1, 48, 20):
             open(path, "wb").write(raw[:cut])
             with pytest.raises(InputError, match="cut short"):
-                SpillReader(path).take(0, 10**9)
+                SpillReader(path).take(0, first)
+        open(path, "wb").write(b"\0" * 8 + raw[8:])
+        with pytest.raises(InputError, match="not a matches file of this version"):
+            SpillReader(path).take(0, first)
 
 
 def test_lists_kernels_equal_numpy():

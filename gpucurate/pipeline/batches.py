@@ -166,6 +166,26 @@ def match_groups(w, groups, tb):
         yield code, rows, eng.to_host(off), eng.to_host(ids), off, ids
 
 
+def lists_in_row_order(n: int, parts: list) -> tuple:
+    """The CSR (offsets int64, ids int32) of a batch of ``n`` rows from its
+    per-language CSRs ``(rows, offsets, ids)`` (``rows``: the batch's rows of
+    that language; None: all of them, in order); rows of no language have
+    empty lists."""
+    if len(parts) == 1 and parts[0][0] is None:
+        _, off, ids = parts[0]
+        return off, ids
+    off = np.zeros(n + 1, np.int64)
+    lens = np.zeros(n, np.int64)
+    for rows, h_off, _ in parts:
+        lens[rows] = np.diff(h_off)
+    np.cumsum(lens, out=off[1:])
+    flat = np.empty(int(off[-1]), np.int32)
+    for rows, h_off, h_ids in parts:
+        g = np.diff(h_off)
+        flat[np.repeat(off[rows] - h_off[:-1], g) + np.arange(h_ids.size)] = h_ids
+    return off, flat
+
+
 def text_ids(lens: np.ndarray, first: int, rows: np.ndarray | None = None) -> np.ndarray:
     """The inverted index's text ids: row ``first + rows[i]`` (``rows``: all the
     batch's rows when None) repeated ``lens[i]`` times."""

@@ -16,8 +16,9 @@ from ..errors import InputError
 from ..io import Shard, atomic_write_bytes, atomic_write_json, atomic_write_parquet, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..log import Progress
-from .batches import (by_language, check_added, check_keys, group_keys, match_groups,
-                      pass1_columns, row_keys, shard_batches, text_buffers, text_ids)
+from .batches import (by_language, check_added, check_keys, group_keys, lists_in_row_order,
+                      match_groups, pass1_columns, row_keys, shard_batches, text_buffers,
+                      text_ids)
 from .groups import choice_values, write_group_choices
 from .layout import ALL, OutputLayout
 from .spill import RowsCache, SpillWriter
@@ -29,7 +30,7 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     """Pass 1 of one batch of captions already on the GPU (Arrow-layout device
     buffers, e.g. a cuDF column's): UTF-8 check, match and count into the
     device array ``counts``; only scalars come back (and, with ``save_matches``,
-    the batch's inverted index, (entry_id, text_id) uint32)."""
+    the batch's lists: each row's length and the entry ids, uint32)."""
     eng.check_utf8(data, offsets, valid, where, first)
     m_off, m_ids = eng.match_device(data, offsets, valid)
     eng.count_into(m_ids, counts)
@@ -38,8 +39,8 @@ def count_device_batch(eng, data, offsets, valid, counts, first: int, where: str
     r = {"captions": n, "nulls": n - int(valid.sum()),
          "matched": int(eng.xp.count_nonzero(lens))}
     if save_matches:
+        r["lens"] = eng.to_host(lens)
         r["entry_id"] = _u32(eng.to_host(m_ids))
-        r["text_id"] = text_ids(eng.to_host(lens), first)
     return r
 
 
@@ -60,11 +61,15 @@ class MatchIndex:
         self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         self.behind = Behind(self.writer.write_table, name="gpucurate-matches")
 
-    def write(self, e: np.ndarray, t: np.ndarray, li: np.ndarray | None, first: int) -> None:
-        cols = [pa.array(e, pa.uint32()), pa.array(t, pa.uint32())]
+    def write(self, lens: np.ndarray, ids: np.ndarray, li: np.ndarray | None,
+              first: int) -> None:
+        """One batch of rows from ``first``: their list lengths, their ids in
+        row order and (worldwide) each row's language index."""
+        cols = [pa.array(_u32(ids), pa.uint32()), pa.array(text_ids(lens, first), pa.uint32())]
         if self.langs is not None:
-            cols.append(pa.DictionaryArray.from_arrays(pa.array(li, pa.int16()),
-                                                       pa.array(self.langs, pa.string())))
+            cols.append(pa.DictionaryArray.from_arrays(
+                pa.array(np.repeat(li.astype(np.int16), lens), pa.int16()),
+                pa.array(self.langs, pa.string())))
         self.behind.put(pa.Table.from_arrays(cols, schema=self.schema))
 
     def close(self) -> None:
@@ -99,11 +104,6 @@ def _read_stage(w, cfg, shard: Shard, batches):
 def _u32(ids: np.ndarray) -> np.ndarray:
     """Entry ids (< 2**30) as uint32: the same bits, no copy, when int32."""
     return ids.view(np.uint32) if ids.dtype == np.int32 else ids.astype(np.uint32)
-
-
-def _cat(parts: list, dtype) -> np.ndarray:
-    return parts[0].astype(dtype, copy=False) if len(parts) == 1 else (
-        np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype))
 
 
 def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
@@ -163,7 +163,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             per[ALL]["captions"] += r["captions"]
             per[ALL]["matched"] += r["matched"]
             if keep:
-                inv.write(r["entry_id"], r["text_id"], None, first)
+                inv.write(r["lens"], r["entry_id"], None, first)
             captions += r["captions"]
             nulls += r["nulls"]
             prog.update(r["captions"])
@@ -190,7 +190,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             li, groups = by_language(w, table, arr, shard, li)
             if li is not None:
                 routed.append(li.astype(np.int16))
-            inv_e, inv_t, inv_l = [], [], []
+            lists = []
             for code, rows, h_off, h_ids, off, ids in match_groups(w, groups, tb):
                 w.engines[code].count_into(ids, counts[code])
                 lens = np.diff(h_off)
@@ -199,13 +199,10 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
                 per[code]["matched"] += m
                 matched += m
                 if keep:
-                    inv_e.append(_u32(h_ids))
-                    inv_t.append(text_ids(lens, first, rows))
-                    if w.router is not None:
-                        inv_l.append(np.full(h_ids.size, w.langs.index(code), np.int16))
+                    lists.append((rows, h_off, h_ids))
             if keep:
-                inv.write(_cat(inv_e, np.uint32), _cat(inv_t, np.uint32),
-                          _cat(inv_l, np.int16) if w.router is not None else None, first)
+                r_off, r_ids = lists_in_row_order(len(tb), lists)
+                inv.write(np.diff(r_off), r_ids, li, first)
             if cfg.group_column:
                 ok = (tb.valid != 0) if li is None else ((li >= 0) & (tb.valid != 0))
                 g = group_keys(cfg, shard, table, first)

@@ -23,9 +23,10 @@ from ..io import Shard, atomic_write_bytes, atomic_write_json, shard_schema
 from ..io.atomic import commit, tmp_path
 from ..io.fs import fetch, unpublish
 from ..log import Progress
-from .batches import by_language, match_groups, row_keys, shard_batches, text_buffers
+from .batches import (by_language, lists_in_row_order, match_groups, row_keys,
+                      shard_batches, text_buffers)
 from .layout import ALL, OutputLayout
-from .spill import SpillReader, cached_batches, split_range
+from .spill import SpillReader, cached_batches
 from .stream import Behind, prefetch
 
 # Parquet settings of the curated parts: zstd at its fastest level (the parts
@@ -99,6 +100,26 @@ class SavedMatches:
         return t, e, lang
 
 
+def split_range(parts: list, lo: int, hi: int) -> tuple:
+    """(text_id, entry_id, lang) parts read forward, as (the pairs of text ids
+    in [lo, hi), the pairs past hi to keep for the next range or None): the
+    split a forward cursor over a parquet index makes."""
+    if not parts:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32), None, None
+    if len(parts) == 1:
+        t, e, lang = parts[0]
+    else:
+        t = np.concatenate([p[0] for p in parts])
+        e = np.concatenate([p[1] for p in parts])
+        lang = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+    if t.size and int(t.min()) >= lo and int(t.max()) < hi:
+        return t, e, lang, None
+    inside = (t >= lo) & (t < hi)
+    rest = t >= hi
+    keep = (t[rest], e[rest], None if lang is None else lang[rest]) if rest.any() else None
+    return t[inside], e[inside], None if lang is None else lang[inside], keep
+
+
 def saved_csr(saved: tuple, first: int, n: int):
     """CSR (offsets, sorted ids) of the n rows from ``first`` (shard row
     numbers) from the saved inverted index, whose pairs are those rows'."""
@@ -146,11 +167,16 @@ def saved_csr_groups(saved: tuple, first: int, lang_rows: np.ndarray, groups: li
     443k captions when language ID sent a few captions of a shard elsewhere)."""
     text_id, entry, lang = saved
     n = lang_rows.size
-    off, entry = _csr(*_inside(text_id, entry, first, n, lang, lang_rows), n)
+    return group_csrs(*_csr(*_inside(text_id, entry, first, n, lang, lang_rows), n), groups)
+
+
+def group_csrs(off: np.ndarray, entry: np.ndarray, groups: list) -> list:
+    """Per language group ``(code, rows, index)`` of a batch, the CSR
+    (offsets, ids) of its rows, gathered from the batch's CSR."""
     lens = np.diff(off)
     out = []
     for _, rows, _ in groups:
-        if rows.size == n:
+        if rows.size == lens.size:
             out.append((off, entry))
             continue
         glens = lens[rows]
@@ -315,12 +341,10 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
         n = table.num_rows
         keys = row_keys(cfg, shard, table, first)
         keep = np.zeros(n, bool)
-        off_all = np.zeros(n + 1, np.int64)
-        lists_len = np.zeros(n, np.int64)
         id_parts: list = []
+        in_rows = None  # the batch's lists in row order, when pass 1 kept them so
         if saved is not None:  # pass 1's matches: no matching again
             valid = table.column(cfg.text_column).is_valid().to_numpy(zero_copy_only=False)
-            batch = saved.take(first, first + n)
             if w.router is None:
                 lang = None
                 groups = [(ALL, None, None)]
@@ -332,8 +356,17 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
                     rows = np.nonzero(lang == i)[0]
                     if rows.size:
                         groups.append((code, rows, i))
-            csrs = [saved_csr(batch, first, n)] if lang is None else \
-                saved_csr_groups(batch, first, lang, groups)
+            if isinstance(saved, SpillReader):  # pass 1's lists, in row order
+                off, ids, row_lang = saved.take(first, first + n)
+                if lang is not None and (row_lang is None or not np.array_equal(row_lang, lang)):
+                    raise InputError(f"{shard.path}: rows {first}..{first + n - 1} are routed "
+                                     "to other languages than in pass 1; rerun with --overwrite")
+                csrs = [(off, ids)] if lang is None else group_csrs(off, ids, groups)
+                in_rows = (off, ids)
+            else:
+                batch = saved.take(first, first + n)
+                csrs = [saved_csr(batch, first, n)] if lang is None else \
+                    saved_csr_groups(batch, first, lang, groups)
             results = []
             for (code, rows, _), (h_off, h_ids) in zip(groups, csrs):
                 eng = w.engines[code]
@@ -354,7 +387,6 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
             lens = np.diff(h_off)
             at = np.arange(n) if rows is None else rows
             keep[at] = dec
-            lists_len[at] = lens
             id_parts.append((at, h_off, h_ids, code))
             m = int(np.count_nonzero(lens))
             matched += m
@@ -383,7 +415,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
             _count_kept(kept_counts, keep, id_parts, w.metadata)
         captions += n
         if idx.size:
-            writer.write(_kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, lists))
+            writer.write(_kept_rows(w, table, idx, id_parts, lang, lists, in_rows))
         prog.update(n)
     seconds = prog.close() if captions else time.perf_counter() - t0
     if isinstance(saved, SpillReader):
@@ -433,21 +465,17 @@ def _write_kept_counts(path: str, kept_counts: dict, kept_rows: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _kept_rows(w, table, idx, id_parts, off_all, lists_len, lang, lists=None) -> pa.Table:
+def _kept_rows(w, table, idx, id_parts, lang, lists=None, in_rows=None) -> pa.Table:
     """The kept rows of a batch with their entry_ids (and routed lang).
     ``lists``: the kept rows' (offsets, ids), gathered already when every row
     has one list (kernels.lists.kept_lists); else they are gathered here from
-    each language's lists."""
-    if lists is None:  # scatter each language's lists into row order
-        np.cumsum(lists_len, out=off_all[1:])
-        flat = np.empty(int(off_all[-1]), np.int32)
-        for at, h_off, h_ids, _ in id_parts:
-            lens = np.diff(h_off)
-            dest = np.repeat(off_all[at], lens) + (
-                np.arange(h_ids.size) - np.repeat(h_off[:-1], lens))
-            flat[dest] = h_ids
+    the batch's lists in row order (``in_rows``, or each language's lists put
+    in row order)."""
+    if lists is None:
+        off, flat = in_rows if in_rows is not None else lists_in_row_order(
+            table.num_rows, [(at, h_off, h_ids) for at, h_off, h_ids, _ in id_parts])
         # only the kept rows' lists: their offsets and ids gathered, not every row's
-        starts, ends = off_all[idx], off_all[idx + 1]
+        starts, ends = off[idx], off[idx + 1]
         lens = ends - starts
         k_off = np.zeros(idx.size + 1, np.int64)
         np.cumsum(lens, out=k_off[1:])

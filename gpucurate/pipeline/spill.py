@@ -1,19 +1,19 @@
 """What pass 1 keeps for pass 2: its matches, and the rows of shards that
 are costly to parse (jsonl, tar).
 
-Pass 1's matches kept for pass 2 (``work/matches/shard-NNNNN.bin``): the
-inverted index, (entry_id, text_id) uint32 and each id's language index
-(int16, worldwide), written batch by batch as raw frames and read back in
-order. Raw arrays are written from their own buffers and read back as views
-of the mapped file, where a parquet file of the same pairs took a quarter of
-pass 1 (``--save-matches`` still
-writes MetaCLIP's parquet index in ``matches/``).
+Pass 1's matches kept for pass 2 (``work/matches/shard-NNNNN.bin``): each
+batch's entry lists in row order, as CSR (the length of every row's list and
+the ids, uint32) with each row's language index (int16, worldwide), written
+as raw frames and read back in order as views of the mapped file. A parquet
+file of (entry_id, text_id) pairs took a quarter of pass 1; pairs with a text
+id each (8 bytes a pair) cost pass 2 a search for its rows and a CSR built
+again (``--save-matches`` still writes MetaCLIP's parquet index in
+``matches/``).
 
-A frame: a header of four little-endian uint64 (magic, number of pairs,
-whether a language array follows, the frame's first text id), then the entry
-ids, the text ids and the language indices, zero-padded to 8 bytes. Text ids
-rise from frame to frame (a frame is a batch of rows); within a frame they may
-not (worldwide groups a batch by language).
+A frame: a header of five little-endian uint64 (magic, rows, ids, whether a
+language array follows, the frame's first row), then the rows' list lengths
+(uint32), the ids (uint32) and the rows' language indices (int16), zero-padded
+to 8 bytes. Frames cover the shard's rows in order, one after the other.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import commit, tmp_path
 
-MAGIC = 0x325053_43504720  # b" GPCSP2" little-endian, a frame's first word
+MAGIC = 0x335053_43504720  # b" GPCSP3" little-endian, a frame's first word
 _HEAD = np.dtype("<u8")
+_HEAD_WORDS = 5
 
 
 class SpillWriter:
@@ -37,16 +38,20 @@ class SpillWriter:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.f = open(self.tmp, "wb")
 
-    def write(self, entry: np.ndarray, text: np.ndarray, lang: np.ndarray | None,
+    def write(self, lens: np.ndarray, ids: np.ndarray, lang: np.ndarray | None,
               first: int) -> None:
-        n = int(entry.size)
-        head = np.array([MAGIC, n, int(self.with_lang), first], _HEAD)
-        self.f.write(head)  # the arrays' own bytes, not copies
-        self.f.write(np.ascontiguousarray(entry, "<u4"))
-        self.f.write(np.ascontiguousarray(text, "<u4"))
+        """One batch of rows from ``first``: their list lengths, their ids in
+        row order and (worldwide) each row's language index."""
+        rows, n = int(lens.size), int(ids.size)
+        head = np.array([MAGIC, rows, n, int(self.with_lang), first], _HEAD)
+        self.f.write(head)  # the arrays' own bytes where their type fits
+        self.f.write(np.ascontiguousarray(lens, "<u4"))
+        self.f.write(np.ascontiguousarray(ids, "<u4"))
+        size = 4 * (rows + n)
         if self.with_lang:
             self.f.write(np.ascontiguousarray(lang, "<i2"))
-            self.f.write(b"\0" * (-2 * n % 8))  # the next frame on 8 bytes
+            size += 2 * rows
+        self.f.write(b"\0" * (-size % 8))  # the next frame on 8 bytes
 
     def close(self) -> None:
         self.f.close()
@@ -61,11 +66,12 @@ class SpillWriter:
 
 
 class SpillReader:
-    """Forward reads of a spill file: ``take(lo, hi)`` gives the pairs whose
-    text id is in [lo, hi), as (text_id uint32, entry_id int32, lang int16 or
-    None); calls must come with rising ranges. The file is mapped copy-on-write
-    and the arrays are views of the mapping (pass 1 has just written it: the
-    pages are in the page cache, nothing is copied)."""
+    """Forward reads of a spill file: ``take(lo, hi)`` gives the lists of
+    rows [lo, hi) as CSR (offsets int64, ids int32) and their language
+    indices (int16, or None); calls come with rising, adjoining ranges. The
+    file is mapped copy-on-write and the ids of a range inside one frame are a
+    view of the mapping (pass 1 has just written it: the pages are in the page
+    cache, nothing is copied)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -75,69 +81,62 @@ class SpillReader:
                                 prot=mmap.PROT_READ | mmap.PROT_WRITE) if size else b""
         self.size = size
         self.pos = 0
-        self.buf = None
-        self._head = None
+        self.frame = None  # (first row, lens, ids, lang, row cursor, id cursor)
 
     def _cut(self):
         raise InputError(f"{self.path}: pass 1's matches are cut short; rerun with --overwrite")
 
-    def _peek(self):
-        if self._head is None and self.pos < self.size:
-            if self.size - self.pos < 32:
-                self._cut()
-            self._head = np.frombuffer(self.mm, _HEAD, 4, self.pos)
-            if int(self._head[0]) != MAGIC:
-                raise InputError(f"{self.path}: not a matches file of this version; rerun with "
-                                 "--overwrite")
-        return self._head
-
-    def _frame(self):
-        head = self._head
-        self._head = None
-        n, with_lang = int(head[1]), bool(head[2])
-        at = self.pos + 32
-        size = n * (8 + (2 if with_lang else 0))
+    def _next_frame(self):
+        if self.size - self.pos < 8 * _HEAD_WORDS:
+            self._cut()
+        head = np.frombuffer(self.mm, _HEAD, _HEAD_WORDS, self.pos)
+        if int(head[0]) != MAGIC:
+            raise InputError(f"{self.path}: not a matches file of this version; rerun with "
+                             "--overwrite")
+        rows, n, with_lang, first = (int(x) for x in head[1:])
+        at = self.pos + 8 * _HEAD_WORDS
+        size = 4 * (rows + n) + (2 * rows if with_lang else 0)
         size += -size % 8  # frames start on 8 bytes: the arrays are aligned views
         if self.size - at < size:
             self._cut()
         self.pos = at + size
-        e = np.frombuffer(self.mm, "<i4", n, at)  # entry ids < 2**30: the same bits as int32
-        t = np.frombuffer(self.mm, "<u4", n, at + 4 * n)
-        lang = np.frombuffer(self.mm, "<i2", n, at + 8 * n) if with_lang else None
-        return t, e, lang
+        lens = np.frombuffer(self.mm, "<u4", rows, at)
+        ids = np.frombuffer(self.mm, "<i4", n, at + 4 * rows)  # ids < 2**30: int32's bits
+        lang = np.frombuffer(self.mm, "<i2", rows, at + 4 * (rows + n)) if with_lang else None
+        self.frame = [first, lens, ids, lang, 0, 0]
 
     def take(self, lo: int, hi: int) -> tuple:
-        parts = [] if self.buf is None else [self.buf]
-        while True:
-            head = self._peek()
-            if head is None or int(head[3]) >= hi:
-                break
-            parts.append(self._frame())
-        t, e, lang, self.buf = split_range(parts, lo, hi)
-        return t, e, lang
+        lens_p, ids_p, lang_p = [], [], []
+        row = lo
+        while row < hi:
+            if self.frame is None or self.frame[4] == self.frame[1].size:
+                self._next_frame()
+                continue
+            first, lens, ids, lang, r, q = self.frame
+            if first + r != row:
+                raise InputError(f"{self.path}: pass 1's matches do not cover rows {row} on "
+                                 "in order; rerun with --overwrite")
+            k = min(hi - row, lens.size - r)
+            ln = lens[r:r + k]
+            m = int(ln.sum(dtype=np.int64))
+            lens_p.append(ln)
+            ids_p.append(ids[q:q + m])
+            if lang is not None:
+                lang_p.append(lang[r:r + k])
+            self.frame[4], self.frame[5] = r + k, q + m
+            row += k
+        n = hi - lo
+        off = np.zeros(n + 1, np.int64)
+        if lens_p:
+            np.cumsum(np.concatenate(lens_p) if len(lens_p) > 1 else lens_p[0], out=off[1:])
+        ids = ids_p[0] if len(ids_p) == 1 else (np.concatenate(ids_p) if ids_p else
+                                                np.zeros(0, np.int32))
+        lang = None if not lang_p else (lang_p[0] if len(lang_p) == 1 else
+                                        np.concatenate(lang_p))
+        return off, ids, lang
 
     def close(self) -> None:
         self.mm = b""  # the mapping goes with the last array viewing it
-
-
-def split_range(parts: list, lo: int, hi: int) -> tuple:
-    """(text_id, entry_id, lang) parts read forward, as (the pairs of text ids
-    in [lo, hi), the pairs past hi to keep for the next range or None): the
-    split both forward cursors (the raw spill, a parquet index) make."""
-    if not parts:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int32), None, None
-    if len(parts) == 1:
-        t, e, lang = parts[0]
-    else:
-        t = np.concatenate([p[0] for p in parts])
-        e = np.concatenate([p[1] for p in parts])
-        lang = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
-    if t.size and int(t.min()) >= lo and int(t.max()) < hi:
-        return t, e, lang, None
-    inside = (t >= lo) & (t < hi)
-    rest = t >= hi
-    keep = (t[rest], e[rest], None if lang is None else lang[rest]) if rest.any() else None
-    return t[inside], e[inside], None if lang is None else lang[inside], keep
 
 
 class RowsCache:
