@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import mmap
 import os
+import stat
 import time
 from dataclasses import dataclass, fields
 
@@ -207,6 +208,7 @@ def cache_load(kind: str, sha256: str, cls):
                 kw[fd.name] = data[a["offset"]:a["offset"] + n].view(dt).reshape(a["shape"])
             else:
                 kw[fd.name] = (str if fd.type == "str" else int)(header["fields"][fd.name])
+        _used(path)
         return cls(**kw)
     except (OSError, ValueError, KeyError, TypeError):
         logger.warning("cache file %s is unreadable; rebuilding it", path)
@@ -249,6 +251,49 @@ def cache_save(kind: str, sha256: str, obj) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         logger.warning("could not write the cache file %s: %s", path, exc)
+        return
+    prune_cache(os.path.dirname(path), keep=path)
+
+
+# Cache files unused this long are removed whenever a file is written (a new
+# list, or a new version of gpucurate laying tries out anew): each version
+# leaves files of its own (a worldwide set is ~0.5 GB), and a file in use is
+# never this old (loading it marks it used).
+PRUNE_AFTER_S = 7 * 24 * 3600
+
+
+def _used(path: str) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache still serves
+
+
+def prune_cache(directory: str, keep: str | None = None, now: float | None = None) -> list:
+    """Remove the trie cache's files (``.bin``, older formats' ``.npz``, and
+    temporary files of writers that died) not used for PRUNE_AFTER_S; return
+    their paths. Only regular files of those names, never ``keep``."""
+    cutoff = (time.time() if now is None else now) - PRUNE_AFTER_S
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        if path == keep or not name.endswith((".bin", ".npz", ".tmp")):
+            continue
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                os.remove(path)
+                removed.append(path)
+        except OSError:
+            continue  # another process removed or replaced it
+    if removed:
+        logger.info("removed %d trie cache file(s) unused for %d days from %s", len(removed),
+                    PRUNE_AFTER_S // 86400, directory)
+    return removed
 
 
 def cached_trie(sha256: str) -> WordTrie | None:

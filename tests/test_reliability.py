@@ -340,6 +340,35 @@ def test_trie_cache_tampering_is_detected(tmp_path, monkeypatch):
             assert b.flags.aligned and b.ctypes.data % 64 == 0
 
 
+def test_trie_cache_files_unused_for_a_week_are_pruned(tmp_path, monkeypatch):
+    """Writing a cache file removes the trie cache's files not used for
+    PRUNE_AFTER_S (other versions' and lists', older formats', dead writers'
+    temporary files); loading a file marks it used, so a file in use stays;
+    nothing else in the directory is touched."""
+    import time
+
+    from gpucurate import trie
+
+    monkeypatch.setenv("GPUCURATE_CACHE_DIR", str(tmp_path / "cache"))
+    trie.load_trie(["dog", "cat"])
+    (used,) = [os.path.join(r, f) for r, _, fs in os.walk(trie.cache_dir()) for f in fs]
+    d = os.path.dirname(used)
+    old = time.time() - trie.PRUNE_AFTER_S - 3600
+    stale = [os.path.join(d, n) for n in ("x-v6-aaaaaaaaaaaa.bin", "x-bytes-v5-b.npz",
+                                          "x-v7-c.bin.123.tmp")]
+    other = [os.path.join(d, n) for n in ("notes.txt", "fresh-v7-d.bin")]
+    for p in stale + other:
+        open(p, "wb").write(b"x")
+    for p in stale + [other[0], used]:
+        os.utime(p, (old, old))
+    trie.load_trie(["dog", "cat"])  # loaded: marked used, nothing written, nothing pruned
+    assert all(os.path.exists(p) for p in stale) and os.path.getmtime(used) > old + 3600
+    trie.load_trie(["hot dog"])  # a new list's file written: the unused ones go
+    assert not any(os.path.exists(p) for p in stale)
+    assert all(os.path.exists(p) for p in other + [used])
+    assert len(os.listdir(d)) == 4
+
+
 def test_on_bad_row_skip_records_every_skipped_row(meta, tmp_path):
     j = tmp_path / "a.jsonl"
     lines = [b'{"text": "a dog", "k": 1}', b'{"text": "a cat", "k": 2', b'{"text": 5, "k": 3}',
