@@ -100,6 +100,32 @@ def test_pass2_reuses_pass1_matches_and_equals_matching_again(pool, metadata_pat
         pq.read_table(str(tmp_path / "b" / "curated")))
 
 
+def test_pass2_matches_again_over_another_versions_spill(pool, metadata_path, tmp_path,
+                                                         caplog):
+    """A run resumed after an upgrade finds pass 1's matches in another
+    version's format: pass 2 matches that shard again (and says so), with the
+    same rows as the first run."""
+    from gpucurate.pipeline.layout import OutputLayout
+    from gpucurate.pipeline.spill import MAGIC
+
+    root, t, one, eight = pool
+    out = str(tmp_path / "v")
+    kw = dict(t=3, key_column="uid", device="cpu", report=False)
+    curate(metadata_path, eight, out, **kw)
+    first = pq.read_table(os.path.join(out, "curated"))
+    lay = OutputLayout(out)
+    os.remove(lay.stats(3))  # shard 3's pass 2 to do again
+    old = bytearray(MAGIC.to_bytes(8, "little"))
+    old[6] = ord("2")  # " GPCSP2": the format before this one
+    with open(lay.work_matches(3), "wb") as f:
+        f.write(bytes(old) + b"\0" * 64)
+    with caplog.at_level("WARNING", logger="gpucurate"):
+        curate(metadata_path, eight, out, **kw)
+    assert "another version of gpucurate" in caplog.text
+    assert not os.path.exists(lay.work_matches(3))
+    assert pq.read_table(os.path.join(out, "curated")).equals(first) and first.num_rows
+
+
 def test_jsonl_columns_that_appear_late_reach_the_output(metadata_path, tmp_path):
     rows = [{"text": "a photo of a dog", "id": i} for i in range(50)]
     rows += [{"text": "a photo of a cat", "id": 50 + i, "extra": "x"} for i in range(50)]

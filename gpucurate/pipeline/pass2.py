@@ -321,9 +321,10 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     if cfg.group_column or cfg.extra.get("row_subset"):  # row_subset: rebalance's survivors
         fetch(layout.groups(shard.index))
         chosen = np.load(layout.groups(shard.index))
+    saved = None
     if os.path.exists(layout.work_matches(shard.index)):
-        saved = SpillReader(layout.work_matches(shard.index))
-    else:
+        saved = SpillReader.of_this_version(layout.work_matches(shard.index))
+    if saved is None:
         src = next((p for p in (layout.work_matches_index(shard.index),
                                 layout.matches(shard.index)) if os.path.exists(p)), None)
         saved = SavedMatches(src, w.langs) if src is not None else None

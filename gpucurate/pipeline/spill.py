@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import commit, tmp_path
+from ..log import logger
 
 MAGIC = 0x335053_43504720  # b" GPCSP3" little-endian, a frame's first word
 _HEAD = np.dtype("<u8")
@@ -82,6 +83,21 @@ class SpillReader:
         self.size = size
         self.pos = 0
         self.frame = None  # (first row, lens, ids, lang, row cursor, id cursor)
+
+    @classmethod
+    def of_this_version(cls, path: str) -> "SpillReader | None":
+        """The reader of ``path``, or None when the file was written by
+        another version of gpucurate (a run resumed after an upgrade): pass 2
+        then matches that shard again, and the file is removed."""
+        with open(path, "rb") as f:
+            first = f.read(8)
+        if first[:6] == MAGIC.to_bytes(8, "little")[:6] and \
+                first != MAGIC.to_bytes(8, "little"):
+            logger.warning("%s: pass 1's matches of another version of gpucurate; this shard "
+                           "is matched again in pass 2", path)
+            os.remove(path)
+            return None
+        return cls(path)
 
     def _cut(self):
         raise InputError(f"{self.path}: pass 1's matches are cut short; rerun with --overwrite")
