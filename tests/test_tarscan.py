@@ -555,3 +555,48 @@ def test_header_sums_of_every_byte_value():
         want = (raw, raw - int(field.sum()) + 256,
                 int(signed.sum()) - int(signed[148:156].sum()) + 256)
         assert tarscan._header_sums(buf, 8 + 512 * k) == want
+
+
+def test_json_lines_equals_the_checks_it_replaces():
+    """The one-pass copy and check of a batch's .json members accepts exactly
+    the batches that the statement of its rules accepts (members joined by
+    line breaks: one "{...}" per line, no byte below 0x20, none of what
+    _json_rules_needed finds), and then lays them out the same, on random
+    members made of the bytes those rules look at."""
+    import numpy as np
+
+    rng = random.Random(11)
+    alphabet = [b"{", b"}", b":", b",", b"[", b"]", b" ", b"-", b"0", b"1", b"9", b".", b"e",
+                b"E", b"\\", b"u", b"d", b"D", b"\xef", b"\xbb", b"\xbf", b"\n", b"\t", b"a",
+                b'"', b"-0", b": -0", b"[-0.", b", 0", b"\\ud8", b"\xef\xbb\xbf"]
+    accepted = refused = 0
+    for case in range(3000):
+        members = []
+        for _ in range(rng.randint(1, 4)):
+            body = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+            if rng.random() < 0.3:  # a long run of digits after a separator
+                body += rng.choice([b":", b",", b"[", b"x"]) + b" " * rng.randint(0, 2) + \
+                    rng.choice([b"", b"-"]) + b"7" * rng.randint(17, 20)
+            if rng.random() < 0.9:
+                body = b"{" + body + b"}"
+            members.append(body if rng.random() < 0.97 else b"")
+        js = b"".join(members)
+        rows = np.zeros((len(members), 5), np.int64)
+        at = 0
+        for i, m in enumerate(members):
+            rows[i, 1], rows[i, 2] = at, len(m)
+            at += len(m)
+        buf = b"\n".join(members) + b"\n"
+        raw = np.frombuffer(buf, np.uint8)
+        want = all(m[:1] == b"{" and m[-1:] == b"}" for m in members) and \
+            int(np.count_nonzero(raw < 0x20)) == len(members) and \
+            not tarscan._json_rules_needed(buf, raw)
+        out = np.zeros(len(buf), np.uint8)
+        got = tarscan._json_lines(np.frombuffer(js, np.uint8), rows, out)
+        assert got == want, (case, members)
+        if got:
+            assert out.tobytes() == buf
+            accepted += 1
+        else:
+            refused += 1
+    assert accepted > 300 and refused > 300, (accepted, refused)

@@ -1052,6 +1052,8 @@ _NEG_ZERO = re.compile(rb"[:,\[]\s*-0(?![0-9.eE])")
 
 
 def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
+    """The checks :func:`_json_lines` makes in one pass, with NumPy and
+    regular expressions (kept as their statement, and tested against it)."""
     if b"\xef\xbb\xbf" in buf or b"\\ud" in buf or b"\\uD" in buf:
         return True
     if b"-0" in buf and _NEG_ZERO.search(buf):
@@ -1060,6 +1062,61 @@ def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
     edges = np.diff(digit, prepend=np.int8(0), append=np.int8(0))
     run = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
     return bool(run.size and run.max() >= 19 and _LONG_DIGITS.search(buf))
+
+
+@numba.njit(cache=True, nogil=True)
+def _json_lines(js, rows, out):
+    """Copy the batch's .json members (``rows[:, 1]`` start, ``rows[:, 2]``
+    length) into ``out``, each followed by a line break, checking in the same
+    pass what would send the batch to json's rules: an empty member, one not
+    starting with "{" and ending with "}", a byte below 0x20, a UTF-8 BOM, a
+    "\\ud"/"\\uD" escape, or what ``_NEG_ZERO`` or ``_LONG_DIGITS`` match (a
+    ':', ',' or '[', whitespace, then "-0" not followed by a digit, '.', 'e'
+    or 'E', or an optional '-' and 19 digits). True when none is found (then
+    ``out`` is whole); False at the first found."""
+    o = 0
+    for r in range(rows.shape[0]):
+        a = rows[r, 1]
+        n = rows[r, 2]
+        if n <= 0 or js[a] != 0x7B or js[a + n - 1] != 0x7D:
+            return False
+        state = 0  # 1: after ':' ',' '[' and whitespace; 2: then '-'; 3: then digits
+        digits = 0
+        for i in range(a, a + n):
+            c = js[i]
+            out[o] = c
+            o += 1
+            if c < 0x20:  # tab and line breaks too: \s in the patterns is a space here
+                return False
+            if c == 0xEF and i + 2 < a + n and js[i + 1] == 0xBB and js[i + 2] == 0xBF:
+                return False
+            if c == 0x5C and i + 2 < a + n and js[i + 1] == 0x75 and (
+                    js[i + 2] == 0x64 or js[i + 2] == 0x44):
+                return False
+            if c == 0x3A or c == 0x2C or c == 0x5B:
+                state = 1
+                digits = 0
+            elif state == 1 and c == 0x20:
+                pass
+            elif state == 1 and c == 0x2D:
+                state = 2
+            elif (state == 1 or state == 2 or state == 3) and 0x30 <= c <= 0x39:
+                if state == 2 and c == 0x30:
+                    if i + 1 == a + n:
+                        return False
+                    d = js[i + 1]
+                    if not (0x30 <= d <= 0x39 or d == 0x2E or d == 0x65 or d == 0x45):
+                        return False
+                state = 3
+                digits += 1
+                if digits >= 19:
+                    return False
+            else:
+                state = 0
+                digits = 0
+        out[o] = 0x0A
+        o += 1
+    return True
 
 
 _ARROW_JSON_TYPES = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
@@ -1076,24 +1133,16 @@ def _table_arrow(js, rows, key_arr, out_col, cap_arr) -> pa.Table | None:
     import pyarrow.json as pajson
 
     n = rows.shape[0]
-    mv = memoryview(js)
-    starts, ends = rows[:, 1].tolist(), (rows[:, 1] + rows[:, 2]).tolist()
-    buf = b"\n".join([mv[a:b] for a, b in zip(starts, ends)]) + b"\n"
-    raw = np.frombuffer(buf, np.uint8)
-    if int(np.count_nonzero(raw < 0x20)) != n or _json_rules_needed(buf, raw):
-        return None
     # One object per line, so one row per sample: each member starts with "{"
     # and ends with "}" (Arrow reads '{..} {..}' as two rows, and crashes on a
     # line holding only null: pyarrow 26.0.1).
-    lens = rows[:, 2].astype(np.int64)
-    at = np.zeros(n, np.int64)
-    np.cumsum(lens[:-1] + 1, out=at[1:])
-    if not (lens > 0).all() or not (raw[at] == 0x7B).all() or not (raw[at + lens - 1] == 0x7D).all():
+    buf = np.empty(int(rows[:, 2].sum()) + n, np.uint8)
+    if not _json_lines(np.frombuffer(js, np.uint8), rows, buf):
         return None
     try:
-        buf.decode("utf-8")
+        str(buf.data, "utf-8")
         got = pajson.read_json(pa.py_buffer(buf), read_options=pajson.ReadOptions(
-            use_threads=False, block_size=max(1 << 20, len(buf) + 1)))
+            use_threads=False, block_size=max(1 << 20, buf.size + 1)))
     except (UnicodeDecodeError, pa.ArrowException):
         return None
     if got.num_rows != n or any(t not in _ARROW_JSON_TYPES for t in got.schema.types):
