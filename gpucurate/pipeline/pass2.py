@@ -485,8 +485,9 @@ def _kept_rows(w, table, idx, id_parts, lang, lists=None, in_rows=None) -> pa.Ta
     sub = table.take(pa.array(idx)).append_column("entry_ids", pa.ListArray.from_arrays(
         pa.array(lists[0], pa.int32()), pa.array(lists[1], pa.int32())))
     if lang is not None:
-        names = np.array(w.langs + ["other"], dtype=object)
-        codes = pa.array(names[lang[idx]].tolist(), pa.string())
+        names = pa.array(w.langs + ["other"], pa.string())
+        li = lang[idx]
+        codes = names.take(pa.array(np.where(li < 0, len(w.langs), li)))  # -1: other
         if "lang" in sub.column_names:  # the input's own language column: routed codes
             sub = sub.set_column(sub.column_names.index("lang"), "lang", codes)
         else:
