@@ -103,7 +103,7 @@ class SavedMatches:
 def split_range(parts: list, lo: int, hi: int) -> tuple:
     """(text_id, entry_id, lang) parts read forward, as (the pairs of text ids
     in [lo, hi), the pairs past hi to keep for the next range or None): the
-    split a forward cursor over a parquet index makes."""
+    split of :meth:`SavedMatches.take`."""
     if not parts:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32), None, None
     if len(parts) == 1:
