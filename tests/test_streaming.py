@@ -100,6 +100,43 @@ def test_pass2_reuses_pass1_matches_and_equals_matching_again(pool, metadata_pat
         pq.read_table(str(tmp_path / "b" / "curated")))
 
 
+def test_save_matches_keeps_metaclip_index_and_pass2_reads_the_spill(pool, metadata_path,
+                                                                    tmp_path, monkeypatch):
+    """With --save-matches a curate run writes MetaCLIP's parquet index (text
+    ids delta-encoded, entry ids with a dictionary) and pass 2 still reads the
+    raw spill: the same rows as a run without it, and an index equal to the
+    matcher's lists."""
+    from gpucurate.matcher import Matcher
+    from gpucurate.pipeline import spill
+
+    root, t, one, eight = pool
+    kw = dict(t=3, key_column="uid", device="cpu", report=False)
+    curate(metadata_path, eight[:2], str(tmp_path / "plain"), **kw)
+    took = []
+    real = spill.SpillReader.take
+
+    def spy(self, lo, hi):
+        took.append(hi - lo)
+        return real(self, lo, hi)
+
+    monkeypatch.setattr(spill.SpillReader, "take", spy)
+    out = tmp_path / "saved"
+    curate(metadata_path, eight[:2], str(out), save_matches=True, **kw)
+    assert sum(took) == sum(pq.ParquetFile(p).metadata.num_rows for p in eight[:2])
+    assert pq.read_table(out / "curated").equals(pq.read_table(tmp_path / "plain" / "curated"))
+    from gpucurate.pipeline.layout import OutputLayout
+
+    path = OutputLayout(str(out)).matches(0)
+    md = pq.ParquetFile(path).metadata
+    assert "DELTA_BINARY_PACKED" in md.row_group(0).column(1).encodings
+    inv = pq.read_table(path)
+    texts = pq.read_table(eight[0], columns=["text"]).column("text").to_pylist()
+    lists = Matcher(metadata_path, device="cpu").match(texts)
+    want = sorted((int(e), i) for i, ids in enumerate(lists) for e in ids)
+    got = sorted(zip(inv.column("entry_id").to_pylist(), inv.column("text_id").to_pylist()))
+    assert got == want and want
+
+
 def test_pass2_matches_again_over_another_versions_spill(pool, metadata_path, tmp_path):
     """A run resumed after an upgrade finds pass 1's matches in another
     version's format: pass 2 matches that shard again (and says so), with the

@@ -58,7 +58,13 @@ class MatchIndex:
             fields.append(("lang", pa.dictionary(pa.int16(), pa.string())))
         self.schema = pa.schema(fields)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        # text ids rise: delta-encoded; entry ids repeat: a dictionary. On
+        # 3.5M pairs: 0.17 s and 9.1 MB with dictionaries on both, 0.10 s and
+        # 5.1 MB so
+        self.writer = pq.ParquetWriter(
+            self.tmp, self.schema, compression="zstd",
+            use_dictionary=["entry_id"] + (["lang"] if langs is not None else []),
+            column_encoding={"text_id": "DELTA_BINARY_PACKED"})
         self.behind = Behind(self.writer.write_table, name="gpucurate-matches")
 
     def write(self, lens: np.ndarray, ids: np.ndarray, li: np.ndarray | None,
@@ -101,6 +107,26 @@ def _read_stage(w, cfg, shard: Shard, batches):
         yield table, first, tb, arr, w.router.indices(table, arr, shard.path)
 
 
+class _Both:
+    """Pass 1's lists written to several writers (MetaCLIP's index, kept, and
+    the spill pass 2 reads)."""
+
+    def __init__(self, writers: list):
+        self.writers = writers
+
+    def write(self, *a) -> None:
+        for w in self.writers:
+            w.write(*a)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+
+
 def _u32(ids: np.ndarray) -> np.ndarray:
     """Entry ids (< 2**30) as uint32: the same bits, no copy, when int32."""
     return ids.view(np.uint32) if ids.dtype == np.int32 else ids.astype(np.uint32)
@@ -111,22 +137,22 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
     """Match and count one shard (``w``: this process's
     :class:`~gpucurate.pipeline.worker.Worker`); write its sparse counts and
     marker. A shard whose marker exists is not read again. Its matches are
-    written batch by batch to ``matches/`` with --save-matches, else, when
-    ``spill`` (pass 2 follows), to ``work/matches/`` for pass 2 to reuse."""
+    written batch by batch to ``matches/`` with --save-matches, and when
+    ``spill`` (pass 2 follows) to ``work/matches/`` too, in the raw form pass 2
+    reads fastest."""
     cfg = w.cfg
     layout = w.local(layout)
     marker = layout.pass1_marker(shard.index)
     if os.path.exists(marker):
         with open(marker) as f:
             return json.load(f)
-    keep = cfg.save_matches or spill
     ww = w.router is not None
+    writers = []
     if cfg.save_matches:
-        inv = MatchIndex(layout.matches(shard.index), w.langs if ww else None)
-    elif keep:
-        inv = SpillWriter(layout.work_matches(shard.index), ww)
-    else:
-        inv = None
+        writers.append(MatchIndex(layout.matches(shard.index), w.langs if ww else None))
+    if spill:
+        writers.append(SpillWriter(layout.work_matches(shard.index), ww))
+    inv = None if not writers else writers[0] if len(writers) == 1 else _Both(writers)
     rows = RowsCache(layout.work_rows(shard.index)) if spill and shard.fmt in ("jsonl", "tar") \
         else None
     try:
