@@ -340,6 +340,31 @@ def test_trie_cache_tampering_is_detected(tmp_path, monkeypatch):
             assert b.flags.aligned and b.ctypes.data % 64 == 0
 
 
+def test_trie_cache_checksums_every_window(tmp_path, monkeypatch):
+    """The cache's CRC-32s are per window (checked on every core at once): a
+    file of many windows loads, and a byte changed in any window, the last
+    one included, has the file rebuilt."""
+    from gpucurate import trie
+
+    monkeypatch.setenv("GPUCURATE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(trie, "CRC_WINDOW", 4096)
+    entries = [f"entry {i}" for i in range(300)]
+    t1 = trie.load_trie(entries)
+    (path,) = [os.path.join(r, f) for r, _, fs in os.walk(trie.cache_dir()) for f in fs]
+    good = open(path, "rb").read()
+    windows = -(-(len(good) - trie.PAGE) // 4096)
+    assert windows > 3
+    assert trie.cache_load("trie", t1.sha256, trie.WordTrie) is not None
+    for at in (trie.PAGE + 5000, len(good) - 1):  # a middle window, the last byte
+        raw = bytearray(good)
+        raw[at] ^= 0x01
+        open(path, "wb").write(raw)
+        assert trie.cache_load("trie", t1.sha256, trie.WordTrie) is None
+        t2 = trie.load_trie(entries)  # rebuilt and written anew
+        assert all(np.array_equal(a, b) for a, b in zip(t1.arrays(), t2.arrays()))
+        assert open(path, "rb").read() == good
+
+
 def test_trie_cache_files_unused_for_a_week_are_pruned(tmp_path, monkeypatch):
     """Writing a cache file removes the trie cache's files not used for
     PRUNE_AFTER_S (other versions' and lists', older formats', dead writers'
