@@ -175,6 +175,39 @@ def test_pass2_matches_again_over_another_versions_spill(pool, metadata_path, tm
     assert pq.read_table(os.path.join(out, "curated")).equals(first) and first.num_rows
 
 
+def test_scratch_left_after_a_shards_marker_is_removed(pool, metadata_path, tmp_path):
+    """A stop (or a lost worker) between a shard's pass 2 marker and the
+    removal of pass 1's scratch for it leaves a spill and parsed rows: the
+    shard run again (a lost worker's retry) and the next run both remove
+    them."""
+    from gpucurate.pipeline.layout import OutputLayout
+    from gpucurate.pipeline.pass2 import pass2_shard
+    from gpucurate.pipeline.worker import setup
+
+    root, t, one, eight = pool
+    out = str(tmp_path / "s")
+    kw = dict(t=3, key_column="uid", device="cpu", report=False)
+    curate(metadata_path, eight, out, **kw)
+    lay = OutputLayout(out)
+
+    def leave_scratch(i):
+        os.makedirs(os.path.dirname(lay.work_matches(i)), exist_ok=True)
+        open(lay.work_matches(i), "wb").write(b"x" * 8)
+        os.makedirs(os.path.join(lay.work_rows(i), "x"), exist_ok=True)
+
+    leave_scratch(2)
+    cfg = CurateConfig(metadata=metadata_path, inputs=tuple(eight), out=out, **kw)
+    from gpucurate.io import resolve_inputs
+
+    shard = resolve_inputs(list(eight))[2]
+    before = json.load(open(lay.stats(2)))
+    assert pass2_shard(setup(cfg), lay, shard, None) == before  # the retry: done already
+    assert not os.path.exists(lay.work_matches(2)) and not os.path.exists(lay.work_rows(2))
+    leave_scratch(5)
+    curate(metadata_path, eight, out, **kw)  # every shard done: the run cleans up
+    assert not os.path.exists(lay.work_matches(5)) and not os.path.exists(lay.work_rows(5))
+
+
 def test_jsonl_columns_that_appear_late_reach_the_output(metadata_path, tmp_path):
     rows = [{"text": "a photo of a dog", "id": i} for i in range(50)]
     rows += [{"text": "a photo of a cat", "id": 50 + i, "extra": "x"} for i in range(50)]

@@ -285,6 +285,9 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
     layout = w.local(layout)
     marker = layout.stats(shard.index)
     if os.path.exists(marker):
+        # a run (or a lost worker) that stopped between the marker and the
+        # clean-up below left pass 1's scratch of this shard
+        drop_pass1_scratch(layout, shard)
         with open(marker) as f:
             return json.load(f)
     schema = shard_schema(shard)
@@ -302,17 +305,26 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
         raise
     _write_kept_counts(layout.kept_counts(shard.index), stats.pop("_kept_counts"), stats["kept"])
     atomic_write_json(marker, stats)
+    drop_pass1_scratch(layout, shard)
+    return stats
+
+
+def drop_pass1_scratch(layout: OutputLayout, shard: Shard) -> None:
+    """Remove what pass 1 kept of a shard for its pass 2, once that is done:
+    the parsed rows, the spill, a lent index."""
     rows = layout.work_rows(shard.index)
-    if os.path.isdir(rows):  # pass 1's parsed rows: no longer needed
+    if os.path.isdir(rows):
         import shutil
 
         shutil.rmtree(rows, ignore_errors=True)
     for wm in (layout.work_matches(shard.index), layout.work_matches_index(shard.index)):
-        if not os.path.lexists(wm):  # pass 1's (or a lent) index for this pass: no longer needed
+        if not os.path.lexists(wm):
             continue
-        os.remove(wm)
+        try:
+            os.remove(wm)
+        except FileNotFoundError:
+            continue  # another attempt at this shard removed it
         unpublish(wm)
-    return stats
 
 
 def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWriter) -> dict:

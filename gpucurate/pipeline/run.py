@@ -37,7 +37,7 @@ from .layout import ALL, OutputLayout
 from .outputs import check_outputs, drop_unrequested, write_outputs
 from .outdir import OutLock, gather, prepare_out, resolve_out, shard_identity, sweep_tmp
 from .pass1 import pass1_shard
-from .pass2 import pass2_shard
+from .pass2 import drop_pass1_scratch, pass2_shard
 from .stream import Aside
 from .trules import language_t
 from .worker import WorkerSetup, metadata_of
@@ -180,6 +180,8 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             if cfg.group_column:
                 choose_groups(layout, plan)
             p2 = _run_pass(ex, pass2_shard, calls, setup, layout.stats, "pass2", seconds, done)
+            for c in calls:  # what a stop between a marker and its clean-up left here
+                drop_pass1_scratch(layout, c[1])
         finally:
             aside.join()
         summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
