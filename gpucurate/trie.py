@@ -153,11 +153,11 @@ def cache_path(kind: str, sha256: str) -> str:
 # (JSON: each array's dtype, shape and offset, the other fields, the list's
 # SHA-256 and the CRC-32 of each CRC_WINDOW of what follows the header, padded
 # with spaces so that the arrays start on a PAGE boundary), then the arrays,
-# each starting on
-# a CACHE_LINE boundary. It is mapped into memory copy-on-write (private,
-# writable, so numba sees the arrays it compiled for) and its arrays are views
-# of the mapping: no copy, no anonymous memory, pages shared with the page
-# cache. The cache is written by rename, so a mapped file is never changed.
+# each starting on a CACHE_LINE boundary. It is mapped into memory
+# copy-on-write (private, writable, so numba sees the arrays it compiled for)
+# and its arrays are views of the mapping: no copy, no anonymous memory, pages
+# shared with the page cache. The cache is written by rename, so a mapped file
+# is never changed.
 PAGE = 4096
 MAGIC = b"GPUCURATE-TABLES\n"
 
@@ -292,11 +292,11 @@ def _used(path: str) -> None:
         pass  # a read-only cache still serves
 
 
-def prune_cache(directory: str, keep: str | None = None, now: float | None = None) -> list:
+def prune_cache(directory: str, keep: str | None = None) -> list:
     """Remove the trie cache's files (``.bin``, older formats' ``.npz``, and
     temporary files of writers that died) not used for PRUNE_AFTER_S; return
     their paths. Only regular files of those names, never ``keep``."""
-    cutoff = (time.time() if now is None else now) - PRUNE_AFTER_S
+    cutoff = time.time() - PRUNE_AFTER_S
     removed = []
     try:
         names = os.listdir(directory)
