@@ -205,6 +205,7 @@ class Router:
         self._pool = None
         self._model = None
         self._loading = None
+        self._lock = threading.Lock()  # shards on several threads ask for the model at once
         if lang_column is None:
             lid_model_path()  # a missing model is an error now, not in the first batch
             # the model is read beside the tables' load (parsed, its words' n-grams made)
@@ -220,12 +221,15 @@ class Router:
             self._load_error = exc
 
     def _ready(self) -> None:
-        if self._loading is None:
-            return
+        with self._lock:
+            if self._loading is not None:
+                self._setup()
+
+    def _setup(self) -> None:
         self._loading.join()
-        self._loading = None
         if self._load_error is not None:
             raise self._load_error
+        self._loading = None
         if self._model is not None:
             self._label_route = self.route(self._model.labels + [""])
             if self.threads > 1:
@@ -236,9 +240,10 @@ class Router:
             self.lid = LidPool(self.threads)
 
     def close(self) -> None:
-        if self._loading is not None:
-            self._loading.join()
-            self._loading = None
+        with self._lock:
+            if self._loading is not None:
+                self._loading.join()
+                self._loading = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -206,3 +206,42 @@ def test_unsupported_models_are_said_so(tmp_path):
     path.write_bytes(b"not a model at all")
     with pytest.raises(Unsupported):
         LidModel(str(path))
+
+
+def test_router_answers_the_same_with_fasttext_as_fallback(monkeypatch):
+    """Router.indices by gpucurate's predictor (threads) and by fastText (the
+    fallback for a model the reader does not support: in this process, or on
+    spawned processes) give every caption the same language index; shard
+    threads asking at once get the model read once."""
+    import threading
+
+    texts = pq.read_table(caption_file("multi30k"), columns=["text"]).column("text").to_pylist()
+    texts = texts[::40][:20000] + [None, "", "</s>"]
+    table = pa.table({"text": texts})
+    langs = ["cs", "de", "en", "fr", "other"]
+    got = {}
+    for name, native in (("native", True), ("fasttext", False)):
+        if not native:
+            monkeypatch.setattr(lang, "native_model", lambda: None)
+        for threads in (1, 2):
+            r = lang.Router(langs, None, threads)
+            try:
+                res = [None] * 3
+
+                def ask(i, r=r, res=res):
+                    res[i] = r.indices(table, table.column("text"), "t")
+
+                ts = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+                assert all(x is not None and np.array_equal(x, res[0]) for x in res)
+                got[name, threads] = res[0]
+                assert (r._model is not None) == native
+                assert (r.lid is not None) == (not native and threads > 1)
+            finally:
+                r.close()
+    ref = got["fasttext", 1]
+    assert all(np.array_equal(v, ref) for v in got.values())
+    assert len(set(ref.tolist())) == 5
