@@ -213,14 +213,16 @@ def auth_failure(exc: BaseException, address: str | None) -> str | None:
     if not refused:
         return None
     mode = os.environ.get("RAY_AUTH_MODE")
+    where = ("in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (`ray get-auth-token` "
+             "on the head prints it)")
+    if (mode or "").lower() == "disabled":  # with or without a token at hand: auth is off
+        return ("the cluster uses token authentication and this driver has it off "
+                "(RAY_AUTH_MODE=disabled): set RAY_AUTH_MODE=token and the cluster's token"
+                + ("" if _driver_token() else " " + where))
     if (mode or "").lower() != "token" and not _driver_token():
         return (f"the cluster uses token authentication and this driver sends no token "
                 f"(RAY_AUTH_MODE={mode or 'unset'}): set RAY_AUTH_MODE=token and the "
-                "cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token "
-                "(`ray get-auth-token` on the head prints it)")
-    if (mode or "").lower() == "disabled":
-        return ("the cluster uses token authentication and this driver has it off "
-                "(RAY_AUTH_MODE=disabled): set RAY_AUTH_MODE=token and the cluster's token")
+                f"cluster's token {where}")
     return ("the cluster refuses this driver's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
             "~/.ray/auth_token, first found): it is not the one the cluster was started "
             "with (`ray get-auth-token` on the head prints that one)")
