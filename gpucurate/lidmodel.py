@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .columns import buffers, chunks_of
+from .compiled import compile_notice
 
 MAGIC = 793712314
 VERSION = 12
@@ -130,6 +131,7 @@ class LidModel:
     def __init__(self, path: str):
         from gpucurate.kernels import lid as K
 
+        compile_notice("language ID", K.vocab_subwords, K.predict_rows, K.ft_hash)
         with open(path, "rb") as f:
             r = _Reader(f.read(), path)
         magic, version = r.take("ii")

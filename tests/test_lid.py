@@ -249,3 +249,25 @@ def test_router_answers_the_same_with_fasttext_as_fallback(monkeypatch):
     ref = got["fasttext", 1]
     assert all(np.array_equal(v, ref) for v in got.values())
     assert len(set(ref.tolist())) == 5
+
+
+def test_first_run_says_it_compiles_language_id(tmp_path):
+    """On a cold numba cache, reading the model says that language ID
+    compiles (once); with the cache warm it says nothing."""
+    import subprocess
+    import sys
+
+    code = ("import logging, pyarrow as pa\n"
+            "from gpucurate.log import configure\nconfigure()\n"
+            "from gpucurate import lang\nfrom gpucurate.lidmodel import LidModel\n"
+            "m = LidModel(lang.lid_model_path())\n"
+            "print(m.codes(pa.array(['ein Hund im Park'])))\n")
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    said = []
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "['de']" in p.stdout
+        said.append("compiling language ID (first run only" in p.stderr)
+    assert said == [True, False]
