@@ -179,8 +179,14 @@ class LidModel:
             raise Unsupported(f"{path}: a quantized output matrix (-qout)")
         osz, n2 = r.take("qq")
         wo = r.array(np.float32, osz * n2).reshape(osz, n2)
-        if osz != nlabels or n2 != dim or nwords + nlabels != size:
+        if osz != nlabels or n2 != dim or nwords + nlabels != size or nlabels < 1:
             raise Unsupported(f"{path}: output matrix {osz}x{n2} for {nlabels} labels")
+        # every row the predictor may add must exist (it reads without bounds checks)
+        ngram_rows = {1: int(pval.max()) + 1 if pval.size else 0, 0: 0, -1: bucket}[prune_mode]
+        if (nwords + ngram_rows > m or bucket <= 0 or dim <= 0
+                or (pval.size and int(pval.min()) < 0)):
+            raise Unsupported(f"{path}: {m} input rows for {nwords} words and {ngram_rows} "
+                              f"n-gram rows (bucket {bucket})")
         self.path = path
         self.labels = [w[len(LABEL_PREFIX):].decode("utf-8", "replace")
                        if w.startswith(LABEL_PREFIX.encode()) else w.decode("utf-8", "replace")
@@ -201,7 +207,8 @@ class LidModel:
         left, right = _tree(np.asarray(counts[nwords:], np.int64))
         w_label = np.array([t == 1 for t in types], np.uint8)
         self._args = (w_data, w_off, w_label, slots, sw_off, sw_ids, eos, minn, maxn, bucket,
-                      nwords, word_ngrams, pbits, prank, pval, prune_mode, emb, wo, left, right, nlabels)
+                      nwords, word_ngrams, pbits, prank, pval, prune_mode, emb, wo, left, right,
+                      nlabels)
         self._predict = K.predict_rows
 
     def predict(self, text, threads: int = 1, pool: ThreadPoolExecutor | None = None

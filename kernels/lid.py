@@ -124,7 +124,8 @@ def subwords(word, n, minn, maxn, bucket, nwords, pbits, prank, pval, prune_mode
 
 
 @numba.njit(cache=True, nogil=True)
-def vocab_subwords(w_data, w_off, eos_id, minn, maxn, bucket, nwords, pbits, prank, pval, prune_mode):
+def vocab_subwords(w_data, w_off, eos_id, minn, maxn, bucket, nwords, pbits, prank, pval,
+                   prune_mode):
     """Each word's input rows as fastText's ``initNgrams`` makes them:
     (sw_off, sw_ids)."""
     size = w_off.size - 1
@@ -146,7 +147,8 @@ def vocab_subwords(w_data, w_off, eos_id, minn, maxn, bucket, nwords, pbits, pra
             for t in range(b - a):
                 word[t + 1] = w_data[a + t]
             word[b - a + 1] = 62  # >
-            k = subwords(word, b - a + 2, minn, maxn, bucket, nwords, pbits, prank, pval, prune_mode, one, 1)
+            k = subwords(word, b - a + 2, minn, maxn, bucket, nwords, pbits, prank, pval,
+                         prune_mode, one, 1)
         while m + k > cap:
             cap *= 2
             grown = np.empty(cap, np.int32)
@@ -236,8 +238,8 @@ def predict_rows(data, offsets, lo, hi, valid,
                         for k in range(p - s):
                             word[k + 1] = data[s + k]
                         word[p - s + 1] = 62
-                        m = subwords(word, p - s + 2, minn, maxn, bucket, nwords, pbits, prank, pval,
-                                     prune_mode, rows, 0)
+                        m = subwords(word, p - s + 2, minn, maxn, bucket, nwords, pbits, prank,
+                                     pval, prune_mode, rows, 0)
                         for k in range(m):
                             _add_row(hidden, emb, rows[k])
                         n_in += m
@@ -278,7 +280,6 @@ def predict_rows(data, offsets, lo, hi, valid,
         # scoring as the best so far replaces it
         best = np.float32(0.0)
         best_node = -1
-        top = 0
         stack_node[0] = root
         stack_score[0] = np.float32(0.0)
         top = 1

@@ -117,7 +117,7 @@ def _pq_bytes(rng, dim, dsub):
 
 
 def _model_file(path, rng, *, quant, qnorm, prune, word_ngrams, minn, maxn, eos, dim=10,
-                dsub=2, nlabels=7, tied=False):
+                dsub=2, nlabels=7, tied=False, short=0):
     alphabet = list("abcdefgh") + ["é", "ß", "日", "😀"]
     vocab = set()
     while len(vocab) < 60:
@@ -125,8 +125,8 @@ def _model_file(path, rng, *, quant, qnorm, prune, word_ngrams, minn, maxn, eos,
                                                                  int(rng.integers(1, 6)))))
     words = (["</s>"] if eos else []) + sorted(vocab)
     labels = [f"__label__l{i}" for i in range(nlabels)]
-    counts = list(rng.integers(1, 1000, len(words))) + \
-        ([5] * nlabels if tied else sorted(rng.integers(1, 10 ** 6, nlabels).tolist(), reverse=True))
+    label_counts = sorted(rng.integers(1, 10 ** 6, nlabels).tolist(), reverse=True)
+    counts = list(rng.integers(1, 1000, len(words))) + ([5] * nlabels if tied else label_counts)
     bucket = 5000 if prune != -1 else 300
     out = [struct.pack("<ii", 793712314, 12),
            struct.pack("<12i", dim, 5, 5, 1, 5, word_ngrams, 1, 3, bucket, minn, maxn, 100),
@@ -134,7 +134,7 @@ def _model_file(path, rng, *, quant, qnorm, prune, word_ngrams, minn, maxn, eos,
            struct.pack("<iiiqq", len(words) + nlabels, len(words), nlabels, 10 ** 6, prune)]
     for w, c, t in zip(words + labels, counts, [0] * len(words) + [1] * nlabels):
         out.append(w.encode() + b"\0" + struct.pack("<qb", int(c), t))
-    rows = len(words) + (bucket if prune == -1 else max(prune, 0))
+    rows = len(words) + (bucket if prune == -1 else max(prune, 0)) - short
     if prune > 0:
         keys = rng.choice(bucket, prune, replace=False)
         vals = rng.permutation(prune)
@@ -204,6 +204,10 @@ def test_unsupported_models_are_said_so(tmp_path):
 
     assert "hierarchical softmax" in header_check(str(path))  # what `info` says
     assert header_check(lang.lid_model_path()) is None
+    for kind in (0, 2):  # fewer input rows than the words and n-grams need
+        _model_file(str(path), rng, **KINDS[kind], short=1)
+        with pytest.raises(Unsupported, match="input rows"):
+            LidModel(str(path))
     path.write_bytes(bytes(data[:200]))
     with pytest.raises(Unsupported, match="ends early|loss"):
         LidModel(str(path))
