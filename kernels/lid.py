@@ -93,11 +93,20 @@ def pruned(b, pbits, prank, pval):
     return np.int64(pval[prank[w] + _popcount(word & (bit - np.uint64(1)))])
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_row(hidden, emb, r):
+    for d in range(hidden.size):
+        hidden[d] += emb[r, d]
+
+
 @numba.njit(cache=True, nogil=True)
-def subwords(word, n, minn, maxn, bucket, nwords, pbits, prank, pval, prune_mode, out, m):
+def subwords(word, n, minn, maxn, bucket, nwords, pbits, prank, pval, prune_mode, out, m,
+             hidden, emb):
     """fastText's ``computeSubwords`` of word[:n] (already wrapped in ``<``
     ``>``): the input rows of its character n-grams, UTF-8 characters
-    counted, appended to out[m:]; returns the new end."""
+    counted, in fastText's order: appended to out[m:] (returns the new end),
+    or, when ``out`` is empty, each added to ``hidden`` as it comes (returns
+    m plus the rows added; no buffer as long as the word)."""
     if prune_mode == 0:
         return m
     for i in range(n):
@@ -117,7 +126,10 @@ def subwords(word, n, minn, maxn, bucket, nwords, pbits, prank, pval, prune_mode
                 if prune_mode > 0:
                     b = pruned(b, pbits, prank, pval)
                 if b >= 0:
-                    out[m] = nwords + b
+                    if out.size:
+                        out[m] = nwords + b
+                    else:
+                        _add_row(hidden, emb, nwords + b)
                     m += 1
             k += 1
     return m
@@ -134,6 +146,8 @@ def vocab_subwords(w_data, w_off, eos_id, minn, maxn, bucket, nwords, pbits, pra
         longest = max(longest, w_off[i + 1] - w_off[i])
     word = np.empty(longest + 2, np.uint8)
     one = np.empty((longest + 2) * maxn + 1, np.int32)
+    no_hidden = np.zeros(0, np.float32)
+    no_emb = np.zeros((0, 0), np.float32)
     cap = 1024
     ids = np.empty(cap, np.int32)
     off = np.zeros(size + 1, np.int64)
@@ -148,7 +162,7 @@ def vocab_subwords(w_data, w_off, eos_id, minn, maxn, bucket, nwords, pbits, pra
                 word[t + 1] = w_data[a + t]
             word[b - a + 1] = 62  # >
             k = subwords(word, b - a + 2, minn, maxn, bucket, nwords, pbits, prank, pval,
-                         prune_mode, one, 1)
+                         prune_mode, one, 1, no_hidden, no_emb)
         while m + k > cap:
             cap *= 2
             grown = np.empty(cap, np.int32)
@@ -158,12 +172,6 @@ def vocab_subwords(w_data, w_off, eos_id, minn, maxn, bucket, nwords, pbits, pra
         m += k
         off[i + 1] = m
     return off, ids[:m].copy()
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _add_row(hidden, emb, r):
-    for d in range(hidden.size):
-        hidden[d] += emb[r, d]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -185,8 +193,9 @@ def predict_rows(data, offsets, lo, hi, valid,
     for i in range(lo, hi):
         longest = max(longest, offsets[i + 1] - offsets[i])
     word = np.empty(longest + 2, np.uint8)
-    rows = np.empty((longest + 2) * maxn + 1, np.int32)
-    hashes = np.empty(longest + 2, np.int32)  # fastText keeps them as int32
+    no_rows = np.zeros(0, np.int32)  # a token's n-gram rows are added as they come
+    # the tokens' hashes, for word n-grams (fastText keeps them as int32)
+    hashes = np.empty(longest + 2 if word_ngrams > 1 else 1, np.int32)
     thr = _std_log(np.float32(0.0))
     stack_node = np.empty(2 * osz + 2, np.int32)
     stack_score = np.empty(2 * osz + 2, np.float32)
@@ -238,13 +247,11 @@ def predict_rows(data, offsets, lo, hi, valid,
                         for k in range(p - s):
                             word[k + 1] = data[s + k]
                         word[p - s + 1] = 62
-                        m = subwords(word, p - s + 2, minn, maxn, bucket, nwords, pbits, prank,
-                                     pval, prune_mode, rows, 0)
-                        for k in range(m):
-                            _add_row(hidden, emb, rows[k])
-                        n_in += m
-                hashes[n_h] = h
-                n_h += 1
+                        n_in = subwords(word, p - s + 2, minn, maxn, bucket, nwords, pbits,
+                                        prank, pval, prune_mode, no_rows, n_in, hidden, emb)
+                if word_ngrams > 1:
+                    hashes[n_h] = h
+                    n_h += 1
             if p - s == 4 and data[s] == 60 and data[s + 1] == 47 and data[s + 2] == 115 \
                     and data[s + 3] == 62:
                 eos_seen = True
@@ -254,8 +261,9 @@ def predict_rows(data, offsets, lo, hi, valid,
                 for k in range(sw_off[eos_id], sw_off[eos_id + 1]):
                     _add_row(hidden, emb, sw_ids[k])
                     n_in += 1
-            hashes[n_h] = ft_hash(EOS, 0, 4)
-            n_h += 1
+            if word_ngrams > 1:
+                hashes[n_h] = ft_hash(EOS, 0, 4)
+                n_h += 1
         # word n-grams (wordNgrams > 1), after every token's rows
         for t in range(n_h):
             hh = np.uint64(np.int64(hashes[t]))  # int32 widened with its sign
