@@ -47,6 +47,17 @@ def _env():
     return env
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -81,8 +92,12 @@ def make_wds_pool(root: str, shards: int, per_shard: int) -> list:
     return paths
 
 
-def read_kept_bytes(out: str, tars: list, reps: int = 3) -> tuple:
-    """(seconds, bytes): every kept sample's bytes read from its input tar."""
+def read_kept_bytes(out: str, tars: list, reps: int = 3, copy_to: str | None = None,
+                    flush: bool = False) -> tuple:
+    """(seconds, bytes): every kept sample's bytes read from its input tar;
+    with ``copy_to``, also written to a new file there per tar (``flush``:
+    each flushed to disk before it is closed), the floor of any writer that
+    copies those bytes."""
     index = {}
     for p in tars:
         with tarfile.open(p) as tf:
@@ -97,13 +112,25 @@ def read_kept_bytes(out: str, tars: list, reps: int = 3) -> tuple:
         ranges.append((p, [index[(p, key)] for key in kept]))
     best = None
     for _ in range(reps):
+        if copy_to:
+            shutil.rmtree(copy_to, ignore_errors=True)
+            os.makedirs(copy_to)
         t0 = time.perf_counter()
         n = 0
-        for p, rs in ranges:
+        for k, (p, rs) in enumerate(ranges):
             with open(p, "rb") as f:
+                dest = open(os.path.join(copy_to, f"{k:05d}.tar"), "wb") if copy_to else None
                 for a, b in rs:
                     f.seek(a)
-                    n += len(f.read(b - a))
+                    data = f.read(b - a)
+                    n += len(data)
+                    if dest is not None:
+                        dest.write(data)
+                if dest is not None:
+                    if flush:
+                        dest.flush()
+                        os.fsync(dest.fileno())
+                    dest.close()
         s = time.perf_counter() - t0
         best = s if best is None else min(best, s)
     return best, n
@@ -124,6 +151,12 @@ def bench_wds(work: str, shards: int, per_shard: int, t: int) -> dict:
         s = json.load(open(os.path.join(out, "summary.json")))
         runs.append(s["seconds"]["webdataset"])
     base, nbytes = read_kept_bytes(out, tars)
+    # floors of any writer copying the kept bytes: the same reads written to
+    # new files, into the page cache only, and flushed to disk as the tars are
+    copy_s, _ = read_kept_bytes(out, tars, copy_to=os.path.join(work, "copy-floor"))
+    flushed_s, _ = read_kept_bytes(out, tars, copy_to=os.path.join(work, "copy-floor"),
+                                   flush=True)
+    shutil.rmtree(os.path.join(work, "copy-floor"), ignore_errors=True)
     cold_w, cold_r = cold_pair(out, tars)
     wds_s = min(runs)
     written = sum(os.path.getsize(os.path.join(out, "curated-wds", f))
@@ -132,6 +165,8 @@ def bench_wds(work: str, shards: int, per_shard: int, t: int) -> dict:
             "samples": shards * per_shard, "kept": s["curated"], "kept_bytes_read": nbytes,
             "written_bytes": written, "webdataset_s": wds_s, "webdataset_runs_s": runs,
             "read_kept_bytes_s": base, "ratio": wds_s / base,
+            "copy_kept_bytes_s": copy_s, "copy_floor_ratio": copy_s / base,
+            "copy_kept_bytes_flushed_s": flushed_s, "flushed_copy_floor_ratio": flushed_s / base,
             "cold_webdataset_s": cold_w, "cold_read_kept_bytes_s": cold_r,
             "cold_ratio": cold_w / cold_r,
             "goal": "<= 1.5", "met": wds_s / base <= 1.5, "met_cold": cold_w / cold_r <= 1.5}
@@ -254,7 +289,8 @@ def main(argv=None) -> int:
     res = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _commit(),
            "machine": {"node": platform.node(), "cpus": os.cpu_count(),
                        "affinity": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                       "processor": platform.processor() or platform.machine()},
+                       "processor": platform.processor() or platform.machine(),
+                       "cpu": _cpu_model()},
            "command": "python -m bench.outputs " + " ".join(argv if argv is not None
                                                              else sys.argv[1:])}
     what = a.what.split(",")
