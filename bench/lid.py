@@ -20,37 +20,16 @@ import glob
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.workloads import shared_data  # noqa: E402
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip() or "?"
-    except OSError:
-        return "?"
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+from bench.workloads import cpu_model, git_commit, shared_data  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -100,10 +79,11 @@ def main(argv=None) -> int:
                      "speedup": best_ft / best_gc, "labels_equal": same})
         print(f"{rows[-1]['file']:36s} {n:>8,d}  fastText {n / best_ft / 1e3:6.0f}k/s  "
               f"gpucurate {n / best_gc / 1e3:6.0f}k/s  {best_ft / best_gc:4.1f}x  labels equal")
-    commit = _commit()
+    commit = git_commit()
     res = {"date": datetime.date.today().isoformat(), "commit": commit,
            "command": "python -m bench.lid " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+           "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                       "python": platform.python_version()},
            "model": os.path.basename(path), "model_load_s": load_s, "threads": 1,
            "files": rows}
     os.makedirs(a.out, exist_ok=True)

@@ -38,6 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.workloads import cpu_model, git_commit  # noqa: E402
 SHARED = os.environ.get("GPUCURATE_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
 
 
@@ -45,25 +48,6 @@ def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip() or "?"
-    except OSError:
-        return "?"
 
 
 # ---------------------------------------------------------------- webdataset
@@ -286,11 +270,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)
-    res = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _commit(),
+    res = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
            "machine": {"node": platform.node(), "cpus": os.cpu_count(),
                        "affinity": len(os.sched_getaffinity(0)), "python": platform.python_version(),
                        "processor": platform.processor() or platform.machine(),
-                       "cpu": _cpu_model()},
+                       "cpu": cpu_model()},
            "command": "python -m bench.outputs " + " ".join(argv if argv is not None
                                                              else sys.argv[1:])}
     what = a.what.split(",")

@@ -35,7 +35,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from bench.ray_scaling import SHARED, _cpu_model, _pool  # noqa: E402
+from bench.ray_scaling import SHARED, _pool  # noqa: E402
+from bench.workloads import cpu_model  # noqa: E402
 
 
 def _numba_cache() -> str:
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
            "commit": commit + ("-dirty" if dirty else ""),
            "command": "python -m bench.ray_faults " + " ".join(argv if argv is not None
                                                                 else sys.argv[1:]),
-           "device": f"cpu: {_cpu_model()}, {os.cpu_count()} cores (2 Ray nodes x 1 CPU, "
+           "device": f"cpu: {cpu_model()}, {os.cpu_count()} cores (2 Ray nodes x 1 CPU, "
                      "one network namespace, loopback only)",
            "ray": ray.__version__, "python": platform.python_version(),
            "pool": {"captions": n_captions, "shards": a.shards, "batch_bytes": a.batch_bytes},

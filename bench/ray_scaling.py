@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.workloads import cpu_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("GPUCURATE_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
 SOURCES = ["coco_captions_val2017", "flickr8k", "html_img_alttext", "redcaps_explore_samples"]
@@ -79,17 +81,6 @@ def _free_cores(n: int = 2) -> float:
         pool.map(_burn, range(n))
         wall = time.perf_counter() - t0
     return round(n * one / wall, 2)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def main(argv=None) -> int:
@@ -164,7 +155,7 @@ def main(argv=None) -> int:
                f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                for k, v in vars(a).items() if k not in ("results", "note") and v is not None),
            "note": a.note,
-           "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
+           "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                        "platform": platform.platform(), "python": platform.python_version(),
                        "ray": ray.__version__,
                        "free_cores_for_%d_processes" % max(a.workers): free,

@@ -17,6 +17,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+def cpu_model() -> str:
+    """The CPU's model name (for a result's machine), or the platform's word for it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def git_commit() -> str:
+    """The checkout's short commit (for a result's name), or "?"."""
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                              capture_output=True, text=True).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
 REAL_FILES = ["html_img_alttext", "redcaps_explore_samples", "coco_captions_val2017",
               "flickr8k", "multi30k"]
 
