@@ -81,3 +81,24 @@ def test_wheel_ships_every_subpackage(tmp_path):
     for pkg in pkgs:
         for py in (ROOT / ("kernels" if pkg.startswith("gpucurate/kernels") else pkg)).glob("*.py"):
             assert f"{pkg}/{py.name}" in names, f"{pkg}/{py.name} missing from the wheel"
+
+
+def test_command_line_skips_numbas_blas_probe_only():
+    """The command line's start-up: OpenBLAS limited to one thread, and
+    numba's set-up does not import scipy.linalg (its probe for np.dot's BLAS);
+    the kernels compile and run, and scipy.linalg still imports when asked."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport gpucurate.cli\n"
+            "import pyarrow as pa\nfrom gpucurate.columns import buffers\n"
+            "buffers(pa.array(['a caption'], pa.large_string()))  # numba set up, a kernel run\n"
+            "import numba.np.arraymath as a\n"
+            "print('linalg' if 'scipy.linalg' in sys.modules else 'no linalg', a._HAVE_BLAS)\n"
+            "import scipy.linalg\nprint(scipy.linalg.__name__)\n"
+            "import os\nprint(os.environ['OPENBLAS_NUM_THREADS'])\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split("\n")[:3] == ["no linalg False", "scipy.linalg", "1"], p.stdout
