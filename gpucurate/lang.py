@@ -109,10 +109,10 @@ def fasttext_identify(texts: list) -> list[str]:
     return out
 
 
-# Language ID on every core: fastText holds the GIL while it predicts, so
-# threads cannot share it; a pool of processes (spawned: forking a process
-# that runs threads is unsafe) each with the model loaded, started when the
-# router is built so that its start-up overlaps the run's own.
+# fastText itself on every core (for a model gpucurate's reader does not
+# support): it holds the GIL while it predicts, so threads cannot share it; a
+# pool of processes (spawned: forking a process that runs threads is unsafe),
+# each with the model loaded, started when the router first needs it.
 LID_CHUNK = 8192  # captions per task: enough to pay for sending them
 
 
@@ -231,7 +231,8 @@ class Router:
             raise self._load_error
         self._loading = None
         if self._model is not None:
-            self._label_route = self.route(self._model.labels + [""])
+            # each label's route, then the code '' (no label: -2, a null: -1)
+            self._label_route = self.route(self._model.labels + ["", ""])
             if self.threads > 1:
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -272,11 +273,8 @@ class Router:
         uniq = enc.dictionary
         at = enc.indices.fill_null(len(uniq)).to_numpy(zero_copy_only=False)
         if self._model is not None:
-            labels = self._model.predict(uniq, self.threads, self._pool)
-            nl = len(self._model.labels)
-            labels = np.where(labels < 0, nl, labels)  # no label: routed as the code ''
-            routed = self._label_route[labels]
-            return np.append(routed, np.int32(self.route([""])[0]))[at]
+            routed = self._label_route[self._model.predict(uniq, self.threads, self._pool)]
+            return np.append(routed, self._label_route[-1])[at]  # the last: a null caption's
         codes = self.lid.identify_arrow(uniq) if self.lid is not None else \
             fasttext_identify(uniq.to_pylist())
         routed = self.route(codes + [""])  # the last: a null caption's

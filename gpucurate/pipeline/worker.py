@@ -147,8 +147,8 @@ class WorkerSetup:
             w.cfg = cfg
             return w
         dev = resolve_device(cfg.device)  # fail fast, before building anything
-        # language ID's processes first: their start (an interpreter, fastText
-        # and its model each) goes on while the tables load
+        # the router first: it reads the language-ID model on a thread of its
+        # own while the tables load
         router = Router(sorted(self.tables) if self.tables is not None else
                         sorted(worldwide_files(cfg.worldwide)), cfg.lang_column,
                         threads_choice(cfg.threads)) if cfg.worldwide else None
@@ -158,7 +158,7 @@ class WorkerSetup:
             if router is not None:
                 router.close()
             raise
-        for old in _CURRENT:  # the worker of another configuration: its LID processes end
+        for old in _CURRENT:  # the worker of another configuration: its language ID ends
             if old.router is not None:
                 old.router.close()
         _CURRENT[:] = [w]
