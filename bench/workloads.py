@@ -32,15 +32,10 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    """The checkout's short commit (for a result's name), or "?"."""
-    import subprocess
+    """The checkout's short commit (+"-dirty"): ``bench.suite.commit``, the one definition."""
+    from bench.suite import commit
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                              capture_output=True, text=True).stdout.strip() or "?"
-    except OSError:
-        return "?"
+    return commit()
 
 
 REAL_FILES = ["html_img_alttext", "redcaps_explore_samples", "coco_captions_val2017",

@@ -457,3 +457,74 @@ def test_group_column_metaclip1(tmp_path, metadata_path, rows):
             want.add(k)
     assert set(kept.column("id").to_pylist()) == want
     assert curated(ref).num_rows > len(want)  # without groups, more are kept
+
+
+def test_webdataset_the_same_whatever_the_copy_sizes(wds_run, metadata_path, tmp_path,
+                                                      monkeypatch):
+    """Reads of a few hundred bytes (not whole blocks, splitting members and
+    headers), read-ahead and writeback every few KB: the same tars."""
+    from gpucurate.pipeline import wds_out
+
+    root, _, out, _ = wds_run
+    monkeypatch.setattr(wds_out, "COPY_CHUNK", 700)
+    monkeypatch.setattr(wds_out, "READ_AHEAD", 3000)
+    monkeypatch.setattr(wds_out, "WRITEBACK", 5000)
+    out2 = str(tmp_path / "out2")
+    _wds_run(metadata_path, [str(root / "in")], out2)
+    assert _tar_bytes(out) == _tar_bytes(out2)
+
+
+def test_webdataset_from_pass1_spans_equals_a_whole_walk(metadata_path, tmp_path, rows):
+    """Pass 1 leaves where each sample of a tar lies; the writer then walks
+    the headers of the kept samples' bytes alone. Members that belong to no
+    sample lie inside those ranges (a directory, a file without an
+    extension, between samples), names longer than 100 bytes need GNU
+    headers before theirs, the last sample ends at the end of the archive:
+    the tars equal those written after a walk of every header."""
+    from gpucurate.io import resolve_inputs
+    from gpucurate.pipeline.layout import OutputLayout
+    from gpucurate.pipeline.wds_out import write_webdataset
+
+    src = tmp_path / "in"
+    os.makedirs(src)
+    rng = np.random.default_rng(7)
+    for k in range(2):
+        with tarfile.open(src / f"s{k}.tar", "w", format=tarfile.GNU_FORMAT) as tf:
+            for j, r in enumerate(rows.slice(k * 150, 150).to_pylist()):
+                key = ("d" * 120 + "/") * (j % 4 == 1) + r["uid"]
+                blobs = [("jpg", rng.integers(0, 256, int(rng.integers(1, 3000)),
+                                              np.uint8).tobytes()),
+                         ("txt", r["text"].encode())]
+                if j % 3:
+                    blobs.append(("json", json.dumps({"j": j}).encode()))
+                for ext, blob in blobs:
+                    ti = tarfile.TarInfo(f"{key}.{ext}")
+                    ti.size = len(blob)
+                    tf.addfile(ti, io.BytesIO(blob))
+                if j % 7 == 3:  # between samples: members of none
+                    ti = tarfile.TarInfo(f"dir{j}")
+                    ti.type = tarfile.DIRTYPE
+                    tf.addfile(ti)
+                    ti = tarfile.TarInfo(f"NOTES{j}")
+                    ti.size = 5
+                    tf.addfile(ti, io.BytesIO(b"notes"))
+    out = str(tmp_path / "out")
+    s = curate(str(metadata_path), [str(src)], out, t=3, key_column="__key__", device="cpu",
+               report=False, outputs=("parquet", "webdataset"), samples_per_shard=40)
+    lay = OutputLayout(out)
+    assert all(os.path.exists(lay.wds_spans(i)) for i in range(2))
+    first = _tar_bytes(out)
+    assert sum(json.load(open(os.path.join(out, "stats", f))) ["kept"]
+               for f in os.listdir(os.path.join(out, "stats"))) == s["curated"] > 40
+    for i in range(2):
+        os.remove(lay.wds_spans(i))
+    shutil.rmtree(lay.curated_wds_dir)
+    os.remove(lay.join("work", "wds", "plan.json"))
+    shards = resolve_inputs([str(src)])
+    kept = [json.load(open(lay.stats(sh.index)))["kept"] for sh in shards]
+    write_webdataset(lay, shards, kept, 40)
+    assert _tar_bytes(out) == first
+    with tarfile.open(os.path.join(out, "curated-wds", "00000.tar")) as tf:
+        names = tf.getnames()
+    assert not any(n.startswith(("dir", "NOTES")) for n in names)
+    assert any(n.startswith("d" * 120) for n in names)

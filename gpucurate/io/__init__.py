@@ -30,16 +30,18 @@ def _reader(fmt: str):
         return read_jsonl
     from .tar import read_tar
 
-    return lambda shard, text_column, batch_bytes: read_tar(shard.path, shard.path, text_column,
-                                                           batch_bytes)
+    return lambda shard, text_column, batch_bytes, spans=None: read_tar(
+        shard.path, shard.path, text_column, batch_bytes, spans)
 
 
 def read_batches(shard: Shard, text_column: str, batch_bytes: int,
-                 columns: list | None = None, rejects: list | None = None) -> Iterator[pa.Table]:
+                 columns: list | None = None, rejects: list | None = None,
+                 spans: list | None = None) -> Iterator[pa.Table]:
     """Tables of the shard's rows in order, text checked: every column, or
     with ``columns`` at least those (parquet reads only those; jsonl and tar
     rows are parsed whole). With ``rejects`` a bad jsonl line is recorded
-    there and left out, rather than an error."""
+    there and left out, rather than an error. ``spans``: a tar shard's
+    samples' byte ranges are added to this list (:func:`.tar.read_tar`)."""
     if shard.fmt == "parquet" and (columns is not None or rejects is not None):
         from .parquet import read_parquet
 
@@ -48,6 +50,8 @@ def read_batches(shard: Shard, text_column: str, batch_bytes: int,
         from .jsonl import read_jsonl
 
         batches = read_jsonl(shard, text_column, batch_bytes, rejects)
+    elif spans is not None and shard.fmt == "tar":
+        batches = _reader("tar")(shard, text_column, batch_bytes, spans)
     else:
         batches = _reader(shard.fmt)(shard, text_column, batch_bytes)
     for table in batches:

@@ -954,7 +954,7 @@ def _compile_notice() -> None:
 
 
 def read_tar(path: str, shard_label: str, text_column: str | None,
-             batch_bytes: int) -> Iterator[pa.Table]:
+             batch_bytes: int, spans: list | None = None) -> Iterator[pa.Table]:
     """A WebDataset shard (plain or compressed tar) as pyarrow tables.
 
     Rows in sample order; columns ``__key__``, the fields of the samples'
@@ -964,6 +964,12 @@ def read_tar(path: str, shard_label: str, text_column: str | None,
     ``text_column`` of its ``.json`` (a string or null). Each table holds at
     most ``batch_bytes`` of caption text (a single larger caption makes a table
     of its own). ``shard_label`` names the shard in messages.
+
+    ``spans``, when given a list, gains per batch of samples (their keys, a
+    pyarrow string array; the offset of each one's first header, int64) and,
+    once the whole tar is read, the offset of its end-of-archive blocks: each
+    sample's bytes lie from its first header to the next one's (the last
+    one's to the end of the archive), what the WebDataset writer copies.
     """
     field = None if text_column in (None, "text") else text_column
     out_col = text_column or "text"
@@ -989,6 +995,8 @@ def read_tar(path: str, shard_label: str, text_column: str | None,
                         f"{where}: the member names of sample "
                         f"{bytes(keys[koff[i]:koff[i + 1]])!r} (member at byte {rows[i, 3]}) are "
                         "not UTF-8; rename the sample's files") from None
+        if spans is not None:
+            spans.append((key_arr, rows[:, 3].copy()))
         has_json = rows[:, 2] >= 0
         if field is None:
             toff = np.empty(n + 1, np.int64)
@@ -1026,6 +1034,8 @@ def read_tar(path: str, shard_label: str, text_column: str | None,
             table = _table(where, key_arr, metas, out_col, None, caps, g0)
             yield from _split_bytes(table, out_col, batch_bytes)
 
+    if spans is not None:
+        spans.append(int(scan.st[EOA]))
 
 _MISSING = object()
 

@@ -56,21 +56,22 @@ def _no_nulls(shard: Shard, column: str, names) -> bool:
 
 def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
                   columns: list | None = None, tally: dict | None = None,
-                  rejects: list | None = None):
+                  rejects: list | None = None, spans: list | None = None):
     """(table, first_row) of the shard, stopping after max_rows rows (only
     ``columns`` of a parquet shard when given). The parquet of a download
     folder gives only its rows whose ``status`` is ``success`` (the others,
     failed downloads, are counted in ``tally["failed_downloads"]``); rows are
     numbered among those given. With ``--on-bad-row skip`` the bad rows
     are left out (so that both passes number the same rows) and recorded in
-    ``rejects`` when given; every column is then read, to check them all."""
+    ``rejects`` when given; every column is then read, to check them all.
+    ``spans``: a tar shard's samples' byte ranges (``io.read_batches``)."""
     row = 0
     skip = cfg.on_bad_row == "skip"
     if skip:
         rejects = [] if rejects is None else rejects
         columns = None
     for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns,
-                              rejects if skip else None):
+                              rejects if skip else None, spans):
         if skip and cfg.key_column and cfg.key_column in table.column_names \
                 and table.column(cfg.key_column).null_count:
             nulls = pc.is_null(table.column(cfg.key_column)).to_numpy(zero_copy_only=False)

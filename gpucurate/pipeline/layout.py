@@ -145,6 +145,10 @@ class OutputLayout:
         """jsonl and tar shards: the rows pass 1 parsed, kept for pass 2."""
         return self.join("work", "rows", _name(i, "shard", "d"))
 
+    def wds_spans(self, i: int) -> str:
+        """A tar shard's samples' byte ranges, from pass 1, for the WebDataset writer."""
+        return self.join("work", "wds", _name(i, "shard", "spans.parquet"))
+
     def work_matches(self, i: int) -> str:
         return self.join("work", "matches", _name(i, "shard", "bin"))
 

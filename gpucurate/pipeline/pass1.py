@@ -177,6 +177,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     prog = Progress(f"pass 1 {shard.name}")
     on_device = (w.reader == "cudf" and shard.fmt == "parquet" and w.router is None
                  and not cfg.group_column and "://" not in shard.path)
+    spans = None
     if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
         from ..cudf_io import device_buffers, parquet_text_batches
 
@@ -199,8 +200,10 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             check_added(cfg, shard, file_schema.names)
         cols = pass1_columns(cfg, shard, file_schema.names) if file_schema is not None else None
         rejects = [] if cfg.on_bad_row == "skip" else None
+        if shard.fmt == "tar" and "webdataset" in cfg.outputs:
+            spans = []  # where each sample lies: the WebDataset writer reads those bytes only
         batches = _read_stage(w, cfg, shard, shard_batches(cfg, shard, max_rows, cols, tally,
-                                                          rejects))
+                                                          rejects, spans))
         for table, first, tb, arr, li in prefetch(batches):
             if file_schema is None:  # jsonl, tar: the columns pass 2 will write
                 schema = table.schema if schema is None else _union(schema, table.schema,
@@ -254,6 +257,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
         write_group_choices(layout, shard.index, grp)
     if schema is not None:
         atomic_write_bytes(layout.pass1_schema(shard.index), schema.serialize().to_pybytes())
+    if spans and isinstance(spans[-1], int):  # the whole tar was read
+        write_spans(layout.wds_spans(shard.index), spans)
     n_rejected = 0
     if cfg.on_bad_row == "skip" and not on_device:
         n_rejected = len(rejects)
@@ -274,6 +279,22 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
         stats["languages"] = per
     atomic_write_json(layout.pass1_marker(shard.index), stats)
     return stats
+
+
+def write_spans(path: str, spans: list) -> None:
+    """The samples' byte ranges of a tar shard (``io.read_batches``'s
+    ``spans``) as a parquet of ``key``, ``start`` and ``end``."""
+    end = spans[-1]
+    keys = [k.cast(pa.string()) for k, _ in spans[:-1]]
+    starts = np.concatenate([o for _, o in spans[:-1]]) if keys else np.zeros(0, np.int64)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    if ends.size:
+        ends[-1] = end
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_parquet(path, pa.table({
+        "key": pa.chunked_array(keys, pa.string()) if keys else pa.array([], pa.string()),
+        "start": pa.array(starts, pa.int64()), "end": pa.array(ends, pa.int64())}))
 
 
 def _union(a: pa.Schema, b: pa.Schema, shard: Shard, first: int) -> pa.Schema:

@@ -36,9 +36,13 @@ from ..io import Shard, atomic_write_json
 from ..io.atomic import commit, tmp_path
 from ..io.fs import fetch
 from .layout import OutputLayout
+from .stream import prefetch
 
 BLOCK = 512
 RECORD = 20 * BLOCK
+COPY_CHUNK = 8 << 20  # input bytes per read
+READ_AHEAD = 64 << 20  # input bytes announced ahead of the read
+WRITEBACK = 32 << 20  # output bytes between starts of their writeback
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: dir/stem . ext (first dot)
 WS = b" \t\r\n"
 
@@ -95,7 +99,13 @@ def _pieces(plan: dict, j: int) -> list:
 # ---------------------------------------------------------------- inputs
 class _Source:
     """One input shard: its kept rows (sample keys, entry ids) and its tar's
-    samples (member byte ranges), mapped once."""
+    samples (member byte ranges), mapped once.
+
+    When pass 1 read this tar, it left where each sample lies
+    (:meth:`OutputLayout.wds_spans`): the members of a kept sample are then
+    found by walking the headers of its bytes alone, as they are copied;
+    otherwise (a download folder's tar, a run without pass 1) the whole tar's
+    headers are walked first."""
 
     def __init__(self, layout: OutputLayout, shard: Shard, scratch: str):
         self.shard = shard
@@ -115,9 +125,34 @@ class _Source:
             _decompress(path, self.scratch)
             path = self.scratch
         self.f = open(path, "rb")
-        size = os.fstat(self.f.fileno()).st_size
-        self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self.samples = _index(self.f, self.mm, self.label)
+        self.fd = self.f.fileno()
+        self.size = os.fstat(self.f.fileno()).st_size
+        self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
+        self.spans = _spans(layout, shard, self.size)
+        self.samples = None if self.spans is not None else _index(self.f, self.mm, self.label)
+
+    def members(self, key: str) -> list | None:
+        """The members of sample ``key``: [(ext, first header offset, data
+        offset, data size, header offset, name)], or None if it has none."""
+        if self.samples is not None:
+            return self.samples.get(key)
+        span = self.spans.get(key)
+        if span is None:
+            return None
+        found = _index_range(self.mm, span[0], span[1])
+        if found is None:  # a pax header: the whole tar listed by tarfile
+            self.samples = _index(self.f, self.mm, self.label)
+            return self.samples.get(key)
+        return found.get(key)
+
+    def extent(self, key: str) -> tuple | None:
+        """(start, end): the bytes of sample ``key`` in the tar, or None."""
+        if self.samples is None:
+            return self.spans.get(key)
+        m = self.samples.get(key)
+        if not m:
+            return None
+        return (min(x[1] for x in m), max(x[2] + x[3] + (-x[3]) % BLOCK for x in m))
 
     def close(self) -> None:
         if isinstance(self.mm, mmap.mmap):
@@ -125,6 +160,19 @@ class _Source:
         self.f.close()
         if self.scratch and os.path.exists(self.scratch):
             os.remove(self.scratch)
+
+
+def _spans(layout: OutputLayout, shard: Shard, size: int) -> dict | None:
+    """{sample key: (start, end)} of a tar shard, as pass 1 found them, or
+    None (no pass 1 over this tar, or ranges that do not fit the file)."""
+    path = layout.wds_spans(shard.index)
+    if shard.fmt != "tar" or not fetch(path):
+        return None
+    t = pq.read_table(path)
+    starts, ends = t.column("start").to_numpy(), t.column("end").to_numpy()
+    if starts.size and (int(starts.min()) < 0 or int(ends.max()) > size):
+        return None
+    return dict(zip(t.column("key").to_pylist(), zip(starts.tolist(), ends.tolist())))
 
 
 def _decompress(path: str, dest: str) -> None:
@@ -217,30 +265,51 @@ def _scan_plain(b, out):
     return n, 0
 
 
+def _scan(b: np.ndarray) -> tuple:
+    """(members, status) of :func:`_scan_plain` over ``b``, its table grown as needed."""
+    out = np.zeros((max(16, b.size // 4096), 8), np.int64)
+    while True:
+        n, status = _scan_plain(b, out)
+        if status != -2:
+            return out[:n], status
+        out = np.zeros((out.shape[0] * 2, 8), np.int64)
+
+
+def _collect(rows: np.ndarray, mm, base: int, samples: dict) -> dict:
+    """Add the regular members of :func:`_scan_plain`'s ``rows`` (offsets
+    from ``base``) to ``samples``, by sample key."""
+    for first, data, size, no, nl, po, pl, reg in rows.tolist():
+        if not reg:
+            continue
+        name = bytes(mm[base + no:base + no + nl])
+        if pl:
+            name = bytes(mm[base + po:base + po + pl]) + b"/" + name
+        m = _KEY.match(name.decode("utf-8", "surrogateescape"))
+        if m is not None:
+            samples.setdefault(m.group(1), []).append(
+                (m.group(2).lower(), base + first, base + data, size, base + data - BLOCK,
+                 m.group(0)))
+    return samples
+
+
+def _index_range(mm, start: int, end: int) -> dict | None:
+    """The samples of the members in bytes [start, end) of a plain tar (one
+    sample's, as pass 1 found them), or None at a pax header."""
+    b = np.frombuffer(mm, np.uint8, end - start, start)
+    rows, status = _scan(b)
+    del b
+    return None if status == -1 else _collect(rows, mm, start, {})
+
+
 def _index(f, mm, label: str) -> dict:
-    """{sample key: [(ext, first header offset, data offset, data size, header offset)]}."""
-    samples: dict = {}
+    """{sample key: [(ext, first header offset, data offset, data size, header offset, name)]}."""
     if isinstance(mm, mmap.mmap):
         b = np.frombuffer(mm, np.uint8)
-        out = np.zeros((max(16, b.size // 4096), 8), np.int64)
-        while True:
-            n, status = _scan_plain(b, out)
-            if status != -2:
-                break
-            out = np.zeros((out.shape[0] * 2, 8), np.int64)
+        rows, status = _scan(b)
         del b
         if status == 0:
-            for first, data, size, no, nl, po, pl, reg in out[:n].tolist():
-                if not reg:
-                    continue
-                name = bytes(mm[no:no + nl])
-                if pl:
-                    name = bytes(mm[po:po + pl]) + b"/" + name
-                m = _KEY.match(name.decode("utf-8", "surrogateescape"))
-                if m is not None:
-                    samples.setdefault(m.group(1), []).append(
-                        (m.group(2).lower(), first, data, size, data - BLOCK, m.group(0)))
-            return samples
+            return _collect(rows, mm, 0, {})
+    samples: dict = {}
     f.seek(0)
     try:  # pax headers: tarfile reads them
         with tarfile.open(fileobj=f, mode="r:") as tf:
@@ -336,7 +405,7 @@ def _sample_segments(src: _Source, row: int) -> list:
     tar, and bytes (its new .json member)."""
     key = src.keys[row]
     where = f"{src.label}: sample {key!r}"
-    members = src.samples.get(key)
+    members = src.members(key)
     if not members:
         raise InputError(f"{where} (kept row {row} of {src.shard.path}) is not in the tar; the "
                          "parquet and the tar of a download folder must hold the same samples")
@@ -356,43 +425,146 @@ def _sample_segments(src: _Source, row: int) -> list:
     return segs
 
 
-def _write_tar(path: str, sources: list) -> int:
-    """Write one output tar from [(source, first row, end)]; return its samples."""
-    tmp = tmp_path(path)
+def _contents(sources: list, counted: list, chunk: int, ahead: int):
+    """The bytes of an output tar made of [(source, first row, end)], in
+    order, as lists of pieces: the kept samples' members (views of the input
+    bytes) and their new ``.json`` members. The input is read with ``pread``,
+    one read per run of kept samples that follow each other in their tar (at
+    most ``chunk`` bytes, or one sample). The samples up to ``ahead`` bytes
+    past the one being read are announced to the kernel
+    (``POSIX_FADV_WILLNEED``), so that input out of the page cache is read
+    from disk while the bytes before it are written. Appends the number of
+    samples to ``counted`` at the end."""
+    will = getattr(os, "POSIX_FADV_WILLNEED", None)
     n = 0
-    try:
-        with open(tmp, "wb", buffering=1 << 20) as out:
-            written = 0
-            for src, a, b in sources:
-                mv = memoryview(src.mm) if isinstance(src.mm, mmap.mmap) else None
-                run = None  # adjacent byte ranges are copied in one write
-                for row in range(a, b):
-                    for seg in _sample_segments(src, row):
+    for src, a, b in sources:
+        told, told_to = a, 0  # the next row to announce, the end of the bytes announced
+        row = a
+        while row < b:
+            ext = src.extent(src.keys[row])
+            if ext is None:
+                _sample_segments(src, row)  # raises: the sample is not in the tar
+            lo, hi = ext
+            end = row + 1
+            while end < b:
+                e = src.extent(src.keys[end])
+                if e is None or e[0] != hi or e[1] - lo > chunk:
+                    break
+                hi = e[1]
+                end += 1
+            if will is not None:
+                while told < b and (told < end or told_to < hi + ahead):
+                    e = src.extent(src.keys[told])
+                    told += 1
+                    if e is not None and e[1] > told_to:
+                        os.posix_fadvise(src.fd, max(e[0], told_to), e[1] - max(e[0], told_to),
+                                         will)
+                        told_to = e[1]
+            if hi - lo > chunk:  # one large sample: its ranges read a chunk at a time
+                for seg in _sample_segments(src, row):
+                    if isinstance(seg, tuple):
+                        for data in _read(src, seg, chunk):
+                            yield [data]
+                    else:
+                        yield [seg]
+            else:
+                view = memoryview(_read_whole(src, lo, hi))
+                pieces: list = []
+                run = None  # (start, end) of adjacent ranges, one piece
+                for r in range(row, end):
+                    for seg in _sample_segments(src, r):
                         if isinstance(seg, tuple):
                             if run is not None and run[1] == seg[0]:
                                 run = (run[0], seg[1])
                                 continue
                             if run is not None:
-                                written += out.write(mv[run[0]:run[1]])
+                                pieces.append(view[run[0] - lo:run[1] - lo])
                             run = seg
                         else:
                             if run is not None:
-                                written += out.write(mv[run[0]:run[1]])
+                                pieces.append(view[run[0] - lo:run[1] - lo])
                                 run = None
-                            written += out.write(seg)
-                    n += 1
+                            pieces.append(seg)
                 if run is not None:
-                    written += out.write(mv[run[0]:run[1]])
-                if mv is not None:
-                    mv.release()
+                    pieces.append(view[run[0] - lo:run[1] - lo])
+                yield pieces
+            n += end - row
+            row = end
+    counted.append(n)
+
+
+def _read(src: _Source, run: tuple, chunk: int):
+    """The bytes [start, end) of the source's tar, ``chunk`` at a time."""
+    a, b = run
+    while a < b:
+        data = _read_whole(src, a, min(b, a + chunk))
+        a += len(data)
+        yield data
+
+
+def _read_whole(src: _Source, a: int, b: int) -> bytes:
+    data = os.pread(src.fd, b - a, a)
+    if len(data) < b - a:  # a short read: at the end of the file only
+        rest = [data]
+        got = a + len(data)
+        while got < b:
+            more = os.pread(src.fd, b - got, got)
+            if not more:
+                raise InputError(f"{src.label}: the tar ends at byte {got}, inside a kept "
+                                 "sample; it changed during the run: run again")
+            rest.append(more)
+            got += len(more)
+        data = b"".join(rest)
+    return data
+
+
+def _write_all(fd: int, pieces: list) -> None:
+    """Write every piece (bytes or views) with ``writev``, whatever it takes."""
+    limit = getattr(os, "IOV_MAX", 1024) if hasattr(os, "writev") else 1
+    i = 0
+    while i < len(pieces):
+        group = pieces[i:i + limit]
+        k = os.writev(fd, group) if limit > 1 else os.write(fd, group[0])
+        for p in group:  # drop what was written; the rest of a piece cut short stays
+            if k >= len(p):
+                k -= len(p)
+                i += 1
+            else:
+                pieces[i] = memoryview(p)[k:]
+                break
+
+
+def _write_tar(path: str, sources: list) -> int:
+    """Write one output tar from [(source, first row, end)]; return its samples.
+
+    The input bytes are read (:func:`_contents`) on a thread of their own
+    (``pread``, which releases the GIL) while this one writes them. Every ``WRITEBACK`` bytes
+    written, their writeback to disk is started (``POSIX_FADV_DONTNEED``
+    starts it on Linux and drops the pages once they are clean), so that the
+    final flush of :func:`commit` waits for the last bytes only, and the
+    output does not fill the page cache."""
+    counted: list = []
+    chunk, ahead, writeback = COPY_CHUNK, READ_AHEAD, WRITEBACK
+    dontneed = getattr(os, "POSIX_FADV_DONTNEED", None)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb", buffering=0) as out:
+            fd = out.fileno()
+            written = started = 0
+            for data in prefetch(_contents(sources, counted, chunk, ahead), depth=4):
+                _write_all(fd, data)
+                written += sum(len(p) for p in data)
+                if dontneed is not None and written - started >= writeback:
+                    os.posix_fadvise(fd, started, written - started, dontneed)
+                    started = written
             end = written + 2 * BLOCK
-            out.write(b"\0" * (2 * BLOCK + (-end) % RECORD))
+            _write_all(fd, [b"\0" * (2 * BLOCK + (-end) % RECORD)])
         commit(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return n
+    return counted[0]
 
 
 def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: int) -> dict:
