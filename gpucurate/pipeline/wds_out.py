@@ -42,7 +42,7 @@ BLOCK = 512
 RECORD = 20 * BLOCK
 COPY_CHUNK = 8 << 20  # input bytes per read
 READ_AHEAD = 64 << 20  # input bytes announced ahead of the read
-WRITEBACK = 32 << 20  # output bytes between starts of their writeback
+WRITEBACK = 8 << 20  # output bytes between starts of their writeback
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: dir/stem . ext (first dot)
 WS = b" \t\r\n"
 
@@ -130,6 +130,7 @@ class _Source:
         self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
         self.spans = _spans(layout, shard, self.size)
         self.samples = None if self.spans is not None else _index(self.f, self.mm, self.label)
+        self.table = np.zeros((64, 8), np.int64)  # a sample's members, walked
 
     def members(self, key: str) -> list | None:
         """The members of sample ``key``: [(ext, first header offset, data
@@ -139,7 +140,7 @@ class _Source:
         span = self.spans.get(key)
         if span is None:
             return None
-        found = _index_range(self.mm, span[0], span[1])
+        found = _index_range(self.mm, span[0], span[1], self.table)
         if found is None:  # a pax header: the whole tar listed by tarfile
             self.samples = _index(self.f, self.mm, self.label)
             return self.samples.get(key)
@@ -265,9 +266,11 @@ def _scan_plain(b, out):
     return n, 0
 
 
-def _scan(b: np.ndarray) -> tuple:
-    """(members, status) of :func:`_scan_plain` over ``b``, its table grown as needed."""
-    out = np.zeros((max(16, b.size // 4096), 8), np.int64)
+def _scan(b: np.ndarray, out: np.ndarray | None = None) -> tuple:
+    """(members, status) of :func:`_scan_plain` over ``b``, its table (``out``
+    when given) grown as needed."""
+    if out is None:
+        out = np.zeros((max(16, b.size // 4096), 8), np.int64)
     while True:
         n, status = _scan_plain(b, out)
         if status != -2:
@@ -292,11 +295,11 @@ def _collect(rows: np.ndarray, mm, base: int, samples: dict) -> dict:
     return samples
 
 
-def _index_range(mm, start: int, end: int) -> dict | None:
+def _index_range(mm, start: int, end: int, out: np.ndarray | None = None) -> dict | None:
     """The samples of the members in bytes [start, end) of a plain tar (one
     sample's, as pass 1 found them), or None at a pax header."""
     b = np.frombuffer(mm, np.uint8, end - start, start)
-    rows, status = _scan(b)
+    rows, status = _scan(b, out)
     del b
     return None if status == -1 else _collect(rows, mm, start, {})
 
@@ -329,7 +332,7 @@ def _index(f, mm, label: str) -> dict:
 
 def with_entry_ids(raw: bytes, ids: list, where: str) -> bytes:
     """A .json object with ``"entry_ids"`` added; its other bytes kept as they are."""
-    tail = ("[" + ",".join(str(int(i)) for i in ids) + "]").encode()
+    tail = ("[" + ",".join(map(str, map(int, ids))) + "]").encode()
     body = raw.strip(WS)
     if body[:1] == b"{" and body[-1:] == b"}":
         inner = body[1:-1].strip(WS)
