@@ -64,6 +64,9 @@ GOALS = {
     "wds_vs_parquet": (">=", 0.5, "curate captions/s from WebDataset tars (~4 KB images; both "
                        "inputs read into the page cache first) over "
                        "the same rows from parquet, whole process (--wds N)"),
+    "wds_write_vs_read": ("<=", 1.5, "--outputs webdataset: the write step over reading the kept "
+                          "samples' bytes from the input tars, both with the tars out of the "
+                          "page cache (bench.outputs' pool of 8,000 ~60 KB samples; --wds N)"),
 }
 
 
@@ -504,6 +507,15 @@ def table(res: dict) -> str:
                  f"{mb(d['peak_rss_bytes'])} |")
     L.append(f"(CPU s: user + system seconds of the process; matched captions equal across "
              f"the matcher and every curate run: {res['check_matched_equal']})")
+    w = ok(res.get("wds_write"))
+    if w:
+        L.append(f"\n--outputs webdataset, {w['kept']:,} kept samples "
+                 f"({w['kept_bytes_read'] / 1e6:,.0f} MB), the input tars out of the page "
+                 f"cache: written in {w['cold_webdataset_s']:.3f} s against "
+                 f"{w['cold_read_kept_bytes_s']:.3f} s to read them ({w['cold_ratio']:.2f}x); "
+                 f"cached: {w['webdataset_s']:.3f} s against {w['read_kept_bytes_s']:.3f} s "
+                 f"({w['ratio']:.1f}x; copying and flushing the bytes alone "
+                 f"{w['flushed_copy_floor_ratio']:.1f}x)")
     L += ["", "| goal | value | target | met |", "|---|---:|---:|---|"]
     for name, g in res["goals"].items():
         v = g["value"]
@@ -609,6 +621,10 @@ def main(argv=None) -> int:
             res["wds_parquet"] = attempt(run_curate, curate_cmd(
                 [qdir], "OUT", t, a, metadata=metadata, threads=a.threads), env, work,
                 "wds-parquet", a.reps)
+            say("--outputs webdataset: the write against the read of the kept bytes")
+            from bench.outputs import bench_wds
+
+            res["wds_write"] = attempt(bench_wds, os.path.join(cache, "outputs"), 4, 2000, 3)
         if a.worldwide:
             wshards, wtext, wmd = worldwide_pool(data, cache)
             # t of each language from one tail fraction (MetaCLIP 2's p_to_t): a fixed
@@ -648,6 +664,7 @@ def main(argv=None) -> int:
     demo = ok(res.get("cold_demo"))
     wl, wi = ok(res.get("worldwide_lang_column")), ok(res.get("worldwide_lid"))
     wt, wq = ok(res.get("wds_tar")), ok(res.get("wds_parquet"))
+    ww = ok(res.get("wds_write"))
     res["goals"] = {
         "e2e_vs_matcher": goal("e2e_vs_matcher", res["e2e_vs_matcher"]),
         "threads_speedup": goal("threads_speedup", res["threads_speedup"]),
@@ -662,6 +679,7 @@ def main(argv=None) -> int:
                                              wi["captions_per_s"] if wi else None),
         "wds_vs_parquet": goal("wds_vs_parquet", wt["captions_per_s"] / wq["captions_per_s"]
                                if wt and wq else None),
+        "wds_write_vs_read": goal("wds_write_vs_read", ww["cold_ratio"] if ww else None),
     }
     if a.n != 4_000_000:
         res["note"] = ("the memory goals are set for a 4M-row pool; at other N their values "

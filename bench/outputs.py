@@ -122,6 +122,7 @@ def read_kept_bytes(out: str, tars: list, reps: int = 3, copy_to: str | None = N
 
 def bench_wds(work: str, shards: int, per_shard: int, t: int) -> dict:
     tars = make_wds_pool(os.path.join(work, "wds-pool"), shards, per_shard)
+    os.sync()  # a pool just made is still being written back: not this step's work
     meta = os.path.join(SHARED, "metaclip_metadata", "metadata_proxy.json")
     runs = []
     for rep in range(2):
