@@ -188,3 +188,35 @@ def test_ray_worker_killed_mid_run(pools, metadata_path):
     assert all(n < 24 for _, n in killed), killed
     assert s["executor"] == "ray" and s["shards"] == 24
     _same_outputs(local, out)
+
+
+def test_ray_webdataset_output_same_as_local(tmp_path, metadata_path):
+    """--outputs webdataset from tar shards: pass 1 runs in Ray's workers and
+    leaves where each sample lies; the tars written are the local run's."""
+    import io
+    import tarfile
+
+    texts = pq.read_table(caption_file("coco_captions_val2017"),
+                          columns=["text"]).column("text").to_pylist()[:600]
+    src = tmp_path / "tars"
+    os.makedirs(src)
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        with tarfile.open(src / f"{k:05d}.tar", "w") as tf:
+            for j in range(k * 200, (k + 1) * 200):
+                for ext, blob in (("jpg", rng.integers(0, 256, 700 + j, np.uint8).tobytes()),
+                                  ("txt", texts[j].encode())):
+                    ti = tarfile.TarInfo(f"s{j:06d}.{ext}")
+                    ti.size = len(blob)
+                    tf.addfile(ti, io.BytesIO(blob))
+    outs = []
+    for ex in ("local", "ray"):
+        out = str(tmp_path / ex)
+        assert main(["curate", "--metadata", str(metadata_path), "--input", str(src), "--out",
+                     out, "--t", "3", "--key-column", "__key__", "--device", "cpu",
+                     "--threads", "1", "--no-report", "--quiet", "--executor", ex,
+                     "--outputs", "parquet,webdataset", "--samples-per-shard", "70"]) == 0
+        assert len(glob.glob(os.path.join(out, "work", "wds", "*.spans.parquet"))) == 3
+        outs.append({os.path.basename(p): open(p, "rb").read()
+                     for p in glob.glob(os.path.join(out, "curated-wds", "*"))})
+    assert outs[0] == outs[1] and len(outs[0]) > 2
