@@ -8,6 +8,8 @@
   run with the tars in the page cache (read whole before each run; the
   baseline is timed after the runs, best of 3). Goal: at most 1.5x. The same
   pair with the tars evicted from the page cache (``cold_*``), in-process.
+* ``wds-folder``: the same, with the same tars as an img2dataset download
+  folder (each beside a parquet of key, caption and status).
 * ``plan``: saved matches of N generated captions (default 100M; 1-4 entries
   per caption, Zipf-distributed entry ids over 500k entries, as ``count
   --save-matches`` writes them: one row group per 1M captions), then
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import io
 import json
 import os
@@ -77,7 +80,7 @@ def make_wds_pool(root: str, shards: int, per_shard: int) -> list:
 
 
 def read_kept_bytes(out: str, tars: list, reps: int = 3, copy_to: str | None = None,
-                    flush: bool = False) -> tuple:
+                    flush: bool = False, key_column: str = "__key__") -> tuple:
     """(seconds, bytes): every kept sample's bytes read from its input tar;
     with ``copy_to``, also written to a new file there per tar (``flush``:
     each flushed to disk before it is closed), the floor of any writer that
@@ -92,7 +95,7 @@ def read_kept_bytes(out: str, tars: list, reps: int = 3, copy_to: str | None = N
     ranges = []
     for k, p in enumerate(tars):
         kept = pq.read_table(os.path.join(out, "curated", f"part-{k:05d}.parquet"),
-                             columns=["__key__"]).column(0).to_pylist()
+                             columns=[key_column]).column(0).to_pylist()
         ranges.append((p, [index[(p, key)] for key in kept]))
     best = None
     for _ in range(reps):
@@ -120,8 +123,37 @@ def read_kept_bytes(out: str, tars: list, reps: int = 3, copy_to: str | None = N
     return best, n
 
 
-def bench_wds(work: str, shards: int, per_shard: int, t: int) -> dict:
+def download_folder(root: str, tars: list) -> str:
+    """The pool's tars as an img2dataset download folder: each tar linked
+    beside a parquet of its samples' key, caption and status."""
+    os.makedirs(root, exist_ok=True)
+    for p in tars:
+        dest = os.path.join(root, os.path.basename(p))
+        if not os.path.exists(dest):
+            os.link(p, dest)
+        meta = dest[:-4] + ".parquet"
+        if os.path.exists(meta):
+            continue
+        keys, caps = [], []
+        with tarfile.open(p) as tf:
+            for ti in tf:
+                if ti.name.endswith(".txt"):
+                    keys.append(ti.name[:-4])
+                    caps.append(tf.extractfile(ti).read().decode())
+        pq.write_table(pa.table({"key": keys, "caption": caps,
+                                 "status": ["success"] * len(keys)}), meta + ".part")
+        os.replace(meta + ".part", meta)
+    return root
+
+
+def bench_wds(work: str, shards: int, per_shard: int, t: int, folder: bool = False) -> dict:
+    """The webdataset step against the read of the kept bytes; ``folder``:
+    the same tars as a download folder (the captions from its parquet)."""
     tars = make_wds_pool(os.path.join(work, "wds-pool"), shards, per_shard)
+    inputs, key = tars, "__key__"
+    if folder:
+        inputs, key = [download_folder(os.path.join(work, "dl-pool"), tars)], "key"
+        tars = sorted(glob.glob(os.path.join(inputs[0], "*.tar")))
     os.sync()  # a pool just made is still being written back: not this step's work
     meta = os.path.join(SHARED, "metaclip_metadata", "metadata_proxy.json")
     runs = []
@@ -130,19 +162,20 @@ def bench_wds(work: str, shards: int, per_shard: int, t: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         _warm(tars)  # the run's step in the page cache's state the baseline is read in
         cmd = [sys.executable, "-m", "gpucurate", "curate", "--metadata", meta, "--input",
-               *tars, "--out", out, "--t", str(t), "--key-column", "__key__", "--device", "cpu",
+               *inputs, "--out", out, "--t", str(t), "--key-column", key, "--device", "cpu",
                "--outputs", "parquet,webdataset", "--no-report", "--quiet"]
         subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL)
         s = json.load(open(os.path.join(out, "summary.json")))
         runs.append(s["seconds"]["webdataset"])
-    base, nbytes = read_kept_bytes(out, tars)
+    base, nbytes = read_kept_bytes(out, tars, key_column=key)
     # floors of any writer copying the kept bytes: the same reads written to
     # new files, into the page cache only, and flushed to disk as the tars are
-    copy_s, _ = read_kept_bytes(out, tars, copy_to=os.path.join(work, "copy-floor"))
+    copy_s, _ = read_kept_bytes(out, tars, copy_to=os.path.join(work, "copy-floor"),
+                                key_column=key)
     flushed_s, _ = read_kept_bytes(out, tars, copy_to=os.path.join(work, "copy-floor"),
-                                   flush=True)
+                                   flush=True, key_column=key)
     shutil.rmtree(os.path.join(work, "copy-floor"), ignore_errors=True)
-    cold_w, cold_r = cold_pair(out, tars)
+    cold_w, cold_r = cold_pair(out, inputs, tars, key)
     wds_s = min(runs)
     written = sum(os.path.getsize(os.path.join(out, "curated-wds", f))
                   for f in os.listdir(os.path.join(out, "curated-wds")) if f.endswith(".tar"))
@@ -178,7 +211,7 @@ def _evict(paths) -> None:
             os.close(fd)
 
 
-def cold_pair(out: str, tars: list) -> tuple:
+def cold_pair(out: str, inputs: list, tars: list, key: str) -> tuple:
     """The webdataset step and the baseline read, each with the input tars out
     of the page cache (best of 3 each), in this process."""
     sys.path.insert(0, ROOT)
@@ -187,7 +220,7 @@ def cold_pair(out: str, tars: list) -> tuple:
     from gpucurate.pipeline.wds_out import write_webdataset
 
     lay = OutputLayout(out)
-    shards = resolve_inputs(tars)
+    shards = resolve_inputs(inputs)
     kept = [json.load(open(lay.stats(s.index)))["kept"] for s in shards]
     w, r = [], []
     for rep in range(4):
@@ -199,7 +232,7 @@ def cold_pair(out: str, tars: list) -> tuple:
         if rep:  # the first loads numba's cache
             w.append(time.perf_counter() - t0)
         _evict(tars)
-        r.append(read_kept_bytes(out, tars, reps=1)[0])
+        r.append(read_kept_bytes(out, tars, reps=1, key_column=key)[0])
     return min(w), min(r)
 
 
@@ -262,7 +295,9 @@ def bench_plan(work: str, captions: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.outputs")
-    ap.add_argument("--what", default="wds,plan")
+    ap.add_argument("--what", default="wds,plan",
+                    help="a comma list of wds (tar shards), wds-folder (the same tars as a "
+                         "download folder) and plan")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "gpucurate-bench-out"))
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--per-shard", type=int, default=2000)
@@ -282,6 +317,10 @@ def main(argv=None) -> int:
     if "wds" in what:
         res["webdataset"] = bench_wds(a.work, a.shards, a.per_shard, a.t)
         print(json.dumps(res["webdataset"], indent=1))
+    if "wds-folder" in what:
+        res["webdataset_download_folder"] = bench_wds(a.work, a.shards, a.per_shard, a.t,
+                                                      folder=True)
+        print(json.dumps(res["webdataset_download_folder"], indent=1))
     if "plan" in what:
         res["plan"] = bench_plan(a.work, a.captions)
         print(json.dumps(res["plan"], indent=1))
