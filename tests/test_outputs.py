@@ -169,7 +169,7 @@ def test_webdataset_is_the_same_whatever_the_batching_and_compression(wds_run, w
     assert _tar_bytes(out) == _tar_bytes(out2)
     assert np.array_equal(np.load(os.path.join(out, "uids.npy")),
                           np.load(os.path.join(out2, "uids.npy")))
-    assert not glob.glob(str(tmp_path / "out2" / "work" / "wds" / "src-*"))
+    assert not glob.glob(str(tmp_path / "out2" / "work" / "wds" / "tar-*"))  # scratch gone
 
 
 def test_webdataset_resumes(wds_run, metadata_path, tmp_path):

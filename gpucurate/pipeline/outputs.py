@@ -149,16 +149,17 @@ def write_uids(cfg, layout: OutputLayout, shards: list) -> int:
 
 # ---------------------------------------------------------------- the run's outputs
 def write_outputs(cfg, layout: OutputLayout, shards: list[Shard], p2: list,
-                  summary: dict) -> None:
+                  summary: dict, executor=None, setup=None) -> None:
     """After pass 2: the requested outputs besides the curated parts (whole,
-    resumable); their figures go into ``summary``."""
+    resumable); their figures go into ``summary``. The WebDataset tars are
+    the calls of ``executor`` (with the passes' worker ``setup``) when given."""
     outs = {}
     if "webdataset" in cfg.outputs:
         from .wds_out import write_webdataset
 
         t0 = time.perf_counter()
         sizes = write_webdataset(layout, shards, [int(x["kept"]) for x in p2],
-                                 cfg.samples_per_shard)
+                                 cfg.samples_per_shard, executor, setup)
         summary["seconds"]["webdataset"] = time.perf_counter() - t0
         outs["webdataset"] = {"dir": layout.curated_wds_dir, "tars": len(sizes),
                               "samples": sum(sizes.values())}

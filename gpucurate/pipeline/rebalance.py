@@ -378,7 +378,7 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
             logger.warning("%s of %s survivor keys are in no shard of the pool (e.g. %s); "
                            "they are counted in summary.json (survivors.not_in_pool)",
                            f"{missing:,}", f"{len(keyset):,}", ", ".join(map(repr, ex_keys)))
-        write_outputs(cfg, layout, [s for s, _ in plan], p2, summary)
+        write_outputs(cfg, layout, [s for s, _ in plan], p2, summary, ex, setup)
         _keep_timings(layout, summary, done)
         atomic_write_json(layout.summary, summary)
     finally:

@@ -185,7 +185,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
         finally:
             aside.join()
         summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
-        write_outputs(cfg, layout, [s for s, _ in plan], p2, summary)  # --outputs
+        write_outputs(cfg, layout, [s for s, _ in plan], p2, summary, ex, setup)  # --outputs
         _keep_timings(layout, summary, done)
         atomic_write_json(layout.summary, summary)
     finally:

@@ -570,11 +570,39 @@ def _write_tar(path: str, sources: list) -> int:
     return counted[0]
 
 
-def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: int) -> dict:
-    """Write curated-wds/ (resumable); return {tar name: samples}."""
+def write_tar_call(w, layout: OutputLayout, shards: list, plan: dict, j: int) -> int:
+    """Output tar ``j`` of ``plan``, as an executor's call (any worker, any
+    node; ``w`` its worker, or None in this process): written whole, or left
+    as it is when a run before wrote it. Returns its samples. The inputs it
+    copies from are opened for it alone (a compressed one decompressed into
+    a scratch file of its own)."""
+    if w is not None:
+        layout = w.local(layout)
+    path = os.path.join(layout.curated_wds_dir, tar_name(j))
+    pieces = _pieces(plan, j)
+    if os.path.exists(path):
+        return sum(b - a for _, a, b in pieces)
+    os.makedirs(layout.curated_wds_dir, exist_ok=True)
+    scratch = layout.join("work", "wds", f"tar-{j:05d}")
+    srcs = []
+    try:
+        for pos, a, b in pieces:
+            srcs.append((_Source(layout, shards[pos], scratch), a, b))
+        return _write_tar(path, srcs)
+    finally:
+        for src, _, _ in srcs:
+            src.close()
+        if os.path.isdir(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: int,
+                     executor=None, setup=None) -> dict:
+    """Write curated-wds/ (resumable); return {tar name: samples}. Each
+    output tar is one call of ``executor`` (local threads, Ray's workers) when
+    given, else they are written here one after another."""
     out_dir = layout.curated_wds_dir
     plan_path = layout.join("work", "wds", "plan.json")
-    scratch = layout.join("work", "wds")
     plan = make_plan(kept, per_shard)
     old = None
     if os.path.exists(plan_path):
@@ -583,29 +611,20 @@ def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: 
     if old != plan:  # tars of another plan are not ours to keep
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
-        os.makedirs(scratch, exist_ok=True)
+        os.makedirs(os.path.dirname(plan_path), exist_ok=True)
         atomic_write_json(plan_path, plan)
     os.makedirs(out_dir, exist_ok=True)
-    sizes = {}
-    open_src: dict = {}
-    try:
-        for j in range(plan["tars"]):
-            pieces = _pieces(plan, j)
-            sizes[tar_name(j)] = sum(b - a for _, a, b in pieces)
-            path = os.path.join(out_dir, tar_name(j))
-            if os.path.exists(path):
-                continue
-            for pos in list(open_src):  # shards behind this tar are done with
-                if pos < pieces[0][0]:
-                    open_src.pop(pos).close()
-            srcs = []
-            for pos, a, b in pieces:
-                if pos not in open_src:
-                    open_src[pos] = _Source(layout, shards[pos], scratch)
-                srcs.append((open_src[pos], a, b))
-            _write_tar(path, srcs)
-    finally:
-        for s in open_src.values():
-            s.close()
+    sizes = {tar_name(j): sum(b - a for _, a, b in _pieces(plan, j))
+             for j in range(plan["tars"])}
+    todo = [j for j in range(plan["tars"])
+            if not os.path.exists(os.path.join(out_dir, tar_name(j)))]
+    calls = [(layout, shards, plan, j) for j in todo]
+    if executor is not None and len(calls) > 1:
+        written = executor.map(write_tar_call, calls, setup)
+    else:
+        written = [write_tar_call(None, *c) for c in calls]
+    for j, n in zip(todo, written):
+        if n != sizes[tar_name(j)]:  # pragma: no cover - a plan and its tars disagree
+            raise RuntimeError(f"{tar_name(j)}: {n} samples written, {sizes[tar_name(j)]} planned")
     atomic_write_json(os.path.join(out_dir, "sizes.json"), sizes)
     return sizes
