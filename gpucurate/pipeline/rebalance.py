@@ -37,7 +37,7 @@ from .batches import group_keys, pass1_columns, row_keys, shard_batches
 from .counts import pool_counts, write_entry_counts
 from .groups import choice_values, choose_groups, write_group_choices
 from .layout import ALL, OutputLayout
-from .outdir import OutLock, prepare_out, resolve_out, shard_identity
+from .outdir import OutLock, prepare_out, resolve_out, shard_identity, sweep_tmp
 from .outputs import check_outputs, drop_unrequested, write_outputs
 from .plan import SizeModel, iter_matches, saved_match_files
 from .trules import language_t
@@ -379,6 +379,8 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
                            "they are counted in summary.json (survivors.not_in_pool)",
                            f"{missing:,}", f"{len(keyset):,}", ", ".join(map(repr, ex_keys)))
         write_outputs(cfg, layout, [s for s, _ in plan], p2, summary, ex, setup)
+        if ex.remote:  # a worker lost while writing an output left its temporary files
+            sweep_tmp(layout, keep_own=True)
         _keep_timings(layout, summary, done)
         atomic_write_json(layout.summary, summary)
     finally:

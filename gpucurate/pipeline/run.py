@@ -186,6 +186,8 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             aside.join()
         summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
         write_outputs(cfg, layout, [s for s, _ in plan], p2, summary, ex, setup)  # --outputs
+        if ex.remote:  # a worker lost while writing an output left its temporary files
+            sweep_tmp(layout, keep_own=True)
         _keep_timings(layout, summary, done)
         atomic_write_json(layout.summary, summary)
     finally:

@@ -583,7 +583,7 @@ def write_tar_call(w, layout: OutputLayout, shards: list, plan: dict, j: int) ->
     if os.path.exists(path):
         return sum(b - a for _, a, b in pieces)
     os.makedirs(layout.curated_wds_dir, exist_ok=True)
-    scratch = layout.join("work", "wds", f"tar-{j:05d}")
+    scratch = tmp_path(layout.join("work", "wds", f"tar-{j:05d}"))  # a lost worker's: swept
     srcs = []
     try:
         for pos, a, b in pieces:
