@@ -379,3 +379,73 @@ def test_s3_out_with_ray_workers_staging_apart(tmp_path, pool, s3, metadata_path
     assert parts(workers) and not parts(driver)  # the parts were written apart
     keys = list_keys(client, BUCKET, "runs/ray/")
     assert "runs/ray/.lock" not in keys and not [k for k in keys if "/work/matches/" in k]
+
+
+def test_s3_tars_to_webdataset(tmp_path, s3, metadata_path):
+    """--outputs webdataset from tars on S3 (a plain tar, a gzipped one, a
+    download folder): the tars written equal a local run's. The plain tar
+    shard is read by ranges, its kept samples alone (pass 1 left where they
+    lie): the writer's local copy of it is sparse."""
+    import gzip
+    import tarfile
+
+    import numpy as np
+    import pyarrow as pa
+
+    _, client = s3
+    src = tmp_path / "wds"
+    os.makedirs(src / "dl")
+    t = real_rows("flickr8k", 900)
+    rng = np.random.default_rng(4)
+
+    def tar_of(rows, path, prefix):
+        with tarfile.open(path, "w") as tf:
+            for i, r in enumerate(rows.to_pylist()):
+                for ext, blob in (("jpg", rng.integers(0, 256, 3000 + i, np.uint8).tobytes()),
+                                  ("txt", r["text"].encode())):
+                    ti = tarfile.TarInfo(f"{prefix}{i:05d}.{ext}")
+                    ti.size = len(blob)
+                    tf.addfile(ti, io.BytesIO(blob))
+
+    tar_of(t.slice(0, 300), src / "a.tar", "a")
+    tar_of(t.slice(300, 300), src / "b.tar", "b")
+    with open(src / "b.tar", "rb") as f:
+        (src / "b.tar.gz").write_bytes(gzip.compress(f.read()))
+    os.remove(src / "b.tar")
+    tar_of(t.slice(600, 300), src / "dl" / "00000.tar", "d")
+    pq.write_table(pa.table({"key": [f"d{i:05d}" for i in range(300)],
+                             "caption": t.slice(600, 300).column("text"),
+                             "status": ["success"] * 300}), src / "dl" / "00000.parquet")
+    upload_tree(client, str(src), BUCKET, "wds")
+    from gpucurate.pipeline import wds_out
+
+    seen = {}
+    real_copy = wds_out._copy_remote
+
+    def spy(url, local, ranges):  # the real copy, its arguments recorded
+        seen[url.rsplit("/", 1)[1]] = ranges
+        return real_copy(url, local, ranges)
+
+    kw = dict(KW, threads=1, outputs=("parquet", "webdataset"), samples_per_shard=60)
+    for name, inputs, key in (("tars", ["a.tar", "b.tar.gz"], "__key__"),
+                              ("dl", ["dl"], "key")):
+        local = curate(str(metadata_path), [str(src / i) for i in inputs],
+                       str(tmp_path / f"local-{name}"), key_column=key, **kw)
+        wds_copy, wds_out._copy_remote = wds_out._copy_remote, spy
+        try:
+            remote = curate(str(metadata_path), [f"s3://{BUCKET}/wds/{i}" for i in inputs],
+                            str(tmp_path / f"s3-{name}"), key_column=key, **kw)
+        finally:
+            wds_out._copy_remote = wds_copy
+        assert local["curated"] == remote["curated"] > 60
+        a, b = (sorted(os.listdir(tmp_path / d / "curated-wds"))
+                for d in (f"local-{name}", f"s3-{name}"))
+        assert a == b and len(a) > 2
+        for f in a:
+            assert (tmp_path / f"local-{name}" / "curated-wds" / f).read_bytes() == \
+                (tmp_path / f"s3-{name}" / "curated-wds" / f).read_bytes(), (name, f)
+    ranges = seen["a.tar"]
+    assert ranges is not None and ranges[0][0] == 0 and len(ranges) > 10
+    size = os.path.getsize(src / "a.tar")
+    assert sum(b - a for a, b in ranges) < size  # the dropped samples were not read
+    assert seen["00000.tar"] is None  # a download folder's tar: copied whole

@@ -542,7 +542,11 @@ def _valid_header(block: bytes) -> bool:
 def compression(path: str) -> str | None:
     """'gzip', 'bzip2', 'xz' or 'zstd' by the file's magic bytes; None for a plain tar."""
     with open(path, "rb") as f:
-        head = f.read(BLOCK)
+        return head_compression(f.read(BLOCK))
+
+
+def head_compression(head: bytes) -> str | None:
+    """:func:`compression` of a file's first block."""
     if _valid_header(head):
         return None
     for magic, kind in _MAGIC:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, InputError
 from ..io import Shard, atomic_write_json
 from ..io.atomic import commit, tmp_path
-from ..io.fs import fetch
+from ..io.fs import fetch, is_url
 from .layout import OutputLayout
 from .stream import prefetch
 
@@ -117,20 +117,60 @@ class _Source:
         path = shard.tar or shard.path
         self.label = path
         self.scratch = None
+        self.sparse = False
         from ..io.tar import compression
 
+        spans = None
+        if is_url(path):  # an object: a local copy (of the kept samples alone, when known)
+            os.makedirs(scratch, exist_ok=True)
+            local = os.path.join(scratch, f"obj-{shard.index:05d}.tar")
+            spans = _spans(layout, shard, None)
+            self.sparse = _copy_remote(path, local, self._ranges(spans) if spans else None)
+            self.scratch = path = local
         if compression(path) is not None:  # a compressed tar: decompressed once, aside
             os.makedirs(scratch, exist_ok=True)
-            self.scratch = os.path.join(scratch, f"src-{shard.index:05d}.tar")
-            _decompress(path, self.scratch)
-            path = self.scratch
+            dest = os.path.join(scratch, f"src-{shard.index:05d}.tar")
+            _decompress(path, dest)
+            if self.scratch:
+                os.remove(self.scratch)
+            self.scratch = path = dest
         self.f = open(path, "rb")
         self.fd = self.f.fileno()
         self.size = os.fstat(self.f.fileno()).st_size
         self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
-        self.spans = _spans(layout, shard, self.size)
+        if not is_url(self.label):
+            spans = _spans(layout, shard, self.size)
+        elif spans and max(e for _, e in spans.values()) > self.size:  # not this object's
+            spans = None
+            if self.sparse:
+                self._whole()
+        self.spans = spans
         self.samples = None if self.spans is not None else _index(self.f, self.mm, self.label)
         self.table = np.zeros((64, 8), np.int64)  # a sample's members, walked
+
+    def _ranges(self, spans: dict) -> list:
+        """The byte ranges of the kept samples (adjacent ones joined) and the
+        first block (what tells a compressed tar)."""
+        out = [(0, BLOCK)]
+        for key in self.keys:
+            span = spans.get(key)
+            if span is None:
+                continue
+            if span[0] <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], span[1]))
+            else:
+                out.append(span)
+        return out
+
+    def _whole(self) -> None:
+        """A sparse copy made whole (the object read again in full)."""
+        self.mm.close()
+        self.f.close()
+        _copy_remote(self.label, self.scratch, None)
+        self.sparse = False
+        self.f = open(self.scratch, "rb")
+        self.fd = self.f.fileno()
+        self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def members(self, key: str) -> list | None:
         """The members of sample ``key``: [(ext, first header offset, data
@@ -142,6 +182,8 @@ class _Source:
             return None
         found = _index_range(self.mm, span[0], span[1], self.table)
         if found is None:  # a pax header: the whole tar listed by tarfile
+            if self.sparse:
+                self._whole()
             self.samples = _index(self.f, self.mm, self.label)
             return self.samples.get(key)
         return found.get(key)
@@ -163,17 +205,56 @@ class _Source:
             os.remove(self.scratch)
 
 
-def _spans(layout: OutputLayout, shard: Shard, size: int) -> dict | None:
+def _spans(layout: OutputLayout, shard: Shard, size: int | None) -> dict | None:
     """{sample key: (start, end)} of a tar shard, as pass 1 found them, or
-    None (no pass 1 over this tar, or ranges that do not fit the file)."""
+    None (no pass 1 over this tar, or ranges that do not fit the file of
+    ``size`` bytes)."""
     path = layout.wds_spans(shard.index)
     if shard.fmt != "tar" or not fetch(path):
         return None
     t = pq.read_table(path)
     starts, ends = t.column("start").to_numpy(), t.column("end").to_numpy()
-    if starts.size and (int(starts.min()) < 0 or int(ends.max()) > size):
+    if starts.size and (int(starts.min()) < 0 or (size is not None and int(ends.max()) > size)):
         return None
     return dict(zip(t.column("key").to_pylist(), zip(starts.tolist(), ends.tolist())))
+
+
+def _copy_remote(url: str, local: str, ranges: list | None) -> bool:
+    """A local copy of an input object: whole (``ranges`` None, or a
+    compressed tar, whose ranges are of its stream), or only those byte
+    ranges, in a sparse file of the object's size (ranged reads: the kept
+    samples of a plain tar on S3, GCS or http). Returns whether sparse."""
+    from ..io.fs import _copy_object, open_input, stat_input
+    from ..io.tar import head_compression
+
+    tmp = tmp_path(local)
+    try:
+        if ranges is not None:
+            with open_input(url, native=True) as src:
+                if head_compression(src.read(BLOCK)) is not None:
+                    ranges = None
+        if ranges is None:
+            _copy_object(url, tmp)
+        else:
+            size = int(stat_input(url)["size"])
+            with open(tmp, "wb") as out, open_input(url, native=True) as src:
+                out.truncate(size)
+                for a, b in ranges:
+                    b = min(b, size)
+                    src.seek(a)
+                    while a < b:
+                        data = src.read(min(b - a, COPY_CHUNK))
+                        if not data:
+                            raise InputError(f"{url}: the object ends at byte {a}, inside a "
+                                             "kept sample; it changed during the run: run again")
+                        os.pwrite(out.fileno(), data, a)
+                        a += len(data)
+        os.replace(tmp, local)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return ranges is not None
 
 
 def _decompress(path: str, dest: str) -> None:
