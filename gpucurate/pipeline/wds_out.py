@@ -43,6 +43,7 @@ RECORD = 20 * BLOCK
 COPY_CHUNK = 8 << 20  # input bytes per read
 READ_AHEAD = 64 << 20  # input bytes announced ahead of the read
 WRITEBACK = 8 << 20  # output bytes between starts of their writeback
+REMOTE_GAP = 1 << 20  # a tar at a URL: dropped bytes read rather than another request
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: dir/stem . ext (first dot)
 WS = b" \t\r\n"
 
@@ -149,14 +150,15 @@ class _Source:
         self.table = np.zeros((64, 8), np.int64)  # a sample's members, walked
 
     def _ranges(self, spans: dict) -> list:
-        """The byte ranges of the kept samples (adjacent ones joined) and the
-        first block (what tells a compressed tar)."""
+        """The byte ranges of the kept samples and the first block (what tells
+        a compressed tar), two joined when at most ``REMOTE_GAP`` bytes apart
+        (a request costs about what reading that many bytes does)."""
         out = [(0, BLOCK)]
         for key in self.keys:
             span = spans.get(key)
             if span is None:
                 continue
-            if span[0] <= out[-1][1]:
+            if span[0] <= out[-1][1] + REMOTE_GAP:
                 out[-1] = (out[-1][0], max(out[-1][1], span[1]))
             else:
                 out.append(span)
