@@ -3,19 +3,22 @@
 After pass 2, the kept samples (the rows of ``curated/part-NNNNN.parquet``, in
 input order) are copied from the input tars into ``curated-wds/00000.tar``,
 ``00001.tar``, ... with ``--samples-per-shard`` samples each. A sample's
-members are copied byte for byte, headers included (one copy per run of
-adjacent kept bytes); only its ``.json`` member is rewritten, gaining
-``"entry_ids"`` (a ``.json`` is created when the sample has none).
-``curated-wds/sizes.json`` maps each tar's name to its sample count (what
-open_clip reads).
+members are copied byte for byte, headers included; only its ``.json`` member
+is rewritten, gaining ``"entry_ids"`` (a ``.json`` is created when the sample
+has none). ``curated-wds/sizes.json`` maps each tar's name to its sample count
+(what open_clip reads).
 
 The samples of a tar: a tar shard's own samples, keyed by ``__key__``; a
 download folder's rows (img2dataset, DataComp), keyed by the parquet's
-``key`` column, are the samples of the tar beside it with that key.
+``key`` column, are the samples of the tar beside it with that key. Pass 1
+leaves where each sample of a tar shard lies (``work/wds/``), so that only
+the kept samples' bytes are read (by range requests for a tar at a URL); a
+download folder's tar has its headers walked first.
 
+Each output tar is one call of the executor (:func:`write_tar_call`: local
+threads, or Ray's workers), written to a temporary name and renamed.
 Resumable: ``work/wds/plan.json`` records which kept samples go to which
-output tar before any is written; each tar is written to a temporary name
-and renamed, so a rerun skips the tars that exist.
+output tar before any is written, so a rerun skips the tars that exist.
 """
 
 from __future__ import annotations
