@@ -220,3 +220,69 @@ def test_ray_webdataset_output_same_as_local(tmp_path, metadata_path):
         outs.append({os.path.basename(p): open(p, "rb").read()
                      for p in glob.glob(os.path.join(out, "curated-wds", "*"))})
     assert outs[0] == outs[1] and len(outs[0]) > 2
+
+
+def test_ray_worker_killed_while_writing_webdataset(tmp_path, metadata_path):
+    """SIGKILL a worker while it writes an output tar: the tar is written again
+    by another worker, the temporary file of the lost one is swept, and the
+    tars equal a local run's."""
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs /proc to find the worker processes")
+    import io
+    import tarfile
+
+    texts = pq.read_table(caption_file("flickr8k"), columns=["text"]).column("text").to_pylist()
+    src = tmp_path / "tars"
+    os.makedirs(src)
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        with tarfile.open(src / f"{k:05d}.tar", "w") as tf:
+            for j in range(k * 150, (k + 1) * 150):
+                for ext, blob in (("jpg", rng.integers(0, 256, 200_000, np.uint8).tobytes()),
+                                  ("txt", texts[j].encode())):
+                    ti = tarfile.TarInfo(f"s{j:06d}.{ext}")
+                    ti.size = len(blob)
+                    tf.addfile(ti, io.BytesIO(blob))
+
+    def args(out, ex):
+        return ["curate", "--metadata", str(metadata_path), "--input", str(src), "--out", out,
+                "--t", "3", "--key-column", "__key__", "--device", "cpu", "--threads", "1",
+                "--no-report", "--quiet", "--executor", ex, "--outputs", "webdataset",
+                "--samples-per-shard", "10"]
+
+    local = str(tmp_path / "local")
+    assert main(args(local, "local")) == 0
+    out = str(tmp_path / "ray")
+    killed = []
+    done = threading.Event()
+
+    def killer():  # the worker whose temporary tar is there (named .tmp-<its pid>)
+        wds = os.path.join(out, "curated-wds")
+        while not done.is_set():
+            for tmp in glob.glob(os.path.join(wds, "*.tar.tmp-*")):
+                pid = int(tmp.rsplit("-", 1)[1])
+                if pid != os.getpid() and _ours(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(len(glob.glob(os.path.join(wds, "*.tar"))))
+                        return
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.001)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    try:
+        assert main(args(out, "ray")) == 0
+    finally:
+        done.set()
+        th.join(10)
+    n_tars = len(glob.glob(os.path.join(local, "curated-wds", "*.tar")))
+    assert len(killed) == 1 and killed[0] < n_tars, (killed, n_tars)
+    assert [f for f in _files(out) if "curated-wds" in f] == \
+        [f for f in _files(local) if "curated-wds" in f]
+    assert not [f for f in _files(out) if ".tmp-" in f]  # the lost worker's, swept
+    for f in glob.glob(os.path.join(local, "curated-wds", "*")):
+        with open(f, "rb") as a, open(os.path.join(out, "curated-wds", os.path.basename(f)),
+                                      "rb") as b:
+            assert a.read() == b.read(), f
