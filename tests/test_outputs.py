@@ -528,3 +528,37 @@ def test_webdataset_from_pass1_spans_equals_a_whole_walk(metadata_path, tmp_path
         names = tf.getnames()
     assert not any(n.startswith(("dir", "NOTES")) for n in names)
     assert any(n.startswith("d" * 120) for n in names)
+
+
+def test_rebalance_to_webdataset_uses_the_source_runs_spans(wds_pool, metadata_path, tmp_path):
+    """rebalance --outputs webdataset of a tar pool: the source run's pass 1
+    left where each sample lies; rebalance lends it, and the tars equal those
+    written by walking every header (the source's spans removed)."""
+    import webdataset as wds
+
+    root, members = wds_pool
+    src = str(tmp_path / "src")
+    curate(str(metadata_path), [str(root / "in")], src, t=3, key_column="__key__",
+           device="cpu", seed=5, report=False, save_matches=True,
+           outputs=("parquet", "webdataset"))
+    keys = sorted(members)
+    rng = np.random.default_rng(1)
+    surv = [k for k in keys if rng.random() < 0.6]
+    pq.write_table(pa.table({"__key__": surv}), tmp_path / "surv.parquet")
+    outs = []
+    for name in ("lent", "walked"):
+        if name == "walked":
+            for p in glob.glob(os.path.join(src, "work", "wds", "*.spans.parquet")):
+                os.remove(p)
+        out2 = str(tmp_path / name)
+        s = rebalance(src, str(tmp_path / "surv.parquet"), "__key__", out2, t=3, device="cpu",
+                      report=False, outputs=("parquet", "webdataset"), samples_per_shard=37)
+        assert len(glob.glob(os.path.join(out2, "work", "wds", "*.spans.parquet"))) == \
+            (4 if name == "lent" else 0)
+        outs.append((s, _tar_bytes(out2)))
+        got = list(wds.WebDataset([os.path.join(out2, "curated-wds", f)
+                                   for f in sorted(outs[-1][1]) if f.endswith(".tar")],
+                                  shardshuffle=False, empty_check=False))
+        assert len(got) == s["curated"] > 0 and {g["__key__"] for g in got} <= set(surv)
+        assert all(g["jpg"] == members[g["__key__"]]["jpg"] for g in got)
+    assert outs[0][1] == outs[1][1]

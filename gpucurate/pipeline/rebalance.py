@@ -350,9 +350,13 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
     else:
         for s, _ in plan:
             _save_npy(layout.groups(s.index), np.load(_survivor_file(layout, "rows", s.index)))
+    src_layout = OutputLayout(root)
     for s, _ in plan:
         if not os.path.exists(layout.stats(s.index)):
             _link(files[s.index], layout.work_matches_index(s.index))
+        spans = src_layout.wds_spans(s.index)  # DIR's pass 1 found where its samples lie
+        if "webdataset" in cfg.outputs and os.path.exists(spans):
+            _link(spans, layout.wds_spans(s.index))
     ex = make_executor(cfg)
     setup = WorkerSetup(cfg)
     if ex.remote:
