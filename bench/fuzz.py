@@ -76,7 +76,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="result JSON (default bench/results/"
                                                 "<date>-fuzz-<commit>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the directories of failing cases")
+    ap.add_argument("--wds", action="store_true",
+                    help="tar cases with --outputs parquet,webdataset: the tars written are "
+                         "judged against the input's kept samples too (implies --formats tar)")
     a = ap.parse_args(argv)
+    if a.wds:
+        a.formats = "tar"
     formats = [f for f in a.formats.split(",") if f]
     for f in formats:
         if f not in fc.FORMATS:
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
     out = a.out or str(ROOT / "bench" / "results" / f"{date}-fuzz-{commit}.json")
     if a.keep:
         os.environ["FUZZ_KEEP"] = "1"
-    runner = fc.Runner(timeout=a.timeout)
+    runner = fc.Runner(timeout=a.timeout, wds=a.wds)
     runner.warm_up()
     results = []
     t0 = time.perf_counter()

@@ -32,6 +32,12 @@ the run into one outcome:
 - ``outside_touched``: a file outside OUT was created, changed or removed (the
   case's inputs, the metadata, and a sentinel directory linked from inside OUT).
 
+With ``Runner(wds=True)`` (tar cases) the run also writes ``--outputs
+webdataset``, and a ``correct`` run must hold in ``OUT/curated-wds`` the kept
+samples of the input tars (read by ``tarfile``), in order, each member as it
+was but the first ``.json``, which gains ``entry_ids`` (one is added when the
+sample has none).
+
 Some inputs are legal either way (a UTF-8 BOM, a gzip-compressed tar named
 ``.tar``, a symlink whose target has another extension, ...): then both exit 2
 and a correct result pass, and an exit 0 is still compared with the reference.
@@ -1297,7 +1303,7 @@ class Runner:
     """
 
     def __init__(self, workdir: str | None = None, timeout: float = 30.0, keep: bool = False,
-                 max_rss_growth: int = 4 << 30, extra_args=()):
+                 max_rss_growth: int = 4 << 30, extra_args=(), wds: bool = False):
         if workdir is None:
             workdir = fast_tmpdir()
         self.workdir = os.path.realpath(workdir)
@@ -1307,6 +1313,9 @@ class Runner:
             json.dump(META, f, ensure_ascii=False)
         self.timeout, self.keep, self.max_rss_growth = timeout, keep, max_rss_growth
         self.extra_args = list(extra_args)
+        self.wds = wds  # tar cases: --outputs webdataset too, its tars judged as well
+        if wds:
+            self.extra_args += ["--outputs", "parquet,webdataset", "--samples-per-shard", "7"]
         self.n = 0
         self.abandoned = 0
 
@@ -1324,7 +1333,7 @@ class Runner:
         d = os.path.join(self.workdir, "warm-up")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(os.path.join(d, "in"))
-        b = build(Case("parquet", "valid", 0), os.path.join(d, "in"), d)
+        b = build(Case("tar" if self.wds else "parquet", "valid", 0), os.path.join(d, "in"), d)
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             rc = main(self.argv(b, os.path.join(d, "out")))
         shutil.rmtree(d, ignore_errors=True)
@@ -1487,7 +1496,71 @@ class Runner:
                 return "silent_wrong", (f"curated row {i} differs in {bad}: "
                                         f"{ {k: g.get(k) for k in bad} } != "
                                         f"{ {k: e.get(k) for k in bad} }")[:400]
+        if self.wds:
+            why = _compare_wds(ref, out)
+            if why:
+                return "silent_wrong", why
         return "correct", f"{pool} rows, {len(exp)} curated"
+
+
+def _samples(raw: bytes) -> list:
+    """[(key, [(member name, bytes)])] of a tar, in order (tarfile reads it;
+    WebDataset's key rule; members of no sample left out)."""
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    out: list = []
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        for m in tf:
+            base = os.path.basename(m.name)
+            if not m.isfile() or "." not in base:
+                continue
+            key = os.path.join(os.path.dirname(m.name), base.split(".", 1)[0])
+            if not out or out[-1][0] != key:
+                out.append((key, []))
+            out[-1][1].append((m.name, tf.extractfile(m).read()))
+    return out
+
+
+def _compare_wds(ref, out) -> str | None:
+    """Why ``OUT/curated-wds`` is not the kept samples of the input tars, in
+    input order, each member as it was but the ``.json``, which gains
+    ``entry_ids`` (created when absent); None when it is."""
+    want = []
+    for path, rows in ref.shards:
+        kept = {r["__key__"]: match_ids(r.get(ref.text)) for r in rows}
+        for key, members in _samples(open(path, "rb").read()):
+            if kept.get(key):
+                want.append((key, members, kept[key]))
+    try:
+        d = os.path.join(out, "curated-wds")
+        got = []
+        for f in sorted(x for x in os.listdir(d) if x.endswith(".tar")):
+            got += _samples(open(os.path.join(d, f), "rb").read())
+        sizes = json.load(open(os.path.join(d, "sizes.json")))
+    except Exception as exc:  # noqa: BLE001
+        return f"webdataset output unreadable: {exc}"
+    if sum(sizes.values()) != len(want) or len(got) != len(want):
+        return f"webdataset: {len(got)} samples ({sum(sizes.values())} in sizes.json) for " \
+            f"{len(want)} kept"
+    def is_json(name):  # the extension after the base name's first dot, as the writer reads it
+        return os.path.basename(name).split(".", 1)[1].lower() == "json"
+
+    for (gk, gm), (wk, wm, ids) in zip(got, want):
+        if gk != wk:
+            return f"webdataset: sample {gk!r} where {wk!r} was kept"
+        wj = [i for i, (n, _) in enumerate(wm) if is_json(n)]
+        wmeta = dict(json.loads(wm[wj[0]][1])) if wj else {}
+        wmeta["entry_ids"] = ids
+        rest = [m for i, m in enumerate(wm) if not wj or i != wj[0]]
+        gj = [i for i, (n, _) in enumerate(gm) if is_json(n)]
+        if not gj:
+            return f"webdataset: sample {gk!r} has no .json"
+        i = gj[0] if wj else gj[-1]  # an added .json comes last
+        if json.loads(gm[i][1]) != wmeta:
+            return f"webdataset: sample {gk!r} .json {gm[i][1][:200]!r} != {wmeta!r}"[:400]
+        if [m for k, m in enumerate(gm) if k != i] != rest:
+            return f"webdataset: sample {gk!r}'s members differ from the input's"
+    return None
 
 
 def ref_desc(ref) -> str:

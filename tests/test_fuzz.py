@@ -5,7 +5,9 @@ cases of ``tests/fuzzcases.py`` (mutation class and seed) and runs each
 in-process through ``gpucurate.cli.main``. A case must end as exit 2 with one
 ERROR line naming the file and no traceback, or as exit 0 with the outputs the
 strict reference reader gives; it must not block on a FIFO or run past the time
-limit, and no file outside OUT may change. ``test_fuzz_class[FMT-CLASS]``
+limit, and no file outside OUT may change (``test_fuzz_tar_to_webdataset``:
+tar cases with ``--outputs webdataset`` too, whose tars are judged as well,
+``GPUCURATE_FUZZ_WDS_CASES``, default 300). ``test_fuzz_class[FMT-CLASS]``
 fails listing every case of that class that broke a rule. The classes that
 fail today are marked xfail, each with the bug it shows (see KNOWN); the
 others must pass. ``python -m bench.fuzz`` runs the same cases at scale.
@@ -87,3 +89,33 @@ def test_fuzz_class(fmt, cls, runner):
     bad = [r for r in res if r.outcome in fc.FAILURES]
     assert not bad, (f"{len(bad)} of {len(res)} cases of {fmt}/{cls} fail:\n"
                      + "\n".join(r.line()[:400] for r in bad[:25]))
+
+
+N_WDS = int(os.environ.get("GPUCURATE_FUZZ_WDS_CASES", "300"))
+
+
+def test_fuzz_tar_to_webdataset():
+    """Tar cases curated with ``--outputs parquet,webdataset``: besides the
+    rules above, the tars written hold the input's kept samples in order,
+    each member as it was and its .json with ``entry_ids``."""
+    r = fc.Runner(timeout=60.0, wds=True)
+    r.warm_up()
+    try:
+        res = []
+
+        @settings(max_examples=N_WDS, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(cls=st.sampled_from(fc.all_cases("tar")), seed=st.integers(0, 2**32 - 1))
+        def drive(cls, seed):
+            res.append(r.run(fc.Case("tar", cls, seed)))
+
+        drive()
+    finally:
+        import shutil
+
+        shutil.rmtree(r.workdir, ignore_errors=True)
+    counts = Counter(x.outcome for x in res)
+    print(f"\ntar with --outputs webdataset: {len(res)} cases: {dict(counts)}")
+    bad = [x for x in res if x.outcome in fc.FAILURES]
+    assert not bad, "\n".join(x.line()[:400] for x in bad[:25])
+    assert counts["correct"] >= N_WDS // 10 and counts["clean_error"]
