@@ -143,6 +143,15 @@ def _shard_worker_pids():
     return pids
 
 
+def _sigkill(pid: int) -> bool:
+    """SIGKILL ``pid``; False when it is gone already."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def test_ray_worker_killed_mid_run(pools, metadata_path):
     """SIGKILL a worker process while it runs a shard, once in pass 1 and once in
     pass 2: the run completes (the shard is rerun) and the outputs are identical."""
@@ -162,14 +171,10 @@ def test_ray_worker_killed_mid_run(pools, metadata_path):
                 time.sleep(0.005)
             while not done.is_set():
                 pids = _shard_worker_pids()
-                if pids:
-                    try:
-                        os.kill(pids[0], signal.SIGKILL)
-                        killed.append((marker_dir, len(glob.glob(os.path.join(
-                            out, marker_dir, "*.json")))))
-                        break
-                    except ProcessLookupError:
-                        pass
+                if pids and _sigkill(pids[0]):
+                    killed.append((marker_dir, len(glob.glob(os.path.join(
+                        out, marker_dir, "*.json")))))
+                    break
                 time.sleep(0.002)
 
     th = threading.Thread(target=killer, daemon=True)
@@ -190,25 +195,29 @@ def test_ray_worker_killed_mid_run(pools, metadata_path):
     _same_outputs(local, out)
 
 
-def test_ray_webdataset_output_same_as_local(tmp_path, metadata_path):
-    """--outputs webdataset from tar shards: pass 1 runs in Ray's workers and
-    leaves where each sample lies; the tars written are the local run's."""
+def _tar_pool(src, captions: str, per_tar: int, image_bytes, seed: int):
+    """Three tars of real captions (.txt) with images of random bytes (.jpg)."""
     import io
     import tarfile
 
-    texts = pq.read_table(caption_file("coco_captions_val2017"),
-                          columns=["text"]).column("text").to_pylist()[:600]
-    src = tmp_path / "tars"
+    texts = pq.read_table(caption_file(captions), columns=["text"]).column("text").to_pylist()
     os.makedirs(src)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     for k in range(3):
         with tarfile.open(src / f"{k:05d}.tar", "w") as tf:
-            for j in range(k * 200, (k + 1) * 200):
-                for ext, blob in (("jpg", rng.integers(0, 256, 700 + j, np.uint8).tobytes()),
+            for j in range(k * per_tar, (k + 1) * per_tar):
+                for ext, blob in (("jpg", rng.integers(0, 256, image_bytes(j), np.uint8).tobytes()),
                                   ("txt", texts[j].encode())):
                     ti = tarfile.TarInfo(f"s{j:06d}.{ext}")
                     ti.size = len(blob)
                     tf.addfile(ti, io.BytesIO(blob))
+    return src
+
+
+def test_ray_webdataset_output_same_as_local(tmp_path, metadata_path):
+    """--outputs webdataset from tar shards: pass 1 runs in Ray's workers and
+    leaves where each sample lies; the tars written are the local run's."""
+    src = _tar_pool(tmp_path / "tars", "coco_captions_val2017", 200, lambda j: 700 + j, 3)
     outs = []
     for ex in ("local", "ray"):
         out = str(tmp_path / ex)
@@ -228,21 +237,7 @@ def test_ray_worker_killed_while_writing_webdataset(tmp_path, metadata_path):
     tars equal a local run's."""
     if not os.path.isdir("/proc"):
         pytest.skip("needs /proc to find the worker processes")
-    import io
-    import tarfile
-
-    texts = pq.read_table(caption_file("flickr8k"), columns=["text"]).column("text").to_pylist()
-    src = tmp_path / "tars"
-    os.makedirs(src)
-    rng = np.random.default_rng(5)
-    for k in range(3):
-        with tarfile.open(src / f"{k:05d}.tar", "w") as tf:
-            for j in range(k * 150, (k + 1) * 150):
-                for ext, blob in (("jpg", rng.integers(0, 256, 200_000, np.uint8).tobytes()),
-                                  ("txt", texts[j].encode())):
-                    ti = tarfile.TarInfo(f"s{j:06d}.{ext}")
-                    ti.size = len(blob)
-                    tf.addfile(ti, io.BytesIO(blob))
+    src = _tar_pool(tmp_path / "tars", "flickr8k", 150, lambda j: 200_000, 5)
 
     def args(out, ex):
         return ["curate", "--metadata", str(metadata_path), "--input", str(src), "--out", out,
@@ -261,13 +256,9 @@ def test_ray_worker_killed_while_writing_webdataset(tmp_path, metadata_path):
         while not done.is_set():
             for tmp in glob.glob(os.path.join(wds, "*.tar.tmp-*")):
                 pid = int(tmp.rsplit("-", 1)[1])
-                if pid != os.getpid() and _ours(pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(len(glob.glob(os.path.join(wds, "*.tar"))))
-                        return
-                    except ProcessLookupError:
-                        pass
+                if pid != os.getpid() and _ours(pid) and _sigkill(pid):
+                    killed.append(len(glob.glob(os.path.join(wds, "*.tar"))))
+                    return
             time.sleep(0.001)
 
     th = threading.Thread(target=killer, daemon=True)
