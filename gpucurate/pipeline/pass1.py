@@ -153,19 +153,25 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
     if spill:
         writers.append(SpillWriter(layout.work_matches(shard.index), ww))
     inv = None if not writers else writers[0] if len(writers) == 1 else _Both(writers)
+    # where each sample of a tar lies: the WebDataset writer reads those bytes only
+    spans = SpanWriter(layout.wds_spans(shard.index)) \
+        if shard.fmt == "tar" and "webdataset" in cfg.outputs else None
     rows = RowsCache(layout.work_rows(shard.index)) if spill and shard.fmt in ("jsonl", "tar") \
         else None
     try:
-        return _pass1(w, cfg, layout, shard, max_rows, inv, rows)
+        return _pass1(w, cfg, layout, shard, max_rows, inv, rows, spans)
     except BaseException:
         if inv is not None:
             inv.abort()
         if rows is not None:
             rows.abort()
+        if spans is not None:
+            spans.abort()
         raise
 
 
-def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache) -> dict:
+def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache,
+           spans=None) -> dict:
     t0 = time.perf_counter()
     counts = w.lang_counts()  # this shard's counts (the files are per shard, so a rerun resumes)
     per = {c: {"captions": 0, "matched": 0} for c in w.langs}
@@ -177,7 +183,6 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     prog = Progress(f"pass 1 {shard.name}")
     on_device = (w.reader == "cudf" and shard.fmt == "parquet" and w.router is None
                  and not cfg.group_column and "://" not in shard.path)
-    spans = None
     if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
         from ..cudf_io import device_buffers, parquet_text_batches
 
@@ -200,8 +205,6 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             check_added(cfg, shard, file_schema.names)
         cols = pass1_columns(cfg, shard, file_schema.names) if file_schema is not None else None
         rejects = [] if cfg.on_bad_row == "skip" else None
-        if shard.fmt == "tar" and "webdataset" in cfg.outputs:
-            spans = []  # where each sample lies: the WebDataset writer reads those bytes only
         batches = _read_stage(w, cfg, shard, shard_batches(cfg, shard, max_rows, cols, tally,
                                                           rejects, spans))
         for table, first, tb, arr, li in prefetch(batches):
@@ -257,8 +260,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
         write_group_choices(layout, shard.index, grp)
     if schema is not None:
         atomic_write_bytes(layout.pass1_schema(shard.index), schema.serialize().to_pybytes())
-    if spans and isinstance(spans[-1], int):  # the whole tar was read
-        write_spans(layout.wds_spans(shard.index), spans)
+    if spans is not None:
+        spans.close()
     n_rejected = 0
     if cfg.on_bad_row == "skip" and not on_device:
         n_rejected = len(rejects)
@@ -281,20 +284,65 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     return stats
 
 
-def write_spans(path: str, spans: list) -> None:
-    """The samples' byte ranges of a tar shard (``io.read_batches``'s
-    ``spans``) as a parquet of ``key``, ``start`` and ``end``."""
-    end = spans[-1]
-    keys = [k.cast(pa.string()) for k, _ in spans[:-1]]
-    starts = np.concatenate([o for _, o in spans[:-1]]) if keys else np.zeros(0, np.int64)
-    ends = np.empty_like(starts)
-    ends[:-1] = starts[1:]
-    if ends.size:
-        ends[-1] = end
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_parquet(path, pa.table({
-        "key": pa.chunked_array(keys, pa.string()) if keys else pa.array([], pa.string()),
-        "start": pa.array(starts, pa.int64()), "end": pa.array(ends, pa.int64())}))
+class SpanWriter:
+    """Where each sample of a tar shard lies, written as pass 1 reads it (a
+    parquet of ``key``, ``start`` and ``end``, one row group per batch; each
+    sample ends where the next one starts, the last at the end of the
+    archive): what ``io.read_batches`` adds to its ``spans``, taken batch by
+    batch (``append``), so that memory stays bounded by the batch. Made whole
+    by :meth:`close` only when the reader reached the end of the archive."""
+
+    def __init__(self, path: str):
+        self.path, self.tmp = path, tmp_path(path)
+        self.writer = None
+        self.pending = None  # (keys, starts): the batch whose last end is the next start
+        self.end = None
+
+    def append(self, item) -> None:
+        if isinstance(item, int):  # the end of the archive
+            self.end = item
+            self._flush(item)
+            return
+        keys, starts = item
+        if not len(starts):
+            return
+        if self.pending is not None:
+            self._flush(int(starts[0]) if starts.size else None)
+        self.pending = (keys.cast(pa.string()), np.asarray(starts, np.int64))
+
+    def _flush(self, next_start) -> None:
+        if self.pending is None:
+            return
+        keys, starts = self.pending
+        self.pending = None
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:]
+        if ends.size:
+            ends[-1] = next_start
+        table = pa.table({"key": keys, "start": pa.array(starts, pa.int64()),
+                          "end": pa.array(ends, pa.int64())})
+        if self.writer is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        """Commit the file when the whole tar was read, else drop it."""
+        if self.end is None:
+            self.abort()
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, pa.schema(
+                [("key", pa.string()), ("start", pa.int64()), ("end", pa.int64())]))
+        self.writer.close()
+        commit(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
 
 def _union(a: pa.Schema, b: pa.Schema, shard: Shard, first: int) -> pa.Schema:
