@@ -36,12 +36,12 @@ def _reader(fmt: str):
 
 def read_batches(shard: Shard, text_column: str, batch_bytes: int,
                  columns: list | None = None, rejects: list | None = None,
-                 spans: list | None = None) -> Iterator[pa.Table]:
+                 spans=None) -> Iterator[pa.Table]:
     """Tables of the shard's rows in order, text checked: every column, or
     with ``columns`` at least those (parquet reads only those; jsonl and tar
     rows are parsed whole). With ``rejects`` a bad jsonl line is recorded
     there and left out, rather than an error. ``spans``: a tar shard's
-    samples' byte ranges are added to this list (:func:`.tar.read_tar`)."""
+    samples' byte ranges are appended to it (:func:`.tar.read_tar`)."""
     if shard.fmt == "parquet" and (columns is not None or rejects is not None):
         from .parquet import read_parquet
 

@@ -969,11 +969,12 @@ def read_tar(path: str, shard_label: str, text_column: str | None,
     most ``batch_bytes`` of caption text (a single larger caption makes a table
     of its own). ``shard_label`` names the shard in messages.
 
-    ``spans``, when given a list, gains per batch of samples (their keys, a
-    pyarrow string array; the offset of each one's first header, int64) and,
-    once the whole tar is read, the offset of its end-of-archive blocks: each
-    sample's bytes lie from its first header to the next one's (the last
-    one's to the end of the archive), what the WebDataset writer copies.
+    ``spans``, when given (a list, or anything with ``append``), gains per
+    batch of samples (their keys, a pyarrow string array; the offset of each
+    one's first header, int64) and, once the whole tar is read, the offset of
+    its end-of-archive blocks: each sample's bytes lie from its first header
+    to the next one's (the last one's to the end of the archive), what the
+    WebDataset writer copies.
     """
     field = None if text_column in (None, "text") else text_column
     out_col = text_column or "text"

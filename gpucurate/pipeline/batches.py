@@ -56,7 +56,7 @@ def _no_nulls(shard: Shard, column: str, names) -> bool:
 
 def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
                   columns: list | None = None, tally: dict | None = None,
-                  rejects: list | None = None, spans: list | None = None):
+                  rejects: list | None = None, spans=None):
     """(table, first_row) of the shard, stopping after max_rows rows (only
     ``columns`` of a parquet shard when given). The parquet of a download
     folder gives only its rows whose ``status`` is ``success`` (the others,

@@ -153,9 +153,11 @@ def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
     if spill:
         writers.append(SpillWriter(layout.work_matches(shard.index), ww))
     inv = None if not writers else writers[0] if len(writers) == 1 else _Both(writers)
-    # where each sample of a tar lies: the WebDataset writer reads those bytes only
-    spans = SpanWriter(layout.wds_spans(shard.index)) \
-        if shard.fmt == "tar" and "webdataset" in cfg.outputs else None
+    spans = None
+    if shard.fmt == "tar" and "webdataset" in cfg.outputs:  # the WebDataset writer then
+        from .wds_out import SpanWriter  # reads the kept samples' bytes alone
+
+        spans = SpanWriter(layout.wds_spans(shard.index))
     rows = RowsCache(layout.work_rows(shard.index)) if spill and shard.fmt in ("jsonl", "tar") \
         else None
     try:
@@ -282,67 +284,6 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
         stats["languages"] = per
     atomic_write_json(layout.pass1_marker(shard.index), stats)
     return stats
-
-
-class SpanWriter:
-    """Where each sample of a tar shard lies, written as pass 1 reads it (a
-    parquet of ``key``, ``start`` and ``end``, one row group per batch; each
-    sample ends where the next one starts, the last at the end of the
-    archive): what ``io.read_batches`` adds to its ``spans``, taken batch by
-    batch (``append``), so that memory stays bounded by the batch. Made whole
-    by :meth:`close` only when the reader reached the end of the archive."""
-
-    def __init__(self, path: str):
-        self.path, self.tmp = path, tmp_path(path)
-        self.writer = None
-        self.pending = None  # (keys, starts): the batch whose last end is the next start
-        self.end = None
-
-    def append(self, item) -> None:
-        if isinstance(item, int):  # the end of the archive
-            self.end = item
-            self._flush(item)
-            return
-        keys, starts = item
-        if not len(starts):
-            return
-        if self.pending is not None:
-            self._flush(int(starts[0]) if starts.size else None)
-        self.pending = (keys.cast(pa.string()), np.asarray(starts, np.int64))
-
-    def _flush(self, next_start) -> None:
-        if self.pending is None:
-            return
-        keys, starts = self.pending
-        self.pending = None
-        ends = np.empty_like(starts)
-        ends[:-1] = starts[1:]
-        if ends.size:
-            ends[-1] = next_start
-        table = pa.table({"key": keys, "start": pa.array(starts, pa.int64()),
-                          "end": pa.array(ends, pa.int64())})
-        if self.writer is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        """Commit the file when the whole tar was read, else drop it."""
-        if self.end is None:
-            self.abort()
-            return
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, pa.schema(
-                [("key", pa.string()), ("start", pa.int64()), ("end", pa.int64())]))
-        self.writer.close()
-        commit(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
 
 
 def _union(a: pa.Schema, b: pa.Schema, shard: Shard, first: int) -> pa.Schema:
