@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from bench.suite import commit  # noqa: E402 - one definition of the run's commit
+from bench.workloads import cpu_model, shared_data  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTION_FILES = ["html_img_alttext", "redcaps_explore_samples", "coco_captions_val2017",
@@ -71,24 +72,8 @@ GOALS = {
 
 
 # --------------------------------------------------------------- environment
-def shared_data() -> str | None:
-    for d in (os.environ.get("GPUCURATE_SHARED_DATA"), os.path.join(ROOT, "..", "shared", "data"),
-              os.path.join(ROOT, ".gpu_data")):
-        if d and os.path.isdir(os.path.join(d, "captions")):
-            return os.path.abspath(d)
-    return None
-
-
 def machine() -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         with open("/proc/meminfo") as f:
             mem = int(f.readline().split()[1]) * 1024

@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,14 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fuzzcases as fc  # noqa: E402
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from bench.suite import commit as run_commit  # noqa: E402 - one definition of it
+from bench.workloads import cpu_model  # noqa: E402
 
 
 def _machine() -> dict:
@@ -42,14 +35,7 @@ def _machine() -> dict:
 
     import gpucurate
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), "pyarrow": pyarrow.__version__,
             "gpucurate": gpucurate.__version__}
 
@@ -86,7 +72,7 @@ def main(argv=None) -> int:
     for f in formats:
         if f not in fc.FORMATS:
             ap.error(f"unknown format {f!r}")
-    commit = _commit()
+    commit = run_commit()
     date = datetime.date.today().isoformat()
     out = a.out or str(ROOT / "bench" / "results" / f"{date}-fuzz-{commit}.json")
     if a.keep:

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.workloads import cpu_model, git_commit, shared_data  # noqa: E402
+from bench.suite import commit as git_commit  # noqa: E402
+from bench.workloads import cpu_model, shared_data  # noqa: E402
 
 
 def main(argv=None) -> int:

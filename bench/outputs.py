@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.workloads import cpu_model, git_commit  # noqa: E402
+from bench.suite import commit as git_commit  # noqa: E402
+from bench.workloads import cpu_model  # noqa: E402
 SHARED = os.environ.get("GPUCURATE_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
 
 

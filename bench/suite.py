@@ -38,17 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # --------------------------------------------------------------- machine facts
 def machine() -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    d = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-         "platform": platform.platform()}
+    d = {"cpu": W.cpu_model(), "cores": len(os.sched_getaffinity(0)),
+         "python": platform.python_version(), "platform": platform.platform()}
     from gpucurate.engine import gpu_status
 
     ok, why = gpu_status()

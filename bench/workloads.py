@@ -31,13 +31,6 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def git_commit() -> str:
-    """The checkout's short commit (+"-dirty"): ``bench.suite.commit``, the one definition."""
-    from bench.suite import commit
-
-    return commit()
-
-
 REAL_FILES = ["html_img_alttext", "redcaps_explore_samples", "coco_captions_val2017",
               "flickr8k", "multi30k"]
 
