@@ -124,6 +124,7 @@ def parquet_text_batches(shard, text_column: str, batch_bytes: int, max_rows: in
 
     from .errors import InputError
     from .io import check_text_column
+    from .io.footer import row_group_facts
 
     try:
         f = pq.ParquetFile(shard.path, page_checksum_verification=True)  # the footer only
@@ -135,8 +136,12 @@ def parquet_text_batches(shard, text_column: str, batch_bytes: int, max_rows: in
         raise InputError(f"{shard.path}: already has a column 'entry_ids', which curation "
                          "adds; rename or drop it")
     md = f.metadata
-    idx = f.schema_arrow.get_field_index(text_column)
-    sizes = [md.row_group(g).column(idx).total_uncompressed_size for g in range(md.num_row_groups)]
+    facts = row_group_facts(md)  # not md.row_group(g).column(i): see io.footer
+    if facts is None:
+        sizes = [md.row_group(g).total_byte_size for g in range(md.num_row_groups)]
+    else:
+        sizes = [sum(c.uncompressed or 0 for c in g.columns if c.path == text_column)
+                 for g in facts]
     rows = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
     for groups, first, n in row_group_runs(sizes, rows, batch_bytes):
         if max_rows is not None and first >= max_rows:

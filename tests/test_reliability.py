@@ -164,6 +164,83 @@ def test_corrupt_page_with_checksums_is_an_error(meta, tmp_path):
     assert str(p) in msg and "corrupt" in msg
 
 
+def _histogram_mismatch(path) -> None:
+    """A parquet file whose footer says that the optional column ``score`` is
+    required: its size statistics then hold a definition-level histogram of 2
+    entries for a column whose levels allow 1 (what a flipped bit did)."""
+    n = 24
+    pq.write_table(pa.table({"id": pa.array(range(n), pa.int64()),
+                             "text": [f"a dog number {i}" for i in range(n)],
+                             "score": pa.array([0.5] * n, pa.float64())}), path)
+    data = path.read_bytes()
+    # SchemaElement: repetition_type (field 3, i32, zigzag 1 = OPTIONAL), then name
+    assert data.count(b"\x25\x02\x18\x05score") == 1
+    path.write_bytes(data.replace(b"\x25\x02\x18\x05score", b"\x25\x00\x18\x05score"))
+
+
+def test_footer_that_pyarrow_column_metadata_aborts_on(meta, tmp_path):
+    """pyarrow's per-column metadata ends the process on such a footer (an
+    untranslated C++ exception); the run reads the footer itself and the
+    column read raises: a clean error naming the file."""
+    import subprocess
+    import sys
+
+    from gpucurate.io.footer import row_group_facts
+    from gpucurate.io.parquet import columns_bytes, no_nulls
+
+    p = tmp_path / "a.parquet"
+    _histogram_mismatch(p)
+    probe = subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq; "
+                            f"pq.ParquetFile({str(p)!r}).metadata.row_group(0).column(2)"],
+                           capture_output=True, text=True)
+    if probe.returncode == 0:  # a pyarrow that raises or accepts: nothing to guard
+        pytest.skip("this pyarrow's column metadata does not abort on the file")
+    assert "histogram" in probe.stderr
+    md = pq.ParquetFile(p).metadata
+    facts = row_group_facts(md)
+    assert [c.path for c in facts[0].columns] == ["id", "text", "score"]
+    assert columns_bytes(md, ["text"]) == facts[0].columns[1].uncompressed > 0
+    assert no_nulls(str(p), "id") is True and no_nulls(str(p), "nope") is False
+    run = subprocess.run([sys.executable, "-m", "gpucurate", "curate", "--metadata", meta,
+                          "--input", str(p), "--out", str(tmp_path / "o"), "--t", "1",
+                          "--device", "cpu", "--no-report"], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"{p}: cannot read parquet" in run.stderr and "histogram" in run.stderr
+
+
+def test_footer_facts_equal_pyarrows(tmp_path):
+    """io.footer's sizes and null counts are pyarrow's, on row groups, lists,
+    structs, maps, booleans, nulls and files without statistics."""
+    from gpucurate.io.footer import row_group_facts
+
+    n = 5000
+    t = pa.table({"a": [None if i % 7 == 0 else f"x{i}" for i in range(n)],
+                  "b": np.arange(n) / 3,
+                  "tags": [[f"t{i}"] * (i % 3) if i % 5 else None for i in range(n)],
+                  "s": [{"x": i, "y": str(i)} for i in range(n)],
+                  "flag": [i % 2 == 0 for i in range(n)],
+                  "m": pa.array([[("k", i)] for i in range(n)], pa.map_(pa.string(), pa.int64()))})
+    for i, kw in enumerate([{}, {"row_group_size": 700}, {"write_statistics": False},
+                            {"compression": "zstd", "use_dictionary": False,
+                             "row_group_size": 1234, "write_page_index": True}]):
+        p = tmp_path / f"{i}.parquet"
+        pq.write_table(t, p, **kw)
+        md = pq.ParquetFile(p).metadata
+        facts = row_group_facts(md)
+        assert len(facts) == md.num_row_groups
+        for g, f in enumerate(facts):
+            rg = md.row_group(g)
+            assert (f.num_rows, f.total_byte_size) == (rg.num_rows, rg.total_byte_size)
+            assert len(f.columns) == rg.num_columns
+            for j, c in enumerate(f.columns):
+                cc = rg.column(j)
+                st = cc.statistics
+                assert c.path == cc.path_in_schema
+                assert c.uncompressed == cc.total_uncompressed_size
+                assert c.null_count == (st.null_count if st is not None and st.has_null_count
+                                        else None)
+
+
 def test_metadata_extension_is_case_insensitive(tmp_path):
     m = tmp_path / "m.JSON"
     m.write_text(json.dumps(["dog", "cat"]))

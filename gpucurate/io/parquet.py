@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
+from .footer import row_group_facts
 from .fs import is_url, open_input
 from .common import check_other_strings, check_text_column, drop_bad_strings, normal_text, split
 from .shards import Shard
@@ -47,17 +48,9 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
         raise InputError(f"{shard.path}: has several columns named {dup[0]!r}; rename them so "
                          "every column name is unique")
     md = f.metadata
-    names = set(columns) if columns is not None else None
     # Rows per batch: batch_bytes of the columns read (decoded), so that a
     # batch's memory follows batch_bytes whatever else the shard holds.
-    total = 0
-    for rg in range(md.num_row_groups):
-        g = md.row_group(rg)
-        for c in range(g.num_columns):
-            col = g.column(c)
-            if names is None or col.path_in_schema.split(".")[0] in names:
-                total += col.total_uncompressed_size
-    avg = max(1, total // max(1, md.num_rows))
+    avg = max(1, columns_bytes(md, columns) // max(1, md.num_rows))
     rows = int(min(max(1024, batch_bytes // avg), 1 << 22))
     first = 0
     if columns is not None:
@@ -85,19 +78,27 @@ def count_parquet(path: str) -> int:
     return open_parquet(path).metadata.num_rows
 
 
+def columns_bytes(md: pq.FileMetaData, columns: list | None) -> int:
+    """The uncompressed bytes of these columns (of every column when None) in
+    the whole file, from the footer (``io.footer``: pyarrow's per-column
+    metadata would end the process on a footer that does not fit its schema);
+    every column's when the footer cannot be read so."""
+    facts = row_group_facts(md)
+    if facts is None:
+        return sum(md.row_group(rg).total_byte_size for rg in range(md.num_row_groups))
+    names = set(columns) if columns is not None else None
+    return sum(c.uncompressed or 0 for g in facts for c in g.columns
+               if names is None or c.path.split(".")[0] in names)
+
+
 def no_nulls(path: str, column: str) -> bool:
     """Whether the footer's statistics show that ``column`` holds no null (in
     every row group); False when a row group has no statistics for it."""
-    md = open_parquet(path).metadata
-    for rg in range(md.num_row_groups):
-        g = md.row_group(rg)
-        for c in range(g.num_columns):
-            col = g.column(c)
-            if col.path_in_schema == column:
-                st = col.statistics
-                if st is None or not st.has_null_count or st.null_count:
-                    return False
-                break
-        else:
+    facts = row_group_facts(open_parquet(path).metadata)
+    if facts is None:
+        return False
+    for g in facts:
+        col = next((c for c in g.columns if c.path == column), None)
+        if col is None or col.null_count is None or col.null_count:
             return False
     return True
