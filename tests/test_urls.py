@@ -422,8 +422,8 @@ def test_s3_tars_to_webdataset(tmp_path, s3, metadata_path, monkeypatch):
     seen = {}
     real_copy = wds_out._copy_remote
 
-    def spy(url, local, ranges):  # the real copy, its arguments recorded
-        seen[url.rsplit("/", 1)[1]] = ranges
+    def spy(url, local, ranges):  # the real copy, its arguments recorded (a call per output tar)
+        seen.setdefault(url.rsplit("/", 1)[1], []).append(ranges)
         return real_copy(url, local, ranges)
 
     monkeypatch.setattr(wds_out, "REMOTE_GAP", 0)  # every dropped sample skipped
@@ -445,8 +445,101 @@ def test_s3_tars_to_webdataset(tmp_path, s3, metadata_path, monkeypatch):
         for f in a:
             assert (tmp_path / f"local-{name}" / "curated-wds" / f).read_bytes() == \
                 (tmp_path / f"s3-{name}" / "curated-wds" / f).read_bytes(), (name, f)
-    ranges = seen["a.tar"]
-    assert ranges is not None and ranges[0][0] == 0 and len(ranges) > 10
+    calls = seen["a.tar"]
+    assert len(calls) > 2 and all(r is not None and r[0][0] == 0 for r in calls)
     size = os.path.getsize(src / "a.tar")
-    assert sum(b - a for a, b in ranges) < size  # the dropped samples were not read
-    assert seen["00000.tar"] is None  # a download folder's tar: copied whole
+    # each output tar fetched its own samples: the dropped samples and those of
+    # the other output tars were not read
+    assert sum(b - a for r in calls for a, b in r) < size
+    assert seen["00000.tar"] == [None] * len(seen["00000.tar"])  # a download folder's: whole
+
+
+def _tar_of_dogs(path, n):
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        for i in range(n):
+            for ext, blob in (("jpg", os.urandom(1000 + i)), ("txt", b"a dog %d" % i)):
+                ti = tarfile.TarInfo(f"s{i:04d}.{ext}")
+                ti.size = len(blob)
+                tf.addfile(ti, io.BytesIO(blob))
+
+
+def _tars(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+def test_s3_out_webdataset_rerun_writes_only_missing_tars(tmp_path, s3, monkeypatch):
+    """--out on S3: a rerun finds the tars of the run before in the bucket
+    (they are not staged again) and writes only those missing."""
+    from gpucurate.pipeline import wds_out
+
+    client = s3[1]
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(["dog"]))
+    os.makedirs(tmp_path / "in")
+    _tar_of_dogs(tmp_path / "in" / "a.tar", 60)
+    written = []
+    real = wds_out._write_tar
+    monkeypatch.setattr(wds_out, "_write_tar",
+                        lambda path, srcs: (written.append(os.path.basename(path)),
+                                            real(path, srcs))[1])
+    out = f"s3://{BUCKET}/runs/wds"
+    kw = dict(KW, t=100, threads=1, outputs=("parquet", "webdataset"), samples_per_shard=20)
+    curate(str(meta), [str(tmp_path / "in")], out, **kw)
+    assert written == ["00000.tar", "00001.tar", "00002.tar"]
+    first = {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+             for k in list_keys(client, BUCKET, "runs/wds/curated-wds/")}
+    written.clear()
+    curate(str(meta), [str(tmp_path / "in")], out, **kw)
+    assert written == []
+    client.delete_object(Bucket=BUCKET, Key="runs/wds/curated-wds/00001.tar")
+    curate(str(meta), [str(tmp_path / "in")], out, **kw)
+    assert written == ["00001.tar"]
+    assert {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+            for k in list_keys(client, BUCKET, "runs/wds/curated-wds/")} == first
+    curate(str(meta), [str(tmp_path / "in")], str(tmp_path / "local"), **kw)
+    assert {k.rsplit("/", 1)[1]: v for k, v in first.items()} == \
+        _tars(tmp_path / "local" / "curated-wds")
+
+
+class _NoLength(http.server.BaseHTTPRequestHandler):
+    """A server that sends no Content-Length and ignores ranges (HTTP/1.0)."""
+    protocol_version = "HTTP/1.0"
+    root = None
+
+    def log_message(self, *a):
+        pass
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-tar")
+        self.end_headers()
+
+    def do_GET(self):
+        self.do_HEAD()
+        with open(os.path.join(self.root, self.path.lstrip("/")), "rb") as f:
+            self.wfile.write(f.read())
+
+
+def test_http_tar_without_size_to_webdataset(tmp_path):
+    """A tar from a server that does not say its size: the kept samples
+    cannot be fetched by ranges, so the tar is copied whole; the curated
+    tars equal a local run's."""
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps(["dog"]))
+    os.makedirs(tmp_path / "www")
+    _tar_of_dogs(tmp_path / "www" / "a.tar", 50)
+    handler = type("H", (_NoLength,), {"root": str(tmp_path / "www")})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/a.tar"
+        kw = dict(KW, t=100, threads=1, outputs=("parquet", "webdataset"), samples_per_shard=20)
+        a = curate(str(meta), [url], str(tmp_path / "http"), **kw)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    b = curate(str(meta), [str(tmp_path / "www" / "a.tar")], str(tmp_path / "local"), **kw)
+    assert a["curated"] == b["curated"] == 50
+    assert _tars(tmp_path / "http" / "curated-wds") == _tars(tmp_path / "local" / "curated-wds")

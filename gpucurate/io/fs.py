@@ -592,6 +592,32 @@ def fetch(local: str) -> bool:
     return True
 
 
+def published(local: str) -> bool:
+    """Whether ``local`` exists, or (a staged path) its object does: what a
+    run that left it had finished, read without downloading it."""
+    if os.path.exists(local):
+        return True
+    url = remote_of(local)
+    if url is None:
+        return False
+    b = _backend(url)
+    key = b.key(url)
+    return any(k == key for k, _ in b.keys(key))
+
+
+def published_names(local_dir: str) -> set:
+    """The names of the files in ``local_dir``, and (a staged directory) of
+    the objects right below its prefix: what :func:`published` says of each,
+    in one listing."""
+    done = set(os.listdir(local_dir)) if os.path.isdir(local_dir) else set()
+    url = remote_of(local_dir)
+    if url is not None:
+        b = _backend(url)
+        key = b.key(url) + "/"
+        done |= {k[len(key):] for k, _ in b.keys(key) if "/" not in k[len(key):]}
+    return done
+
+
 def _download(b, key: str, local: str) -> None:
     """The object ``key`` into ``local``, there only when whole."""
     os.makedirs(os.path.dirname(local), exist_ok=True)

@@ -1281,6 +1281,22 @@ def count_samples(path: str) -> int:
 
 
 # ---------------------------------------------------------------- member scan
+def sample_key(name: bytes) -> tuple[bytes, bytes] | None:
+    """(sample key, extension) of a member named ``name`` by the walker's rule
+    (``_walk``): ``posixpath.join(posixpath.dirname(name), stem)``, the stem
+    being the base name up to its first dot; None when the base name has no
+    dot (the member belongs to no sample). The extension keeps its case."""
+    ls = name.rfind(b"/")
+    dot = name.find(b".", ls + 1)
+    if dot < 0:
+        return None
+    head = name[:ls + 1]
+    if head.strip(b"/"):  # posixpath.dirname: trailing slashes go, unless all are slashes
+        head = head.rstrip(b"/")
+    sep = b"/" if head and not head.endswith(b"/") else b""
+    return head + sep + name[ls + 1:dot], name[dot + 1:]
+
+
 _KINDS = {b"0": "file", b"\x00": "file", b"7": "file", b"1": "hardlink", b"2": "symlink",
           b"3": "chardev", b"4": "blockdev", b"5": "dir", b"6": "fifo"}
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import re
 import shutil
 import tarfile
 
@@ -38,7 +37,8 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, InputError
 from ..io import Shard, atomic_write_json
 from ..io.atomic import commit, tmp_path
-from ..io.fs import fetch, is_url
+from ..io.tar import _blk, _header_sums, _num, sample_key
+from ..io.fs import fetch, is_url, published, published_names, unpublish
 from .layout import OutputLayout
 from .stream import prefetch
 
@@ -48,7 +48,7 @@ COPY_CHUNK = 8 << 20  # input bytes per read
 READ_AHEAD = 64 << 20  # input bytes announced ahead of the read
 WRITEBACK = 8 << 20  # output bytes between starts of their writeback
 REMOTE_GAP = 1 << 20  # a tar at a URL: dropped bytes read rather than another request
-_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: dir/stem . ext (first dot)
+DECOMPRESS_CHUNK = 4 << 20  # a compressed tar: decompressed bytes per step
 WS = b" \t\r\n"
 
 
@@ -89,16 +89,30 @@ def make_plan(kept: list, per_shard: int) -> dict:
 
 
 def _pieces(plan: dict, j: int) -> list:
-    """[(input shard position, first kept row, end)] of output tar j."""
+    """[(input shard position, first kept row, end)] of output tar j (a
+    search of the plan's running totals: a call per tar, 100k shards)."""
+    starts = _starts(plan)
     s = plan["samples_per_shard"]
-    lo, hi = j * s, min((j + 1) * s, sum(plan["kept"]))
-    out, start = [], 0
-    for pos, k in enumerate(plan["kept"]):
-        a, b = max(lo, start), min(hi, start + k)
+    lo, hi = j * s, min((j + 1) * s, int(starts[-1]))
+    out = []
+    pos = int(np.searchsorted(starts, lo, side="right")) - 1
+    while pos < len(plan["kept"]) and starts[pos] < hi:
+        a, b = max(lo, int(starts[pos])), min(hi, int(starts[pos + 1]))
         if a < b:
-            out.append((pos, a - start, b - start))
-        start += k
+            out.append((pos, a - int(starts[pos]), b - int(starts[pos])))
+        pos += 1
     return out
+
+
+def _starts(plan: dict) -> np.ndarray:
+    """The first kept sample of each input shard in the output's order, and the total."""
+    return np.concatenate([[0], np.cumsum(np.asarray(plan["kept"], np.int64))])
+
+
+def _sizes(plan: dict) -> dict:
+    """{tar name: samples} of the plan: every tar holds samples_per_shard but the last."""
+    s, total = plan["samples_per_shard"], sum(plan["kept"])
+    return {tar_name(j): min(s, total - j * s) for j in range(plan["tars"])}
 
 
 # ---------------------------------------------------------------- inputs
@@ -112,29 +126,38 @@ class _Source:
     otherwise (a download folder's tar, a run without pass 1) the whole tar's
     headers are walked first."""
 
-    def __init__(self, layout: OutputLayout, shard: Shard, scratch: str):
+    def __init__(self, layout: OutputLayout, shard: Shard, scratch: str,
+                 rows: tuple | None = None):
+        """``rows``: (first, end) of the kept rows an output tar takes from
+        this shard (all when None): only their samples are fetched from a
+        URL, and a compressed tar is decompressed up to their end."""
         self.shard = shard
         col = sample_key_column(shard)
         fetch(layout.curated(shard.index))  # written on another node: from its object
         t = pq.read_table(layout.curated(shard.index), columns=[col, "entry_ids"])
         self.keys = t.column(col).to_pylist()
         self.ids = t.column("entry_ids").to_pylist()
+        self.rows = rows or (0, len(self.keys))
         path = shard.tar or shard.path
         self.label = path
         self.scratch = None
         self.sparse = False
+        self.partial = None  # (compressed source, scratch tar) decompressed in part
         from ..io.tar import compression
 
         spans = _spans(layout, shard)
+        need = max((spans[k][1] for k in self.keys[self.rows[0]:self.rows[1]] if k in spans),
+                   default=0) if spans else None  # the end of the bytes taken
         if is_url(path):  # an object: a local copy (of the kept samples alone, when known)
             os.makedirs(scratch, exist_ok=True)
             local = os.path.join(scratch, f"obj-{shard.index:05d}.tar")
             self.sparse = _copy_remote(path, local, self._ranges(spans) if spans else None)
             self.scratch = path = local
-        if compression(path) is not None:  # a compressed tar: decompressed once, aside
+        if compression(path) is not None:  # a compressed tar: decompressed aside
             os.makedirs(scratch, exist_ok=True)
             dest = os.path.join(scratch, f"src-{shard.index:05d}.tar")
-            _decompress(path, dest)
+            _decompress(path, dest, need)
+            self.partial = (path, dest) if need is not None else None
             if self.scratch:
                 os.remove(self.scratch)
             self.scratch = path = dest
@@ -142,7 +165,7 @@ class _Source:
         self.fd = self.f.fileno()
         self.size = os.fstat(self.f.fileno()).st_size
         self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
-        if spans and max(e for _, e in spans.values()) > self.size:  # not this file's
+        if spans and need > self.size:  # not this file's
             spans = None
             if self.sparse:
                 self._whole()
@@ -155,7 +178,7 @@ class _Source:
         a compressed tar), two joined when at most ``REMOTE_GAP`` bytes apart
         (a request costs about what reading that many bytes does)."""
         out = [(0, BLOCK)]
-        for key in self.keys:
+        for key in self.keys[self.rows[0]:self.rows[1]]:
             span = spans.get(key)
             if span is None:
                 continue
@@ -166,11 +189,24 @@ class _Source:
         return out
 
     def _whole(self) -> None:
-        """A sparse copy made whole (the object read again in full)."""
-        self.mm.close()
+        """A sparse copy or a part decompressed made whole (the object read,
+        or the tar decompressed, again in full)."""
+        if not self.sparse and self.partial is None:
+            return
+        if isinstance(self.mm, mmap.mmap):
+            self.mm.close()
         self.f.close()
-        _copy_remote(self.label, self.scratch, None)
+        if self.partial is not None:
+            src, dest = self.partial
+            if is_url(self.label):  # the compressed object again, then all of it decompressed
+                _copy_remote(self.label, src, None)
+            _decompress(src, dest)
+            if is_url(self.label):
+                os.remove(src)
+        else:
+            _copy_remote(self.label, self.scratch, None)
         self.sparse = False
+        self.partial = None
         self.f = open(self.scratch, "rb")
         self.fd = self.f.fileno()
         self.mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -183,10 +219,9 @@ class _Source:
         span = self.spans.get(key)
         if span is None:
             return None
-        found = _index_range(self.mm, span[0], span[1], self.table)
+        found = _index_range(self.mm, span[0], span[1], self.label, self.table)
         if found is None:  # a pax header: the whole tar listed by tarfile
-            if self.sparse:
-                self._whole()
+            self._whole()
             self.samples = _index(self.f, self.mm, self.label)
             return self.samples.get(key)
         return found.get(key)
@@ -289,10 +324,13 @@ def _copy_remote(url: str, local: str, ranges: list | None) -> bool:
             with open_input(url, native=True) as src:
                 if head_compression(src.read(BLOCK)) is not None:
                     ranges = None
+        size = stat_input(url).get("size") if ranges is not None else None
+        if size is None:  # no ranges, or a server that does not say the size: all of it
+            ranges = None
         if ranges is None:
             _copy_object(url, tmp)
         else:
-            size = int(stat_input(url)["size"])
+            size = int(size)
             with open(tmp, "wb") as out, open_input(url, native=True) as src:
                 out.truncate(size)
                 for a, b in ranges:
@@ -313,13 +351,18 @@ def _copy_remote(url: str, local: str, ranges: list | None) -> bool:
     return ranges is not None
 
 
-def _decompress(path: str, dest: str) -> None:
+def _decompress(path: str, dest: str, upto: int | None = None) -> None:
+    """The tar of a compressed one, whole, or its first ``upto`` bytes at least."""
     from ..io.tar import _chunks, compression
 
     tmp = tmp_path(dest)
     with open(tmp, "wb") as out:
-        for chunk in _chunks(path, compression(path), 1 << 22):
+        n = 0
+        for chunk in _chunks(path, compression(path), DECOMPRESS_CHUNK):
             out.write(chunk)
+            n += len(chunk)
+            if upto is not None and n >= upto:
+                break
     os.replace(tmp, dest)
 
 
@@ -333,10 +376,15 @@ def _cstr(b, off, cap):
 
 @numba.njit(cache=True, nogil=True)
 def _scan_plain(b, out):
-    """Members of a plain tar (ustar, GNU long names): per member, out[i] =
-    (first header, data offset, size, name offset, name length, prefix offset,
-    prefix length, regular). Returns (members, 0), or (members, -1) at a pax
-    header (the caller lists the tar otherwise), or (members, -2) when out is full."""
+    """Members of a plain tar (ustar, GNU long names), read by the rules of
+    pass 1's walker (``io.tar._walk``, tarfile's): the first GNU long name
+    names its member, a ustar prefix is read whenever it is set, and the data
+    of a member is skipped when it is a regular file or of a type the format
+    does not define (GNU's ``D``, ``V``, ...). Per member, out[i] = (first
+    header, data offset, size, name offset, name length, prefix offset,
+    prefix length, regular). Returns (members, status, offset): status 0 at
+    the end of the bytes or archive, -1 at a pax header (the caller lists the
+    tar otherwise), -2 when out is full, -3 at a damaged header (its offset)."""
     n = 0
     pos = 0
     first = -1
@@ -344,43 +392,34 @@ def _scan_plain(b, out):
     long_len = 0
     size_b = b.size
     while pos + BLOCK <= size_b:
-        zero = True
-        for i in range(BLOCK):
-            if b[pos + i] != 0:
-                zero = False
-                break
-        if zero:
-            return n, 0
-        if b[pos + 124] & 0x80:  # base-256 size
-            size = 0
-            for i in range(pos + 125, pos + 136):
-                size = (size << 8) | b[i]
-        else:
-            size = 0
-            for i in range(pos + 124, pos + 136):
-                c = b[i]
-                if c >= 48 and c <= 55:
-                    size = size * 8 + (c - 48)
-                elif c == 0 or c == 32:
-                    if size:
-                        break
+        raw, uns, sgn = _header_sums(b, pos)
+        if raw == 0:
+            return n, 0, pos
+        ck = _num(b, pos + 148, 8)
+        size = _num(b, pos + 124, 12)
+        if (ck != uns and ck != sgn) or size < 0:
+            return n, -3, pos
         t = b[pos + 156]
         if first < 0:
             first = pos
-        padded = (size + BLOCK - 1) // BLOCK * BLOCK
-        if t == 76:  # 'L': the next member's long name
-            long_off = pos + BLOCK
-            long_len = _cstr(b, long_off, size)
+        padded = _blk(size)
+        if t == 76:  # 'L': the next member's long name (the first one counts)
+            if long_off < 0:
+                long_off = pos + BLOCK
+                long_len = _cstr(b, long_off, min(padded, size_b - long_off))
             pos += BLOCK + padded
             continue
         if t == 75:  # 'K': a long link name
             pos += BLOCK + padded
             continue
         if t == 120 or t == 103 or t == 88:  # pax x, g, X
-            return n, -1
+            return n, -1, pos
         if n == out.shape[0]:
-            return n, -2
-        regular = t == 48 or t == 0 or t == 55
+            return n, -2, pos
+        hn = _cstr(b, pos, 100)
+        areg_dir = t == 0 and hn > 0 and b[pos + hn - 1] == 47  # an old-style directory
+        regular = (t == 48 or t == 0 or t == 55) and not areg_dir
+        defined = (49 <= t <= 54) or t == 48 or t == 0 or t == 55
         out[n, 0] = first
         out[n, 1] = pos + BLOCK
         out[n, 2] = size if regular else 0
@@ -390,87 +429,118 @@ def _scan_plain(b, out):
             out[n, 6] = 0
         else:
             out[n, 3] = pos
-            out[n, 4] = _cstr(b, pos, 100)
-            ustar = (b[pos + 257] == 117 and b[pos + 258] == 115 and b[pos + 259] == 116
-                     and b[pos + 260] == 97 and b[pos + 261] == 114 and b[pos + 262] == 0)
+            out[n, 4] = hn
             out[n, 5] = pos + 345
-            out[n, 6] = _cstr(b, pos + 345, 155) if ustar else 0
+            out[n, 6] = _cstr(b, pos + 345, 155)
         out[n, 7] = 1 if regular else 0
         n += 1
-        pos += BLOCK + (padded if regular or t == 0 else 0)
+        pos += BLOCK + (padded if regular or not defined else 0)
         first = -1
         long_off = -1
-    return n, 0
+    return n, 0, pos
 
 
-def _scan(b: np.ndarray, out: np.ndarray | None = None) -> tuple:
-    """(members, status) of :func:`_scan_plain` over ``b``, its table (``out``
-    when given) grown as needed."""
+def _scan(b: np.ndarray, label: str, base: int, out: np.ndarray | None = None) -> tuple:
+    """(members, status) of :func:`_scan_plain` over ``b`` (the tar's bytes
+    from ``base``), its table (``out`` when given) grown as needed."""
     if out is None:
         out = np.zeros((max(16, b.size // 4096), 8), np.int64)
     while True:
-        n, status = _scan_plain(b, out)
+        n, status, pos = _scan_plain(b, out)
+        if status == -3:
+            raise InputError(f"{label}: bad tar header at byte {base + pos} (its checksum or "
+                             "size does not read); re-create the tar")
         if status != -2:
             return out[:n], status
         out = np.zeros((out.shape[0] * 2, 8), np.int64)
 
 
-def _collect(rows: np.ndarray, mm, base: int, samples: dict) -> dict:
+def _collect(rows: np.ndarray, mm, base: int, samples: dict, label: str) -> dict:
     """Add the regular members of :func:`_scan_plain`'s ``rows`` (offsets
-    from ``base``) to ``samples``, by sample key."""
+    from ``base``) to ``samples``, by sample key (:func:`_add`)."""
+    last = None
     for first, data, size, no, nl, po, pl, reg in rows.tolist():
         if not reg:
             continue
         name = bytes(mm[base + no:base + no + nl])
         if pl:
             name = bytes(mm[base + po:base + po + pl]) + b"/" + name
-        m = _KEY.match(name.decode("utf-8", "surrogateescape"))
-        if m is not None:
-            samples.setdefault(m.group(1), []).append(
-                (m.group(2).lower(), base + first, base + data, size, base + data - BLOCK,
-                 m.group(0)))
+        last = _add(samples, last, name, (base + first, base + data, size, base + data - BLOCK),
+                    label)
     return samples
 
 
-def _index_range(mm, start: int, end: int, out: np.ndarray | None = None) -> dict | None:
+def _add(samples: dict, last: str | None, name: bytes, where: tuple, label: str) -> str | None:
+    """Add member ``name`` at ``where`` (first header, data offset, size,
+    header offset) to ``samples`` ({key: members}, in the tar's order) by
+    its sample key (:func:`io.tar.sample_key`, pass 1's rule); return the
+    key of the sample it belongs to (``last`` when none). A key met again
+    after another sample's is an error: pass 1 refuses it in a tar shard, and
+    WebDataset would read the two as one sample."""
+    ke = sample_key(name)
+    if ke is None:
+        return last
+    key = ke[0].decode("utf-8", "surrogateescape")
+    members = samples.get(key)
+    if members is None:
+        samples[key] = members = []
+    elif key != last:
+        raise InputError(f"{label}: sample {key!r} appears twice, apart (again at byte "
+                         f"{where[0]}); a sample's files must follow each other and its key be "
+                         "the tar's only one: re-create the tar")
+    members.append((ke[1].decode("utf-8", "surrogateescape").lower(), *where,
+                    name.decode("utf-8", "surrogateescape")))
+    return key
+
+
+def _index_range(mm, start: int, end: int, label: str,
+                 out: np.ndarray | None = None) -> dict | None:
     """The samples of the members in bytes [start, end) of a plain tar (one
     sample's, as pass 1 found them), or None at a pax header."""
     b = np.frombuffer(mm, np.uint8, end - start, start)
-    rows, status = _scan(b, out)
+    rows, status = _scan(b, label, start, out)
     del b
-    return None if status == -1 else _collect(rows, mm, start, {})
+    return None if status == -1 else _collect(rows, mm, start, {}, label)
 
 
 def _index(f, mm, label: str) -> dict:
     """{sample key: [(ext, first header offset, data offset, data size, header offset, name)]}."""
     if isinstance(mm, mmap.mmap):
         b = np.frombuffer(mm, np.uint8)
-        rows, status = _scan(b)
+        rows, status = _scan(b, label, 0)
         del b
         if status == 0:
-            return _collect(rows, mm, 0, {})
+            return _collect(rows, mm, 0, {}, label)
     samples: dict = {}
+    last = None
     f.seek(0)
     try:  # pax headers: tarfile reads them
         with tarfile.open(fileobj=f, mode="r:") as tf:
             for ti in tf:
-                if not ti.isreg():
-                    continue
-                m = _KEY.match(ti.name)
-                if m is None:
-                    continue
-                samples.setdefault(m.group(1), []).append(
-                    (m.group(2).lower(), ti.offset, ti.offset_data, ti.size,
-                     ti.offset_data - BLOCK, ti.name))
+                if ti.isreg():
+                    last = _add(samples, last, ti.name.encode("utf-8", "surrogateescape"),
+                                (ti.offset, ti.offset_data, ti.size, ti.offset_data - BLOCK),
+                                label)
     except tarfile.TarError as exc:
         raise InputError(f"{label}: cannot list the tar's members ({exc}); re-create it") from None
     return samples
 
 
-def with_entry_ids(raw: bytes, ids: list, where: str) -> bytes:
-    """A .json object with ``"entry_ids"`` added; its other bytes kept as they are."""
+def with_entry_ids(raw: bytes, ids: list, where: str, checked: bool = True) -> bytes:
+    """A .json object with ``"entry_ids"`` added; its other bytes kept as they
+    are. ``checked``: pass 1 read this member as a JSON object (a tar
+    shard's); else (a download folder's tar, whose members pass 1 never
+    reads) it is parsed here first, so that nothing but an object is written."""
     tail = ("[" + ",".join(map(str, map(int, ids))) + "]").encode()
     body = raw.strip(WS)
+    if not checked:
+        try:
+            ok = isinstance(json.loads(raw), dict)
+        except ValueError as exc:
+            raise InputError(f"{where}: .json is not valid JSON ({exc}); fix the sample"
+                             ) from None
+        if not ok:
+            raise InputError(f"{where}: .json is not an object; fix the sample")
     if body[:1] == b"{" and body[-1:] == b"}":
         inner = body[1:-1].strip(WS)
         if not inner:
@@ -515,8 +585,9 @@ def _with_size(block: bytes, size: int, name: bytes | None = None) -> bytes | No
             return None
         h[0:100] = name.ljust(100, b"\0")
         h[156:157] = b"0"
-        if h[257:263] == b"ustar\0":
-            h[345:500] = b"\0" * 155  # the prefix belonged to the other name
+        # the prefix belonged to the other name (in a GNU header, times that
+        # readers would take for a prefix all the same)
+        h[345:500] = b"\0" * 155
     h[124:136] = b"%011o\0" % size
     h[148:156] = b" " * 8
     h[148:156] = b"%06o\0 " % sum(h)
@@ -550,16 +621,16 @@ def _sample_segments(src: _Source, row: int) -> list:
         raise InputError(f"{where} (kept row {row} of {src.shard.path}) is not in the tar; the "
                          "parquet and the tar of a download folder must hold the same samples")
     segs: list = []
-    has_json = False
-    for ext, off, data_off, size, hdr, name in members:
-        if ext == "json" and not has_json:
-            has_json = True
+    # the .json rewritten is the one pass 1 read: the sample's last (any case)
+    js = max((i for i, m in enumerate(members) if m[0] == "json"), default=-1)
+    for i, (ext, off, data_off, size, hdr, name) in enumerate(members):
+        if i == js:
             raw = bytes(src.mm[data_off:data_off + size])
-            segs.append(_json_member(src, off, hdr, name,
-                                     with_entry_ids(raw, src.ids[row], where), False))
+            segs.append(_json_member(src, off, hdr, name, with_entry_ids(
+                raw, src.ids[row], where, src.shard.fmt == "tar"), False))
         else:
             segs.append((off, data_off + size + (-size) % BLOCK))
-    if not has_json:
+    if js < 0:
         segs.append(_json_member(src, members[0][1], members[0][4], key + ".json",
                                  with_entry_ids(b"{}", src.ids[row], where), True))
     return segs
@@ -710,20 +781,42 @@ def write_tar_call(w, layout: OutputLayout, shards: list, plan: dict, j: int) ->
         layout = w.local(layout)
     path = os.path.join(layout.curated_wds_dir, tar_name(j))
     pieces = _pieces(plan, j)
-    if os.path.exists(path):
+    if published(path):  # a run before wrote it (here, or into the bucket of --out)
         return sum(b - a for _, a, b in pieces)
     os.makedirs(layout.curated_wds_dir, exist_ok=True)
     scratch = tmp_path(layout.join("work", "wds", f"tar-{j:05d}"))  # a lost worker's: swept
     srcs = []
     try:
         for pos, a, b in pieces:
-            srcs.append((_Source(layout, shards[pos], scratch), a, b))
+            srcs.append((_Source(layout, shards[pos], scratch, (a, b)), a, b))
+        _check_keys(srcs)
         return _write_tar(path, srcs)
     finally:
         for src, _, _ in srcs:
             src.close()
         if os.path.isdir(scratch):
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_keys(sources: list) -> None:
+    """No two samples side by side in an output tar share a key: WebDataset
+    would read them as one sample (a key in two input shards, a download
+    folder's parquet naming a sample twice)."""
+    prev = None  # (label, key) of the sample before
+    for src, a, b in sources:
+        keys = src.keys[a:b]
+        if not keys:
+            continue
+        if prev is not None and keys[0] == prev[1]:
+            raise InputError(f"{src.label}: its sample {keys[0]!r} follows the sample of the "
+                             f"same key from {prev[0]} in the curated WebDataset; WebDataset "
+                             "would read the two as one: give every sample a key of its own")
+        for r in range(len(keys) - 1):
+            if keys[r] == keys[r + 1]:
+                raise InputError(f"{src.shard.path}: kept rows {a + r} and {a + r + 1} name the "
+                                 f"same sample {keys[r]!r} of {src.label}; WebDataset would "
+                                 "read the two as one: give every row a key of its own")
+        prev = (src.label, keys[-1])
 
 
 def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: int,
@@ -738,16 +831,16 @@ def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: 
     if os.path.exists(plan_path):
         with open(plan_path) as f:
             old = json.load(f)
-    if old != plan:  # tars of another plan are not ours to keep
+    if old != plan:  # tars of another plan are not ours to keep (nor their objects)
+        unpublish(out_dir)
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
         os.makedirs(os.path.dirname(plan_path), exist_ok=True)
         atomic_write_json(plan_path, plan)
     os.makedirs(out_dir, exist_ok=True)
-    sizes = {tar_name(j): sum(b - a for _, a, b in _pieces(plan, j))
-             for j in range(plan["tars"])}
-    todo = [j for j in range(plan["tars"])
-            if not os.path.exists(os.path.join(out_dir, tar_name(j)))]
+    sizes = _sizes(plan)
+    done = published_names(out_dir)  # one listing of the bucket, not one per tar
+    todo = [j for j in range(plan["tars"]) if tar_name(j) not in done]
     calls = [(layout, shards, plan, j) for j in todo]
     if executor is not None and len(calls) > 1:
         executor.map(write_tar_call, calls, setup)
