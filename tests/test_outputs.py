@@ -771,3 +771,112 @@ def test_webdataset_from_gzip_decompresses_what_each_tar_takes(tmp_path, monkeyp
         curate(str(meta), [str(tmp_path / d)], str(tmp_path / f"out-{d}"), **kw)
     assert len(made) == 3 and made[0] < made[1] < len(raw) and sum(made) < 2.5 * len(raw)
     assert _tar_bytes(str(tmp_path / "out-plain")) == _tar_bytes(str(tmp_path / "out-gz"))
+
+
+def _edge_pool(root, bad_utf8: bool, n=300):
+    """Two parquet shards: uint64 keys past 2**63, one caption that is not
+    UTF-8 (row 10, with ``bad_utf8``), one null key (row 20), captions of a
+    small list."""
+    rng = np.random.default_rng(11)
+    words = ["cat", "dog", "red cat", "red", "blue dog", "bird", "a", "the"]
+    os.makedirs(root)
+    for s in range(2):
+        caps = [" ".join(rng.choice(words, int(rng.integers(1, 5)))).encode()
+                for _ in range(n)]
+        if s == 0 and bad_utf8:
+            caps[10] = b"a cat \xff\xfe"
+        offs = np.concatenate([[0], np.cumsum([len(c) for c in caps])]).astype(np.int32)
+        text = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offs.tobytes()),
+                                                      pa.py_buffer(b"".join(caps))])
+        keys = pa.array([(2**63 + 977 * (s * n + i)) if (s, i) != (0, 20) else None
+                         for i in range(n)], pa.uint64())
+        pq.write_table(pa.table({"key": keys, "caption": text}), root / f"s{s}.parquet")
+
+
+@pytest.mark.parametrize("on_bad_row,source_key", [("skip", "key"), ("skip", None),
+                                                   ("error", None)])
+def test_rebalance_of_edge_pools_equals_curate_of_survivors(tmp_path, on_bad_row, source_key):
+    """rebalance against a curate of the survivors alone, where it once went
+    wrong: a source run with --on-bad-row skip (rows after a rejected one were
+    given the wrong matches), uint64 keys past 2**63, a null key among the
+    rows that did not survive, survivor keys written with a sign, a header
+    line and a byte-order mark; rows of null key (no survivor's) in a source
+    run keyed by shard and row; the shards' stats count the survivors."""
+    meta = tmp_path / "md.json"
+    meta.write_text(json.dumps(["cat", "dog", "red cat", "red", "bird", "blue dog"]))
+    _edge_pool(tmp_path / "in", on_bad_row == "skip")
+    kw = dict(device="cpu", report=False, seed=3, on_bad_row=on_bad_row)
+    src = str(tmp_path / "out")
+    curate(str(meta), [str(tmp_path / "in")], src, t=1, save_matches=True,
+           key_column=source_key, **kw)
+    rng = np.random.default_rng(2)
+    os.makedirs(tmp_path / "sp")
+    surv = []
+    for s in range(2):
+        t = pq.read_table(tmp_path / "in" / f"s{s}.parquet")
+        k = t.column("key").to_pylist()
+        take = [i for i in range(t.num_rows) if k[i] is not None and i != 10 and
+                rng.random() < 0.6]
+        pq.write_table(t.take(take), tmp_path / "sp" / f"s{s}.parquet")
+        surv += [k[i] for i in take]
+    lines = ["key"] + [f"+{k}" if i % 7 == 0 else str(k) for i, k in enumerate(surv)]
+    (tmp_path / "surv.txt").write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode())
+    out2, ref = str(tmp_path / "re"), str(tmp_path / "ref")
+    s = rebalance(src, str(tmp_path / "surv.txt"), "key", out2, t=3, device="cpu",
+                  report=False)
+    r = curate(str(meta), [str(tmp_path / "sp")], ref, t=3, key_column="key", **kw)
+    _same_curation(out2, ref)
+    assert s["curated"] == r["curated"] and s["pool"] == r["pool"] == len(surv)
+    assert s["survivors"]["not_in_pool"] == 1  # the header line
+    for i in range(2):
+        a, b = (json.load(open(os.path.join(d, "stats", f"shard-{i:05d}.json")))
+                for d in (out2, ref))
+        assert {k: a[k] for k in ("captions", "matched", "kept", "null_captions")} == \
+            {k: b[k] for k in ("captions", "matched", "kept", "null_captions")}
+
+
+def test_rebalance_refuses_a_source_that_moved(tmp_path, rows, metadata_path):
+    """A shard gone since the run (the saved matches are named by each
+    shard's place), another metadata list behind the same path: refused
+    before any work. A run whose DIR lies in its own input folder can be
+    rebalanced (DIR is no input)."""
+    inp = tmp_path / "in"
+    write_parquet_shards(rows.slice(0, 300), inp, 3)
+    meta = tmp_path / "md.json"
+    entries = json.loads(metadata_path.read_text())
+    meta.write_text(json.dumps(entries))
+    src = str(inp / "out")  # DIR inside the input folder
+    curate(str(meta), [str(inp)], src, t=5, key_column="id", device="cpu", report=False,
+           save_matches=True)
+    pq.write_table(pa.table({"id": rows.column("id").to_pylist()[:200]}), tmp_path / "s.parquet")
+    s = rebalance(src, str(tmp_path / "s.parquet"), "id", str(tmp_path / "ok"), t=5,
+                  device="cpu", report=False)
+    assert s["survivors"]["rows"] == 200
+    meta.write_text(json.dumps(entries[::-1]))
+    with pytest.raises(ConfigError, match="not the one the run"):
+        rebalance(src, str(tmp_path / "s.parquet"), "id", str(tmp_path / "o1"), t=5,
+                  device="cpu")
+    meta.write_text(json.dumps(entries))
+    first = sorted(glob.glob(str(inp / "*.parquet")))[0]
+    os.rename(first, tmp_path / "aside.parquet")
+    with pytest.raises(ConfigError, match="is gone"):
+        rebalance(src, str(tmp_path / "s.parquet"), "id", str(tmp_path / "o2"), t=5,
+                  device="cpu")
+    assert _no_work(str(tmp_path / "o1")) and _no_work(str(tmp_path / "o2"))
+
+
+def test_rebalance_survivor_files(saved_run, tmp_path):
+    """Survivors as a directory of parquet parts, and as jsonl whose other
+    fields change type from line to line: only the key is read."""
+    _, out = saved_run
+    ids = pq.read_table(os.path.join(out, "curated")).column("id").to_pylist()[:50]
+    os.makedirs(tmp_path / "parts")
+    for i in range(2):
+        pq.write_table(pa.table({"id": ids[i::2]}), tmp_path / "parts" / f"part-{i}.parquet")
+    lines = [json.dumps({"id": k, "meta": "x" if j % 2 else {"a": [j]}})
+             for j, k in enumerate(ids)]
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    got = [rebalance(out, str(tmp_path / f), "id", str(tmp_path / f"o-{f}"), t=5,
+                     device="cpu", report=False) for f in ("parts", "s.jsonl")]
+    assert got[0]["survivors"]["rows"] == got[1]["survivors"]["rows"] == 50
+    assert curated(str(tmp_path / "o-parts")).equals(curated(str(tmp_path / "o-s.jsonl")))

@@ -348,11 +348,11 @@ def _match(pat: list[str], path: list[str]) -> bool:
     return bool(path) and fnmatch.fnmatchcase(path[0], pat[0]) and _match(pat[1:], path[1:])
 
 
-def url_shards(arg: str, exclude: str | None = None) -> list[tuple[str, str]]:
+def url_shards(arg: str, exclude=None) -> list[tuple[str, str]]:
     """(URL, name) of the objects an URL argument names, the name relative to
     the argument as for local paths: an object's base name, a prefix's path
     below it, a glob's path below its fixed prefix. Objects under ``exclude``
-    (an output URL) are left out."""
+    (an output URL, or several) are left out."""
     store, path = filesystem(arg)
     scheme = scheme_of(arg)
     http = scheme in ("http", "https")
@@ -384,9 +384,10 @@ def url_shards(arg: str, exclude: str | None = None) -> list[tuple[str, str]]:
         else:
             raise InputError(f"input {arg} does not exist; give objects, prefixes or globs of "
                              "shards (and check the bucket name)")
-    if exclude and is_url(exclude):
-        top = exclude.rstrip("/") + "/"
-        pairs = [(u, n) for u, n in pairs if not u.startswith(top)]
+    for ex in ((exclude,) if isinstance(exclude, str) else exclude or ()):
+        if ex and is_url(ex):
+            top = ex.rstrip("/") + "/"
+            pairs = [(u, n) for u, n in pairs if not u.startswith(top)]
     return pairs
 
 

@@ -69,7 +69,7 @@ def _under(path: str, root: str) -> bool:
 
 
 def resolve_inputs(inputs, need_unique_names: bool = True,
-                   exclude: str | None = None) -> list[Shard]:
+                   exclude=None) -> list[Shard]:
     """Shards of files, directories and globs, in sorted order of resolved path.
 
     A shard's name is its path relative to the input argument it came from: a
@@ -77,11 +77,13 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
     path below the glob's fixed prefix. A shard's format comes from the name it
     is given by (a symlink's own name), case-insensitive; what it resolves to
     must be a regular file. Files under ``exclude`` (the run's output
-    directory) are never inputs.
+    directory, or several directories) are never inputs.
     """
     from .fs import expand_braces, is_url, url_shards
 
-    skip = os.path.realpath(exclude) if exclude and not is_url(exclude) else None
+    excludes = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
+    skips = [os.path.realpath(e) for e in excludes if e and not is_url(e)]
+    shown = ", ".join(e for e in excludes if e)
     found: dict[str, tuple[str, str]] = {}
     # brace patterns expand first (a local path that exists as written is taken as it is)
     for arg in [a for x in map(os.fspath, inputs)
@@ -90,7 +92,7 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             kept = [(u, n) for u, n in url_shards(arg, exclude) if shard_format(u)]
             if not kept:
                 raise InputError(f"input {arg} holds no {KINDS} shard"
-                                 + (f" outside the output {exclude}" if exclude else ""))
+                                 + (f" outside the output {shown}" if shown else ""))
             for u, n in kept:
                 found.setdefault(u, (n, u))
             continue
@@ -102,7 +104,7 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             pairs = []
             for root, dirs, files in os.walk(arg):
                 dirs.sort()
-                if skip and _under(os.path.realpath(root), skip):
+                if any(_under(os.path.realpath(root), sk) for sk in skips):
                     dirs[:] = []
                     continue
                 for f in files:
@@ -122,12 +124,12 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
         n_kept = 0
         for p, n in kept:
             real = _regular(p)
-            if skip and _under(real, skip):
+            if any(_under(real, sk) for sk in skips):
                 continue  # the run's own outputs are never inputs
             found.setdefault(real, (n, p))
             n_kept += 1
         if not n_kept:
-            raise InputError(f"input {arg} holds no shard outside the output directory {exclude}")
+            raise InputError(f"input {arg} holds no shard outside the output directory {shown}")
     paired = _download_pairs(found)
     paths = sorted(p for p in found if p not in paired.values())
     names: dict[str, str] = {}

@@ -70,14 +70,16 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
     if skip:
         rejects = [] if rejects is None else rejects
         columns = None
+    # the rows are numbered as the run that matched them numbered them
+    # (rebalance: its source run's key column, which may be none)
+    kc = cfg.extra["source_key_column"] if "source_key_column" in cfg.extra else cfg.key_column
     for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns,
                               rejects if skip else None, spans):
-        if skip and cfg.key_column and cfg.key_column in table.column_names \
-                and table.column(cfg.key_column).null_count:
-            nulls = pc.is_null(table.column(cfg.key_column)).to_numpy(zero_copy_only=False)
+        if skip and kc and kc in table.column_names and table.column(kc).null_count:
+            nulls = pc.is_null(table.column(kc)).to_numpy(zero_copy_only=False)
             for r in np.nonzero(nulls)[0]:
                 rejects.append({"file": shard.path, "row": row + int(r),
-                                "reason": f"null key in column {cfg.key_column!r} (row among "
+                                "reason": f"null key in column {kc!r} (row among "
                                           "the shard's readable rows)", "raw": b""})
             table = table.filter(pa.array(~nulls))
         if shard.tar is not None and "status" in table.column_names:
@@ -99,14 +101,24 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
             return
 
 
-def row_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int) -> np.ndarray:
-    """The draw key of every row: the key column's hash, or shard name and row."""
+def row_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int,
+             nulls_ok: bool = False) -> np.ndarray:
+    """The draw key of every row: the key column's hash, or shard name and
+    row. ``nulls_ok``: a row of null key gets 0 (rows that are no sample's:
+    rebalance's rows of no survivor), else it is an error naming the row."""
     if cfg.key_column is None:
         return row_key_hashes(shard.name, first_row, table.num_rows)
     if cfg.key_column not in table.column_names:
         raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
                          f"{', '.join(table.column_names)})")
-    return key_hashes(table.column(cfg.key_column), where=shard.path, first_row=first_row)
+    col = table.column(cfg.key_column)
+    if nulls_ok and col.null_count:
+        valid = pc.is_valid(col)
+        out = np.zeros(table.num_rows, np.uint64)
+        out[np.asarray(valid.to_numpy(zero_copy_only=False), bool)] = key_hashes(
+            col.filter(valid), where=shard.path, first_row=first_row)
+        return out
+    return key_hashes(col, where=shard.path, first_row=first_row)
 
 
 def check_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int) -> None:

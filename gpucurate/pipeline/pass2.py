@@ -352,7 +352,8 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
         shard_batches(cfg, shard, max_rows)
     for table, first in prefetch(batches):
         n = table.num_rows
-        keys = row_keys(cfg, shard, table, first)
+        # rebalance: only the survivors are samples; another row's key may be null
+        keys = row_keys(cfg, shard, table, first, nulls_ok=bool(cfg.extra.get("row_subset")))
         keep = np.zeros(n, bool)
         id_parts: list = []
         in_rows = None  # the batch's lists in row order, when pass 1 kept them so

@@ -45,35 +45,30 @@ from .trules import language_t
 
 # ---------------------------------------------------------------- survivors
 def load_survivors(path: str, key_column: str) -> pa.Array:
-    """The distinct survivor keys of a parquet, jsonl (``.jsonl``, ``.json``,
-    ``.ndjson``, gzip allowed) or text file (one key per line)."""
-    if not os.path.isfile(path):
+    """The distinct survivor keys of a parquet file or directory of parquet
+    parts, a jsonl file (``.jsonl``, ``.json``, ``.ndjson``, gzip allowed; its
+    other fields are not read) or a text file (one key per line, UTF-8, a
+    byte-order mark allowed)."""
+    if not os.path.exists(path):
         raise ConfigError(f"--survivors {path} does not exist; give the parquet, jsonl or text "
                           "file of the keys that survived")
     low = path.lower()
-    if low.endswith(".parquet"):
-        names = pq.read_schema(path).names
+    if os.path.isdir(path) or low.endswith(".parquet"):
+        try:
+            names = pq.read_schema(path).names if os.path.isfile(path) else \
+                pq.ParquetDataset(path).schema.names
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"--survivors {path}: cannot read parquet ({exc})") from None
         if key_column not in names:
             raise ConfigError(f"--survivors {path} has no column {key_column!r} (columns: "
                               f"{', '.join(names)}); name its key column with --key-column, or "
                               "write the survivors' keys under that name")
         col = pq.read_table(path, columns=[key_column]).column(0)
     elif low.endswith((".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")):
-        import pyarrow.json as pj
-
-        try:
-            t = pj.read_json(path)
-        except pa.ArrowException as exc:
-            raise InputError(f"--survivors {path}: not newline-delimited JSON objects ({exc})"
-                             ) from None
-        if key_column not in t.column_names:
-            raise ConfigError(f"--survivors {path} has no field {key_column!r} (fields: "
-                              f"{', '.join(t.column_names)}); name its key field with "
-                              "--key-column, or write the survivors' keys under that name")
-        col = t.column(key_column)
+        col = _jsonl_keys(path, key_column)
     else:
         with open(path, "rb") as f:
-            lines = [ln.strip() for ln in f.read().decode("utf-8").splitlines()]
+            lines = [ln.strip() for ln in f.read().decode("utf-8-sig").splitlines()]
         col = pa.chunked_array([pa.array([ln for ln in lines if ln], pa.large_string())])
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if col.null_count:
@@ -83,59 +78,166 @@ def load_survivors(path: str, key_column: str) -> pa.Array:
     return pc.unique(col)
 
 
+def _jsonl_keys(path: str, key_column: str) -> pa.ChunkedArray:
+    """The key field of every object of a jsonl file, as integers or else
+    strings, the other fields skipped unread (their types may vary)."""
+    import pyarrow.json as pj
+
+    err = None
+    for typ in (pa.int64(), pa.large_string()):
+        opts = pj.ParseOptions(explicit_schema=pa.schema([(key_column, typ)]),
+                               unexpected_field_behavior="ignore")
+        try:
+            t = pj.read_json(path, parse_options=opts)
+        except pa.ArrowException as exc:
+            err = exc
+            continue
+        if t.column(0).null_count == t.num_rows and t.num_rows:
+            raise ConfigError(f"--survivors {path} has no field {key_column!r}; name its key "
+                              "field with --key-column, or write the survivors' keys under "
+                              "that name")
+        return t.column(0)
+    raise InputError(f"--survivors {path}: not newline-delimited JSON objects whose "
+                     f"{key_column!r} is an integer or a string in every line ({err})")
+
+
+_INT_TEXT = r"^[+-]?[0-9]{1,38}$"
+
+
+def _as_integers(col: pa.Array, signed: bool) -> tuple:
+    """(values, ok): ``col`` as int64 (``signed``) or uint64 numbers, and
+    which of them are integers of that type (integers, or strings that read
+    as decimal integers, blanks around them and a sign allowed). Nulls are
+    not ok."""
+    n = len(col)
+    dt = np.int64 if signed else np.uint64
+    t = col.type
+    if pa.types.is_integer(t):
+        ok = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
+        v = col.fill_null(0).to_numpy(zero_copy_only=False)
+        if signed and pa.types.is_unsigned_integer(t):
+            ok &= v <= np.iinfo(np.int64).max
+        elif not signed and pa.types.is_signed_integer(t):
+            ok &= v >= 0
+        return np.where(ok, v, 0).astype(dt), ok
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return np.zeros(n, dt), np.zeros(n, bool)
+    txt = pc.utf8_trim_whitespace(col.cast(pa.large_string()))
+    ok = np.asarray(pc.fill_null(pc.match_substring_regex(txt, _INT_TEXT), False)
+                    .to_numpy(zero_copy_only=False), bool)
+    num = pc.cast(pc.replace_substring_regex(txt.filter(pa.array(ok)), r"^\+", ""),
+                  pa.decimal128(38, 0))
+    from decimal import Decimal
+
+    lo, hi = (-(2 ** 63), 2 ** 63 - 1) if signed else (0, 2 ** 64 - 1)
+    fits = pc.and_(pc.greater_equal(num, pa.scalar(Decimal(lo), pa.decimal128(38, 0))),
+                   pc.less_equal(num, pa.scalar(Decimal(hi), pa.decimal128(38, 0))))
+    fits = np.asarray(fits.to_numpy(zero_copy_only=False), bool)
+    out = np.zeros(n, dt)
+    where = np.flatnonzero(ok)
+    out[where[fits]] = num.filter(pa.array(fits)).cast(pa.int64() if signed else pa.uint64()) \
+        .to_numpy(zero_copy_only=False)
+    ok[where[~fits]] = False
+    return out, ok
+
+
+def _as_bytes(col: pa.Array) -> pa.Array:
+    """Keys compared as bytes: strings and binaries as they are, integers as
+    their decimal text."""
+    if pa.types.is_integer(col.type):
+        col = col.cast(pa.large_string())
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)
+            or pa.types.is_string_view(col.type)):
+        raise InputError(f"keys must be integers or strings, not {col.type}")
+    return col.cast(pa.large_binary())
+
+
 class KeySet:
-    """Exact membership of pool keys among the survivors: FNV-1a / integer
-    hashes find the candidates by binary search, the values are compared."""
+    """Exact membership of pool keys among the survivors.
+
+    The survivors take the kind of the pool's key column when first compared
+    with it: integers (compared as numbers; a survivor that is no integer of
+    the pool's signedness, as ``x``, ``1.5`` or 2**64 for int64 keys, is in
+    no shard) or bytes (strings by their UTF-8 bytes, found by 64-bit hash
+    and binary search, then compared). :meth:`lookup` gives each pool row the
+    class of the survivors equal to it (``1000`` and ``01000`` are one
+    integer), :meth:`missing` the survivors of no class found."""
 
     def __init__(self, keys: pa.Array):
+        if pa.types.is_floating(keys.type):
+            raise ConfigError("the survivor keys are floating-point numbers; write them as "
+                              "integers or strings, as the pool holds them")
         self.raw = keys
         self.kind = None
-        self.values = None
+        self.cls = None  # per survivor: its class, -1 when it cannot be a pool key
 
-    def _align(self, col) -> pa.Array:
-        typ = col.type
-        kind = "int" if pa.types.is_integer(typ) else "str"
-        if self.kind is None:
-            self.kind = kind
-            v = self.raw
-            try:
-                v = v.cast(pa.int64()) if kind == "int" else v.cast(pa.large_string())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise InputError(f"the survivor keys ({v.type}) do not read as the pool's key "
-                                 f"column ({typ}): {exc}; write the survivors' keys as the "
-                                 "pool holds them") from None
-            h = key_hashes(v, where="survivors")
-            order = np.argsort(h, kind="stable")
-            self.h = h[order]
-            self.values = v.take(pa.array(order))
-        return col.cast(pa.int64()) if self.kind == "int" else col.cast(pa.large_string())
+    def _prepare(self, typ) -> None:
+        if pa.types.is_integer(typ):
+            self.kind = "int" if pa.types.is_signed_integer(typ) else "uint"
+            v, ok = _as_integers(self.raw, self.kind == "int")
+            self.u, inv = np.unique(v[ok], return_inverse=True)
+            self.cls = np.full(len(self.raw), -1, np.int64)
+            self.cls[ok] = inv
+        else:
+            self.kind = "bytes"
+            self.values = _as_bytes(self.raw)  # distinct as the survivors are
+            h = key_hashes(self.values, where="survivors")
+            self.order = np.argsort(h, kind="stable")
+            self.h = h[self.order]
+            self.cls = np.arange(len(self.raw), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.raw)
 
+    def classes(self) -> int:
+        return int(self.cls.max()) + 1 if self.cls is not None and self.cls.size else 0
+
     def lookup(self, col, where: str, first: int) -> np.ndarray:
-        """Per row of ``col``: its index among the sorted survivors, or -1."""
+        """Per row of ``col`` (the pool's keys): the class of the survivors
+        equal to it, or -1 (a null key is no survivor's)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        col = self._align(col)
+        if self.kind is None:
+            self._prepare(col.type)
         n = len(col)
         out = np.full(n, -1, np.int64)
-        if not len(self.values) or not n:
+        if not n or not len(self.raw):
             return out
-        hp = key_hashes(col, where=where, first_row=first)
+        if self.kind != "bytes":
+            v, ok = _as_integers(col, self.kind == "int")
+            if not self.u.size:
+                return out
+            pos = np.minimum(np.searchsorted(self.u, v), self.u.size - 1)
+            hit = ok & (self.u[pos] == v)
+            out[hit] = pos[hit]
+            return out
+        valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
+        rows = np.flatnonzero(valid)
+        b = _as_bytes(col.filter(pa.array(valid)) if rows.size < n else col)
+        hp = key_hashes(b, where=where, first_row=first)
         pos = np.minimum(np.searchsorted(self.h, hp), self.h.size - 1)
         ci = np.flatnonzero(self.h[pos] == hp)
         if ci.size:
-            eq = pc.equal(self.values.take(pa.array(pos[ci])),
-                          col.take(pa.array(ci))).to_numpy(zero_copy_only=False)
-            out[ci[eq]] = pos[ci[eq]]
+            eq = pc.equal(self.values.take(pa.array(self.order[pos[ci]])),
+                          b.take(pa.array(ci))).to_numpy(zero_copy_only=False)
+            out[rows[ci[eq]]] = self.order[pos[ci[eq]]]
             for i in ci[~eq]:  # a 64-bit hash shared by two survivors: the rest of the run
                 p = int(pos[i]) + 1
                 while p < self.h.size and self.h[p] == hp[i]:
-                    if self.values[p] == col[int(i)]:
-                        out[i] = p
+                    if self.values[int(self.order[p])] == b[int(i)]:
+                        out[rows[i]] = self.order[p]
                         break
                     p += 1
         return out
+
+    def missing(self, found: np.ndarray) -> np.ndarray:
+        """The survivors (indices into the keys given) whose class is not
+        among ``found``."""
+        if self.cls is None:  # never compared with a pool key: no shard
+            return np.arange(len(self.raw))
+        hit = np.zeros(max(self.classes(), 1), bool)
+        hit[found] = True
+        return np.flatnonzero((self.cls < 0) | ~hit[np.maximum(self.cls, 0)])
 
 
 # ---------------------------------------------------------------- the run
@@ -185,23 +287,36 @@ def rebalance(root: str, survivors: str, key_column: str, out: str, *, t=None,
         key_column=key_column, seed=int(base.get("seed", 0)), device=device, threads=threads,
         limit=base.get("limit"), overwrite=overwrite, report=report, executor=executor,
         address=address, group_column=base.get("group_column"), outputs=outputs,
-        samples_per_shard=samples_per_shard, extra={"row_subset": True}, **kw)
+        samples_per_shard=samples_per_shard, on_bad_row=base.get("on_bad_row", "error"),
+        extra={"row_subset": True, "source_key_column": base.get("key_column")}, **kw)
     from .run import plan_shards
     from .worker import metadata_of
 
     mds, md_sha = metadata_of(cfg)
+    was = src.get("fingerprint_doc") or {}
+    if was.get("metadata") not in (None, md_sha):
+        raise ConfigError(f"the metadata list {cfg.metadata} is not the one the run in {root} "
+                          "matched against (its content differs): its saved entry ids would "
+                          "name other entries; run rebalance where that run's paths lead to "
+                          "its files (they are as given to it), or restore the list")
     layout = OutputLayout(resolve_out(out))
     if os.path.realpath(layout.root) == os.path.realpath(root):
         raise ConfigError(f"--out {out} is the run being rebalanced; choose another directory")
-    shards = resolve_inputs(cfg.inputs, need_unique_names=False, exclude=layout.root)
+    shards = resolve_inputs(cfg.inputs, need_unique_names=False, exclude=(layout.root, root))
     ident = [shard_identity(s, False) for s in shards]
-    old = {d["path"]: d for d in (src.get("fingerprint_doc") or {}).get("inputs", [])}
+    old = {d["path"]: d for d in was.get("inputs", [])}
     for d in ident:
         o = old.get(d["path"])
         if o is None or o.get("size") != d["size"] or o.get("mtime_ns") != d["mtime_ns"]:
             raise ConfigError(f"input {d['path']} is {'new' if o is None else 'changed'} since "
                               f"the run in {root}, so its saved matches do not describe it; "
                               "rerun that run (with --save-matches) first")
+    gone = sorted(set(old) - {d["path"] for d in ident})
+    if gone:  # the saved matches are named by each shard's place among the run's inputs
+        raise ConfigError(f"input {gone[0]} of the run in {root} is gone"
+                          f"{f' (and {len(gone) - 1} more)' if len(gone) > 1 else ''}; its "
+                          "saved matches and those of the shards after it no longer line up "
+                          "with the inputs: restore it, or rerun that run without it")
     plan = plan_shards(cfg, shards)
     missing = [s.path for s, _ in plan if s.index not in files]
     if missing:
@@ -209,9 +324,14 @@ def rebalance(root: str, survivors: str, key_column: str, out: str, *, t=None,
                           "--save-matches")
     check_outputs(cfg, shards)
     h = hashlib.sha256()
-    with open(survivors, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    files_ = [survivors] if not os.path.isdir(survivors) else sorted(
+        os.path.join(r, f) for r, _, fs in os.walk(survivors) for f in fs)
+    for path in files_:  # a directory of parts: each part's name and bytes
+        if path != survivors:
+            h.update(os.path.relpath(path, survivors).encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
     h.update(json.dumps([src.get("config_fingerprint"), target_size]).encode())
     doc = cfg.fingerprint_doc(md_sha, ident, "rebalance", h.hexdigest())
     with OutLock(layout):
@@ -238,9 +358,8 @@ def _scan_shard(cfg, layout: OutputLayout, shard, max_rows, match_file: str,
             raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
                              f"{', '.join(schema.names)}); give --key-column the pool's key")
     rows, found, grp = [], [], []
-    tally: dict = {}
     captions = nulls = 0
-    for table, first in shard_batches(cfg, shard, max_rows, cols, tally):
+    for table, first in shard_batches(cfg, shard, max_rows, cols):
         if cfg.key_column not in table.column_names:
             raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
                              f"{', '.join(table.column_names)}); give --key-column the pool's key")
@@ -283,7 +402,7 @@ def _scan_shard(cfg, layout: OutputLayout, shard, max_rows, match_file: str,
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched,
              "seconds_pass1": time.perf_counter() - t0,
-             "failed_downloads": tally.get("failed_downloads", 0)}
+             "failed_downloads": 0}  # survivors were downloaded: none is a failed row
     atomic_write_json(marker, stats)
     return stats
 
@@ -365,11 +484,16 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
     try:
         p2 = _run_pass(ex, pass2_shard, [(layout, s, m) for s, m in plan], setup, layout.stats,
                        "pass2", seconds, done)
+        for (s, _), a, b in zip(plan, p1, p2):  # pass 2 counted every row it read
+            mine = {k: a[k] for k in ("captions", "null_captions", "matched")}
+            if any(b.get(k) != v for k, v in mine.items()):
+                b.update(mine)
+                atomic_write_json(layout.stats(s.index), b)
         summary = _summary(cfg, "rebalance", fp, p1, p2, counts, ts, seconds, ex)
-        found = np.zeros(len(keyset), bool)
-        for s, _ in plan:
-            found[np.load(_survivor_file(layout, "found", s.index))] = True
-        missing = int(np.count_nonzero(~found))
+        gone = keyset.missing(np.concatenate(
+            [np.zeros(0, np.int64)] + [np.load(_survivor_file(layout, "found", s.index))
+                                       for s, _ in plan]))
+        missing = int(gone.size)
         summary.update({"pool": sum(x["captions"] for x in p1),
                         "null_captions": sum(x["null_captions"] for x in p1),
                         "matched": sum(x["matched"] for x in p1), "source": root,
@@ -377,8 +501,7 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
                                       "rows": sum(x["captions"] for x in p1),
                                       "not_in_pool": missing}})
         if missing:
-            src_keys = keyset.values if keyset.values is not None else keyset.raw
-            ex_keys = src_keys.take(pa.array(np.flatnonzero(~found)[:5])).to_pylist()
+            ex_keys = keyset.raw.take(pa.array(gone[:5])).to_pylist()
             logger.warning("%s of %s survivor keys are in no shard of the pool (e.g. %s); "
                            "they are counted in summary.json (survivors.not_in_pool)",
                            f"{missing:,}", f"{len(keyset):,}", ", ".join(map(repr, ex_keys)))
