@@ -39,8 +39,9 @@ def add_after_commands(sub) -> None:
                                    "survivors, as a curate of the survivors alone would.")
     p.add_argument("dir", metavar="DIR", help="a count or curate run made with --save-matches")
     p.add_argument("--survivors", required=True, metavar="FILE",
-                   help="the keys that survived: a parquet or jsonl file with the column "
-                        "--key-column, or a text file of one key per line")
+                   help="the keys that survived: a parquet file (or directory of parts) or "
+                        "jsonl file with the column --key-column, or a text file of one key "
+                        "per line")
     p.add_argument("--key-column", required=True, metavar="K",
                    help="the pool's key column (its values are the survivor keys); it keys "
                         "the pinned draw")
