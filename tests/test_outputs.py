@@ -880,3 +880,43 @@ def test_rebalance_survivor_files(saved_run, tmp_path):
                      device="cpu", report=False) for f in ("parts", "s.jsonl")]
     assert got[0]["survivors"]["rows"] == got[1]["survivors"]["rows"] == 50
     assert curated(str(tmp_path / "o-parts")).equals(curated(str(tmp_path / "o-s.jsonl")))
+
+
+def test_rebalance_target_size_with_groups_counts_the_chosen_captions(tmp_path, rows,
+                                                                     metadata_path):
+    """--target-size with a group column: the expected size sums over each
+    group's chosen caption (the only one that can be kept), not over every
+    caption of the survivors (a third of the size asked, before)."""
+    t = rows.append_column("img", pa.array([i // 3 for i in range(rows.num_rows)], pa.int64()))
+    write_parquet_shards(t, tmp_path / "in", 2)
+    src = str(tmp_path / "out")
+    curate(str(metadata_path), [str(tmp_path / "in")], src, t=10, key_column="id",
+           group_column="img", device="cpu", seed=4, report=False, save_matches=True)
+    ids = t.column("id").to_pylist()
+    pq.write_table(pa.table({"id": ids[: len(ids) * 2 // 3]}), tmp_path / "s.parquet")
+    out2 = str(tmp_path / "re")
+    target = 190  # of the 200 groups matched among the survivors
+    s = rebalance(src, str(tmp_path / "s.parquet"), "id", out2, target_size=target,
+                  device="cpu", report=False)
+    counts = pq.read_table(os.path.join(out2, "entry_counts.parquet")).column("count") \
+        .to_numpy().astype(float)
+    from gpucurate.pipeline.layout import OutputLayout
+
+    lay = OutputLayout(out2)
+    pairs = []  # (shard, row, entry) of the chosen captions' matches
+    for i, f in enumerate(sorted(glob.glob(os.path.join(src, "matches", "*.parquet")))):
+        m = pq.read_table(f)
+        chosen = set(np.load(lay.groups(i)).tolist())
+        for e, r in zip(m.column("entry_id").to_pylist(), m.column("text_id").to_pylist()):
+            if r in chosen:
+                pairs.append((i, r, e))
+
+    def expected(tt):
+        notkept: dict = {}
+        for i, r, e in pairs:
+            notkept[(i, r)] = notkept.get((i, r), 1.0) * (1 - min(1.0, tt / counts[e]))
+        return sum(1 - v for v in notkept.values())
+
+    best = min(range(1, 200), key=lambda tt: (abs(expected(tt) - target), tt))
+    assert expected(1) < target < expected(10**9) and s["t"] == best
+    assert abs(s["curated"] - target) < 15

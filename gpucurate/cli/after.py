@@ -50,7 +50,8 @@ def add_after_commands(sub) -> None:
     g.add_argument("--tail-fraction", type=float, default=None, metavar="P",
                    help="t as MetaCLIP 2's p_to_t of the survivors' counts")
     g.add_argument("--target-size", type=int, default=None, metavar="N",
-                   help="t whose expected curated size over the survivors is nearest N")
+                   help="t whose expected curated size over the survivors (with a group column, "
+                        "each group's chosen caption) is nearest N")
     p.add_argument("--out", required=True, metavar="OUT2", help="output directory")
     add_output_args(p)
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,

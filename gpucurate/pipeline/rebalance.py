@@ -408,9 +408,12 @@ def _scan_shard(cfg, layout: OutputLayout, shard, max_rows, match_file: str,
 
 
 def _survivor_model(cfg, layout, plan, files, counts) -> SizeModel:
+    """The expected curated size of the captions that may be kept: the
+    survivors', or with a group column each group's chosen one."""
     model = SizeModel(counts)
     for shard, _ in plan:
-        rows = np.load(_survivor_file(layout, "rows", shard.index))
+        rows = np.load(layout.groups(shard.index) if cfg.group_column else
+                       _survivor_file(layout, "rows", shard.index))
         is_surv = np.zeros(int(rows.max()) + 1 if rows.size else 0, bool)
         is_surv[rows] = True
         for e, tid in iter_matches(files[shard.index]):
@@ -449,6 +452,12 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
     p1 = [_scan_shard(cfg, layout, s, m, files[s.index], keyset, n_entries) for s, m in plan]
     seconds["survivors"] = time.perf_counter() - t0
     counts = pool_counts(layout, mds, plan)
+    os.makedirs(layout.groups_dir, exist_ok=True)
+    if cfg.group_column:  # among the survivors' captions (the choice does not depend on t)
+        choose_groups(layout, plan)
+    else:
+        for s, _ in plan:
+            _save_npy(layout.groups(s.index), np.load(_survivor_file(layout, "rows", s.index)))
     if target_size is not None:
         model = _survivor_model(cfg, layout, plan, files, counts[ALL])
         t = model.solve(float(target_size))
@@ -463,12 +472,6 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
     buf = io.BytesIO()
     np.savez(buf, **probs)
     atomic_write_bytes(layout.prob, buf.getvalue())
-    os.makedirs(layout.groups_dir, exist_ok=True)
-    if cfg.group_column:
-        choose_groups(layout, plan)  # among the survivors' captions
-    else:
-        for s, _ in plan:
-            _save_npy(layout.groups(s.index), np.load(_survivor_file(layout, "rows", s.index)))
     src_layout = OutputLayout(root)
     for s, _ in plan:
         if not os.path.exists(layout.stats(s.index)):
