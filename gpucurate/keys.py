@@ -17,9 +17,11 @@ def fnv1a_str(s: str) -> int:
     return h
 
 
-def key_hashes(column, where: str = "key column", first_row: int = 0) -> np.ndarray:
+def key_hashes(column, where: str = "key column", first_row: int = 0,
+               fix: str = "fill it, or drop --key-column to key by shard and row") -> np.ndarray:
     """uint64 key per row: integers as their two's-complement value, strings
-    (and binary) as FNV-1a of their bytes. A null key raises, naming the row."""
+    (and binary) as FNV-1a of their bytes. A null key raises, naming the row
+    and ``fix``."""
     from .kernels.keys import hash_rows
 
     col = to_arrow(column)
@@ -27,7 +29,7 @@ def key_hashes(column, where: str = "key column", first_row: int = 0) -> np.ndar
         isnull = pc.is_null(col)
         row = int(pc.index(isnull, True).as_py())
         raise InputError(f"{where}: row {first_row + row} has a null key; every sample needs "
-                         "a key (fill it, or drop --key-column to key by shard and row)")
+                         f"a key ({fix})")
     t = col.type
     if pa.types.is_integer(t):
         arr = col.to_numpy() if isinstance(col, pa.Array) else col.to_numpy()

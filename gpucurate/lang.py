@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .log import logger as log
 
 OTHER = "other"
@@ -259,9 +259,17 @@ class Router:
         slices): no Python string per caption here."""
         if self.lang_column is not None:
             if self.lang_column not in table.column_names:
-                raise ConfigError(f"{where}: no language column {self.lang_column!r} (columns: "
-                                  f"{', '.join(table.column_names)})")
-            col = table.column(self.lang_column).cast(pa.string())
+                # a jsonl or tar batch in which no row has the field (a parquet
+                # shard without the column is refused before any work; pass 1
+                # refuses a shard in which no row has it)
+                return np.full(table.num_rows, self.other, np.int32)
+            col = table.column(self.lang_column)
+            try:
+                col = col.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"{where}: the language column {self.lang_column!r} "
+                                 f"({col.type}) does not read as text codes ({exc}); write it "
+                                 "as strings such as 'en'") from None
             idx = pc.index_in(col, value_set=pa.array(self.langs, pa.string()))
             return idx.fill_null(self.other).to_numpy(zero_copy_only=False).astype(np.int32)
         self._ready()

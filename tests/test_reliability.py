@@ -548,3 +548,28 @@ def test_metadata_check_names_every_kind_of_bad_entry_fast_path_or_not(tmp_path)
     p.write_text('["dog", "a \\ud800 b"]')  # a lone surrogate escape: orjson refuses, json reads
     with pytest.raises(MetadataError, match="index 1 is not valid Unicode"):
         load_metadata(str(p))
+
+
+@pytest.mark.parametrize("worldwide", [False, True])
+def test_a_list_rewritten_between_two_runs_of_one_process_is_read_again(tmp_path, worldwide):
+    """The process keeps its worker (engines, tables) between runs of one
+    configuration; a metadata list rewritten in between (same path, same
+    size) is read again, never matched with the old tables."""
+    pq.write_table(pa.table({"text": ["a dog", "a cow", "a cat"], "lang": ["en"] * 3}),
+                   tmp_path / "p.parquet")
+    if worldwide:
+        os.makedirs(tmp_path / "ww")
+        path = tmp_path / "ww" / "en.json"
+        kw = dict(worldwide=str(tmp_path / "ww"), lang_column="lang")
+    else:
+        path = tmp_path / "m.json"
+        kw = {}
+    got = []
+    for i, entries in enumerate((["cat", "dog"], ["cat", "cow"])):
+        path.write_text(json.dumps(entries))
+        cfg = CurateConfig(metadata=None if worldwide else str(path),
+                           inputs=(str(tmp_path / "p.parquet"),), out=str(tmp_path / f"o{i}"),
+                           t=100, device="cpu", report=False, **kw)
+        run(cfg)
+        got.append(sorted(r["text"] for r in _rows(tmp_path / f"o{i}")))
+    assert got == [["a cat", "a dog"], ["a cat", "a cow"]]

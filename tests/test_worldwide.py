@@ -321,3 +321,85 @@ def test_language_id_sees_only_checked_captions(ww_dir, tmp_path):
     with pytest.raises(InputError, match=r"p\.parquet.*row 1.*UTF-8|UTF-8.*row 1"):
         curate(None, [str(tmp_path / "p.parquet")], str(tmp_path / "out"), t=5, device="cpu",
                threads=2, worldwide=str(ww_dir), report=False)
+
+
+def _ww(tmp_path, lists: dict):
+    d = tmp_path / "ww"
+    os.makedirs(d, exist_ok=True)
+    for code, entries in lists.items():
+        (d / f"{code}.json").write_text(json.dumps(entries, ensure_ascii=False))
+    return str(d)
+
+
+def test_a_t_below_one_is_resumed_with_t_lang_keeping_pass_1(tmp_path):
+    """t comes out below 1 for a language after pass 1: the run stops, and a
+    rerun with --t-lang for it goes on from pass 1 (not redone), as a fresh
+    run with those settings would end."""
+    from gpucurate.errors import ConfigError
+
+    ww = _ww(tmp_path, {"de": ["Katze", "Hund"], "zh": ["猫"]})
+    pq.write_table(pa.table({"text": ["a cat", "ein Hund", "我的猫"], "lang": ["en", "de", "zh"]}),
+                   tmp_path / "p.parquet")
+    kw = dict(lang_column="lang", device="cpu", report=False, tail_fraction=0.5)
+    out = str(tmp_path / "out")
+    with pytest.raises(ConfigError, match="--t-lang de=T"):
+        curate(None, [str(tmp_path / "p.parquet")], out, worldwide=ww, **kw)
+    marker = os.path.join(out, "work", "pass1", "shard-00000.json")
+    before = os.stat(marker).st_mtime_ns
+    s = curate(None, [str(tmp_path / "p.parquet")], out, worldwide=ww, t_lang={"de": 1}, **kw)
+    assert os.stat(marker).st_mtime_ns == before  # pass 1 was not run again
+    fresh = curate(None, [str(tmp_path / "p.parquet")], str(tmp_path / "fresh"), worldwide=ww,
+                   t_lang={"de": 1}, **kw)
+    assert {k: s[k] for k in ("curated", "matched", "languages", "unrouted")} == \
+        {k: fresh[k] for k in ("curated", "matched", "languages", "unrouted")}
+    # once pass 2 has run, other settings are another run
+    with pytest.raises(ConfigError, match="holds another run"):
+        curate(None, [str(tmp_path / "p.parquet")], out, worldwide=ww, t_lang={"de": 2}, **kw)
+
+
+def test_worldwide_bad_settings_and_columns(tmp_path):
+    """Refused with a clear error: --t-lang of a language without a list
+    (before any work), a list named all.json, a language column that is no
+    text, a jsonl shard in which no row has the language field."""
+    from gpucurate.errors import ConfigError, InputError
+
+    ww = _ww(tmp_path, {"en": ["cat", "dog"], "de": ["Hund"]})
+    pq.write_table(pa.table({"text": ["a cat", "ein Hund"], "lang": ["en", "de"]}),
+                   tmp_path / "p.parquet")
+    kw = dict(lang_column="lang", device="cpu", report=False, t=2)
+    with pytest.raises(ConfigError, match="no metadata list fr.json"):
+        curate(None, [str(tmp_path / "p.parquet")], str(tmp_path / "o1"), worldwide=ww,
+               t_lang={"fr": 3}, **kw)
+    assert not os.path.exists(tmp_path / "o1" / "config.json")
+    bad = _ww(tmp_path / "b", {"en": ["cat"], "all": ["dog"]})
+    with pytest.raises(ConfigError, match="all.json names no language"):
+        curate(None, [str(tmp_path / "p.parquet")], str(tmp_path / "o2"), worldwide=bad, **kw)
+    pq.write_table(pa.table({"text": ["a cat", "ein Hund"],
+                             "lang": pa.array([b"en", b"\xff"], pa.binary())}),
+                   tmp_path / "bin.parquet")
+    with pytest.raises(InputError, match="does not read as text codes"):
+        curate(None, [str(tmp_path / "bin.parquet")], str(tmp_path / "o3"), worldwide=ww, **kw)
+    (tmp_path / "j.jsonl").write_text("".join(json.dumps({"text": f"a cat {i}"}) + "\n"
+                                              for i in range(20)))
+    with pytest.raises(InputError, match="no row has the language field 'lang'"):
+        curate(None, [str(tmp_path / "j.jsonl")], str(tmp_path / "o4"), worldwide=ww, **kw)
+
+
+def test_jsonl_language_field_first_met_late_whatever_the_batch(tmp_path):
+    """A jsonl whose first rows lack the language field (they go to no
+    language), then have it: the same result whatever the batch size (a
+    batch without the field stopped the run); null captions are counted in
+    the language they are routed to, and unrouted counts the rest."""
+    ww = _ww(tmp_path, {"en": ["cat", "dog"]})
+    rows = [{"text": f"a cat {i}"} for i in range(30)] + \
+        [{"text": "a dog", "lang": "en"}, {"text": None, "lang": "en"},
+         {"text": "a cat", "lang": "fr"}, {"text": None, "lang": "fr"}]
+    (tmp_path / "j.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = []
+    for bb in (100, 1 << 20):
+        s = curate(None, [str(tmp_path / "j.jsonl")], str(tmp_path / f"o{bb}"), worldwide=ww,
+                   lang_column="lang", device="cpu", report=False, t=2, batch_bytes=bb)
+        got.append({k: s[k] for k in ("curated", "matched", "languages", "unrouted",
+                                      "null_captions")})
+    assert got[0] == got[1]
+    assert got[0]["languages"]["en"]["pool"] == 2 and got[0]["unrouted"] == 32

@@ -142,7 +142,7 @@ def group_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first: int) -> 
         raise InputError(f"{shard.path}: no group column {cfg.group_column!r} (columns: "
                          f"{', '.join(table.column_names)})")
     return key_hashes(table.column(cfg.group_column), where=f"{shard.path} (group column)",
-                      first_row=first)
+                      first_row=first, fix=f"give every row its group in {cfg.group_column!r}")
 
 
 def text_buffers(table: pa.Table, cfg: CurateConfig, shard: Shard, first_row: int):

@@ -182,6 +182,30 @@ def describe_change(old: dict, new: dict) -> str:
     return "; ".join(said) or "the configuration differs"
 
 
+# what only pass 2 uses: a curate run that stopped before pass 2 (t came out
+# below 1, no caption of a language matched) may go on with other values
+BALANCING = ("t", "tail_fraction", "t_lang")
+
+
+def _balancing_only(old: dict, doc: dict, layout: OutputLayout, stage: str) -> bool:
+    """Whether DIR's run differs from this one in t alone (BALANCING), and
+    stopped before any of its pass 2 and summary: its pass 1 stands."""
+    was = old.get("fingerprint_doc")
+    if stage != "curate" or not isinstance(was, dict) or old.get("stage") != "curate":
+        return False
+    if os.path.exists(layout.summary) or (os.path.isdir(layout.stats_dir) and any(
+            f.endswith(".json") for f in os.listdir(layout.stats_dir))):
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k not in BALANCING}  # noqa: E731
+    if strip(was) != strip(doc):
+        return False
+    from ..log import logger
+
+    logger.info("%s stopped before pass 2: its pass 1 is kept, balanced with this run's %s",
+                layout.root, ", ".join(k for k in BALANCING if was.get(k) != doc.get(k)))
+    return True
+
+
 def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) -> str:
     """Check DIR against the run it holds, clear it on --overwrite, sweep it,
     and write this run's config.json; return the fingerprint. Call with the
@@ -197,7 +221,7 @@ def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) 
         done = any(os.path.isdir(d) and any(f.endswith(".json") for f in os.listdir(d))
                    for d in layout.marker_dirs())
         if old.get("config_fingerprint") != fingerprint and (done or os.path.exists(
-                layout.summary)):
+                layout.summary)) and not _balancing_only(old, doc, layout, stage):
             if not cfg.overwrite:
                 change = describe_change(old.get("fingerprint_doc") or {}, doc) \
                     if old.get("fingerprint_doc") else "the configuration differs"

@@ -246,6 +246,10 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             nulls += int(len(tb) - int(tb.valid.sum()))
             prog.update(len(tb))
     seconds = prog.close() if captions else time.perf_counter() - t0
+    if cfg.lang_column and schema is not None and cfg.lang_column not in schema.names and captions:
+        raise InputError(f"{shard.path}: no row has the language field {cfg.lang_column!r} "
+                         f"(fields: {', '.join(schema.names)}); give --lang-column the field "
+                         "that holds each caption's language")
     parts = []
     for code in w.langs:
         c = w.engines[code].to_host(counts[code])

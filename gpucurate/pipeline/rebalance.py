@@ -480,7 +480,7 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
         if "webdataset" in cfg.outputs and os.path.exists(spans):
             _link(spans, layout.wds_spans(s.index))
     ex = make_executor(cfg)
-    setup = WorkerSetup(cfg)
+    setup = WorkerSetup(cfg, sha=doc.get("metadata"))
     if ex.remote:
         setup = setup.with_tables()
     done: dict = {}

@@ -39,7 +39,7 @@ from .outdir import OutLock, gather, prepare_out, resolve_out, shard_identity, s
 from .pass1 import pass1_shard
 from .pass2 import drop_pass1_scratch, pass2_shard
 from .stream import Aside
-from .trules import language_t
+from .trules import check_t_lang, language_t
 from .worker import WorkerSetup, metadata_of
 
 
@@ -140,10 +140,12 @@ def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards,
 
 def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, doc: dict,
                 shards: list, counts_file: str | None) -> dict:
+    if cfg.worldwide:
+        check_t_lang(cfg, mds)
     fp = prepare_out(cfg, layout, doc, stage)
     plan = plan_shards(cfg, shards)
     ex = make_executor(cfg)
-    setup = WorkerSetup(cfg)
+    setup = WorkerSetup(cfg, sha=doc.get("metadata"))
     if ex.remote:  # the driver loads the tables once; the executor ships them
         setup = setup.with_tables()
     calls = [(layout, s, m) for s, m in plan]
@@ -298,7 +300,9 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
                 d.pop("curated", None)
             langs[code] = d
         s["languages"] = langs
-        s["unrouted"] = pool - s["null_captions"] - sum(d["pool"] for d in langs.values())
+        # a language's pool holds the captions routed to it, null ones included;
+        # unrouted: those whose language has no list (and no other.json takes them)
+        s["unrouted"] = pool - sum(d["pool"] for d in langs.values())
         s["group_column"] = cfg.group_column
     return s
 

@@ -28,6 +28,14 @@ def t_to_p(counts, t: float) -> float:
     return float(c[c < t].sum() / c.sum())
 
 
+def check_t_lang(cfg: CurateConfig, langs) -> None:
+    """--t-lang names languages of the worldwide metadata (checked before any work)."""
+    unknown = sorted(set(dict(cfg.t_lang or ())) - set(langs))
+    if unknown:
+        raise ConfigError(f"--t-lang {unknown[0]}=...: no metadata list {unknown[0]}.json in "
+                          f"{cfg.worldwide} (its languages: {', '.join(sorted(langs))})")
+
+
 def language_t(cfg: CurateConfig, counts: dict) -> dict:
     """t per language. MetaCLIP 1: --t, or p_to_t(counts, --tail-fraction).
     Worldwide (MetaCLIP 2): --t is t_en; p = t_to_p(counts_en, t_en) and every
@@ -38,8 +46,9 @@ def language_t(cfg: CurateConfig, counts: dict) -> dict:
         t = cfg.t if cfg.t is not None else p_to_t(counts[ALL], cfg.tail_fraction)
         if t < 1:
             raise ConfigError(f"--tail-fraction {cfg.tail_fraction} gives t = {t}, below 1; "
-                              "choose a larger fraction or give --t")
+                              "run again with a larger fraction or with --t (pass 1 is kept)")
         return {ALL: int(t)}
+    check_t_lang(cfg, counts)
     over = dict(cfg.t_lang or ())
     if cfg.t is not None:
         if "en" not in counts:
@@ -47,7 +56,8 @@ def language_t(cfg: CurateConfig, counts: dict) -> dict:
                               "use --tail-fraction, or --t-lang for each language")
         if counts["en"].sum() == 0:
             raise ConfigError("--t: no English caption matched, so p = t_to_p(counts_en, t) "
-                              "is undefined; use --tail-fraction or --t-lang")
+                              "is undefined; run again with --tail-fraction or --t-lang for "
+                              "each language (pass 1 is kept)")
         p = t_to_p(counts["en"], cfg.t)
     else:
         p = cfg.tail_fraction
@@ -63,5 +73,5 @@ def language_t(cfg: CurateConfig, counts: dict) -> dict:
             ts[code] = p_to_t(c, p)
             if ts[code] < 1:
                 raise ConfigError(f"language {code}: p = {p:.4g} gives t = {ts[code]}, below 1; "
-                                  f"give it one with --t-lang {code}=T")
+                                  f"run again with --t-lang {code}=T (pass 1 is kept)")
     return ts

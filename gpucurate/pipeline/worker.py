@@ -30,6 +30,9 @@ def worldwide_files(path: str) -> dict:
     files = sorted(f for f in os.listdir(path) if f.lower().endswith(".json"))
     if not files:
         raise ConfigError(f"--worldwide {path}: holds no <lang>.json metadata file")
+    if any(f[:-5] == ALL for f in files):
+        raise ConfigError(f"--worldwide {path}: {ALL}.json names no language ({ALL!r} stands "
+                          "for the whole pool in the outputs); rename it after its language")
     return {f[:-5]: os.path.join(path, f) for f in files}
 
 
@@ -116,6 +119,32 @@ def _key(cfg: CurateConfig) -> tuple:
     return (cfg.metadata, cfg.worldwide, cfg.lang_column, cfg.device, cfg.threads, cfg.reader)
 
 
+def _tables_identity(cfg: CurateConfig, tables: dict | None, sha: str | None) -> tuple:
+    """What a worker's tables come from, so that a list rewritten between two
+    runs of one process is read again, never matched with its old tables:
+    the hash of the lists' content the driver read for the run's fingerprint
+    (``sha``), or of the lists it shipped; else each metadata file as the
+    file system has it now (path, size, modification time, inode)."""
+    if sha is not None:
+        return (sha,)
+    if tables is not None:
+        return tuple(sorted((c, md.sha256) for c, (md, _) in tables.items()))
+    if cfg.worldwide:
+        paths = list(worldwide_files(cfg.worldwide).values())
+    elif isinstance(cfg.metadata, (str, os.PathLike)):
+        paths = [os.fspath(cfg.metadata)]
+    else:  # a list given in Python: the configuration holds it, and the key compares it
+        return ()
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((p, st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            out.append((p, None))
+    return tuple(out)
+
+
 _CURRENT: list = []  # this process's worker (one at a time), reused across runs of one config
 
 
@@ -125,11 +154,14 @@ class WorkerSetup:
 
     ``tables``: the {language: (Metadata, MatchTables)} the driver loaded, so
     that remote workers do not load them again; None loads them here.
+    ``sha``: the hash of the metadata the run's fingerprint holds; a worker
+    built from another content is not reused.
     ``device`` and ``threads``, when given to the call, override the
     configuration's (an executor placing CPU workers sets them)."""
 
     cfg: CurateConfig
     tables: dict | None = None
+    sha: str | None = None  # the metadata's content hash, as the driver read it for the run
 
     def with_tables(self) -> "WorkerSetup":
         return self if self.tables is not None else replace(self, tables=worker_tables(self.cfg))
@@ -141,7 +173,7 @@ class WorkerSetup:
         cfg = self.cfg
         if device is not None or threads is not None:
             cfg = replace(cfg, device=device or cfg.device, threads=threads or cfg.threads)
-        key = _key(cfg)
+        key = _key(cfg) + (_tables_identity(cfg, self.tables, self.sha),)
         if _CURRENT and _CURRENT[0].key == key:
             w = _CURRENT[0]
             w.cfg = cfg
