@@ -580,6 +580,13 @@ def fetch(local: str) -> bool:
     """Whether ``local`` exists, after downloading it from its object when it
     is a staged path this machine has not got (a file another node of a Ray
     cluster wrote and published). Nothing is fetched for any other path."""
+    return published(local, download=True)
+
+
+def published(local: str, download: bool = False) -> bool:
+    """Whether ``local`` exists, or (a staged path) its object does: what a
+    run that left it had finished, read without downloading it (``download``:
+    :func:`fetch`)."""
     if os.path.exists(local):
         return True
     url = remote_of(local)
@@ -589,21 +596,9 @@ def fetch(local: str) -> bool:
     key = b.key(url)
     if not any(k == key for k, _ in b.keys(key)):
         return False
-    _download(b, key, local)
+    if download:
+        _download(b, key, local)
     return True
-
-
-def published(local: str) -> bool:
-    """Whether ``local`` exists, or (a staged path) its object does: what a
-    run that left it had finished, read without downloading it."""
-    if os.path.exists(local):
-        return True
-    url = remote_of(local)
-    if url is None:
-        return False
-    b = _backend(url)
-    key = b.key(url)
-    return any(k == key for k, _ in b.keys(key))
 
 
 def published_names(local_dir: str) -> set:
