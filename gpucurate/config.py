@@ -155,6 +155,8 @@ class CurateConfig:
                 "limit": self.limit, "counts": counts_sha, "worldwide": bool(self.worldwide),
                 "lang_column": self.lang_column, "t_lang": [list(x) for x in self.t_lang],
                 "group_column": self.group_column, "on_bad_row": self.on_bad_row}
+        if self.save_matches:  # absent by default: earlier fingerprints still hold
+            doc["save_matches"] = True  # a resumed run would lack the done shards' index
         if self.outputs != ("parquet",):  # absent by default: earlier fingerprints still hold
             doc["outputs"] = list(self.outputs)
             if "webdataset" in self.outputs:

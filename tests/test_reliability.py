@@ -126,10 +126,17 @@ def test_sweep_never_follows_symlinks_out_of_out(meta, tmp_path):
     (other / "data.tmp-1").write_text("x")
     (other / "sub" / "backup.tmp-2024").write_text("y")
     os.symlink(other, out / "mylink")
-    (out / "stale.tmp-99999").write_text("z")
+    (out / "summary.json.tmp-99999").write_text("z")  # a writer of the run's, interrupted
+    (out / "work").mkdir()
+    (out / "work" / "prob.npz.tmp-99998").write_text("z")
+    (out / "notes.tmp-1").write_text("a user's")  # not the run's: kept
+    (out / "sub").mkdir()  # another run's, inside DIR (its own lock): kept
+    (out / "sub" / "summary.json.tmp-99997").write_text("its own")
     _cur(meta, p, out)
     assert (other / "data.tmp-1").exists() and (other / "sub" / "backup.tmp-2024").exists()
-    assert not (out / "stale.tmp-99999").exists()
+    assert not (out / "summary.json.tmp-99999").exists()
+    assert not (out / "work" / "prob.npz.tmp-99998").exists()
+    assert (out / "notes.tmp-1").exists() and (out / "sub" / "summary.json.tmp-99997").exists()
 
 
 def test_sweep_between_passes_keeps_this_runs_live_writes(tmp_path):
@@ -573,3 +580,160 @@ def test_a_list_rewritten_between_two_runs_of_one_process_is_read_again(tmp_path
         run(cfg)
         got.append(sorted(r["text"] for r in _rows(tmp_path / f"o{i}")))
     assert got == [["a cat", "a dog"], ["a cat", "a cow"]]
+
+
+def _pool_with_bad_rows(tmp_path):
+    """A parquet shard and a jsonl shard whose 3 lines are not JSON."""
+    d = tmp_path / "pool"
+    d.mkdir()
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(300)],
+                             "text": [["a dog", "a cat", "hot dog", "a bird"][i % 4] + f" {i}"
+                                      for i in range(300)]}), d / "a.parquet")
+    lines = [json.dumps({"key": f"j{i}", "text": f"a dog {i}"}) for i in range(50)]
+    for i in (5, 17, 40):
+        lines[i] = "{not json"
+    (d / "b.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def _same_rows(a, b):
+    ta, tb = (pq.read_table(os.path.join(x, "curated")) for x in (a, b))
+    assert ta.num_rows > 0 and ta.equals(tb)
+    ea, eb = (pq.read_table(os.path.join(x, "entry_counts.parquet")) for x in (a, b))
+    assert ea.column("count").equals(eb.column("count"))
+
+
+def test_an_overwrite_cut_short_is_no_run_of_the_new_settings(meta, tmp_path, monkeypatch):
+    """--overwrite clears the old run's outputs, config.json last: cut short,
+    what is left is still known as the old run's (a rerun without --overwrite
+    is refused, with it the result is a clean run's), never resumed as the
+    new one's."""
+    from gpucurate.pipeline import outdir
+
+    pool = _pool_with_bad_rows(tmp_path)
+    kw = dict(key_column="key", on_bad_row="skip")
+    out = tmp_path / "o"
+    _cur(meta, pool, out, t=1000, **kw)
+    real, n = outdir._remove, []
+
+    def cut(path):  # the process dies after the first output removed
+        if n:
+            raise KeyboardInterrupt
+        n.append(path)
+        real(path)
+
+    monkeypatch.setattr(outdir, "_remove", cut)
+    with pytest.raises(KeyboardInterrupt):
+        _cur(meta, pool, out, t=5, overwrite=True, **kw)
+    monkeypatch.setattr(outdir, "_remove", real)
+    with pytest.raises(ConfigError, match="holds another run"):
+        _cur(meta, pool, out, t=5, **kw)
+    _cur(meta, pool, out, t=5, overwrite=True, **kw)
+    _cur(meta, pool, tmp_path / "clean", t=5, **kw)
+    _same_rows(out, tmp_path / "clean")
+
+
+def test_leftovers_of_another_run_that_completed_no_shard_are_cleared(meta, tmp_path):
+    """A run of other settings stopped before completing any shard left its
+    saved matches, parsed rows and parts: the next run clears them (they
+    were reused: another list's entry ids in the parts), and equals a clean
+    run; outputs without a config.json that says whose they are are refused,
+    or cleared with --overwrite."""
+    pool = _pool_with_bad_rows(tmp_path)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(["bird", "dog", "cat"]))
+    out = tmp_path / "o"
+    _cur(str(other), pool, out, t=1000, key_column="key", on_bad_row="skip",
+         save_matches=True)
+    for d in ("stats", os.path.join("work", "pass1")):  # as if no shard had completed
+        for f in os.listdir(out / d):
+            if f.endswith(".json"):
+                os.remove(out / d / f)
+    os.remove(out / "summary.json")
+    kw = dict(t=1000, key_column="key", on_bad_row="skip")
+    _cur(meta, pool, out, **kw)
+    assert not (out / "matches").exists()
+    _cur(meta, pool, tmp_path / "clean", **kw)
+    _same_rows(out, tmp_path / "clean")
+    os.remove(out / "config.json")
+    with pytest.raises(ConfigError, match="config.json is gone"):
+        _cur(meta, pool, out, **kw)
+    _cur(meta, pool, out, overwrite=True, **kw)
+    _same_rows(out, tmp_path / "clean")
+
+
+def test_save_matches_is_part_of_the_run(meta, tmp_path):
+    """A rerun that asks for --save-matches where the run made none is
+    another run (the shards done would have no index), not a silent resume."""
+    pool = _pool_with_bad_rows(tmp_path)
+    out = tmp_path / "o"
+    _cur(meta, pool, out, key_column="key", on_bad_row="skip")
+    with pytest.raises(ConfigError, match="save_matches"):
+        _cur(meta, pool, out, key_column="key", on_bad_row="skip", save_matches=True)
+    _cur(meta, pool, out, key_column="key", on_bad_row="skip", save_matches=True,
+         overwrite=True)
+    assert len(os.listdir(out / "matches")) == 2
+
+
+def test_balance_records_its_bad_rows_and_reads_counts_before_clearing(meta, tmp_path):
+    """balance with --on-bad-row skip writes rejected/ and counts them (it
+    has no pass 1 that would); --counts DIR/entry_counts.parquet with --out
+    DIR --overwrite reads the counts before DIR is cleared; --save-matches
+    with balance, which has no pass 1, is refused."""
+    pool = _pool_with_bad_rows(tmp_path)
+    kw = dict(key_column="key", on_bad_row="skip")
+    cur = tmp_path / "cur"
+    _cur(meta, pool, cur, t=20, **kw)
+    c = str(tmp_path / "c")
+    run(CurateConfig(metadata=meta, inputs=(str(pool),), out=c, device="cpu", report=False,
+                     **kw), stage="count")
+    bal = str(tmp_path / "bal")
+    s = run(CurateConfig(metadata=meta, inputs=(str(pool),), out=bal, t=20, device="cpu",
+                         report=False, counts_file=os.path.join(c, "entry_counts.parquet"),
+                         **kw), stage="balance")
+    assert s["rejected"] == 3
+    assert pq.read_table(os.path.join(bal, "rejected")).equals(
+        pq.read_table(os.path.join(cur, "rejected")))
+    _same_rows(bal, str(cur))
+    s = run(CurateConfig(metadata=meta, inputs=(str(pool),), out=c, t=20, device="cpu",
+                         report=False, counts_file=os.path.join(c, "entry_counts.parquet"),
+                         overwrite=True, **kw), stage="balance")
+    _same_rows(c, str(cur))
+    with pytest.raises(ConfigError, match="balance has no pass 1"):
+        run(CurateConfig(metadata=meta, inputs=(str(pool),), out=str(tmp_path / "x"), t=20,
+                         device="cpu", report=False, save_matches=True,
+                         counts_file=os.path.join(c, "entry_counts.parquet")), stage="balance")
+
+
+def test_counts_of_another_list_are_refused_by_their_entries(meta, tmp_path):
+    """A MetaCLIP counts mapping naming entries the list does not have, and
+    an entry_counts.parquet without the list's stamp whose entries differ:
+    refused (another list's counts were read as this one's)."""
+    pool = _pool_with_bad_rows(tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({"dog": 5, "horse": 100000, "zebra": 7}))
+    with pytest.raises(InputError, match="2 of its entries are not in the metadata"):
+        run(CurateConfig(metadata=meta, inputs=(str(pool),), out=str(tmp_path / "a"), t=5,
+                         device="cpu", report=False, on_bad_row="skip",
+                         counts_file=str(tmp_path / "m.json")), stage="balance")
+    pq.write_table(pa.table({"entry_id": pa.array([0, 1], pa.int32()), "entry": ["dog", "cow"],
+                             "count": pa.array([3, 4], pa.uint64())}), tmp_path / "c.parquet")
+    with pytest.raises(InputError, match="entry 1 is 'cow' there but 'cat'"):
+        run(CurateConfig(metadata=meta, inputs=(str(pool),), out=str(tmp_path / "b"), t=5,
+                         device="cpu", report=False, on_bad_row="skip",
+                         counts_file=str(tmp_path / "c.parquet")), stage="balance")
+
+
+def test_a_rerun_of_a_done_run_keeps_its_summary(meta, tmp_path):
+    """A rerun that finds every shard done starts no worker: summary.json
+    keeps the engine and reader of the run that did the work; adding
+    --verify-inputs is said to be that, not a change of every input."""
+    pool = _pool_with_bad_rows(tmp_path)
+    out = tmp_path / "o"
+    kw = dict(key_column="key", on_bad_row="skip", device="auto")
+    a = _cur(meta, pool, out, **kw)
+    b = _cur(meta, pool, out, **kw)
+    assert (a["device"], a["reader"]) == (b["device"], b["reader"]) == ("cpu", "arrow")
+    with pytest.raises(ConfigError) as e:
+        _cur(meta, pool, out, verify_inputs=True, **kw)
+    assert "--verify-inputs was given to this run only" in str(e.value)
+    assert "changed since" not in str(e.value)

@@ -486,8 +486,10 @@ def test_s3_out_webdataset_rerun_writes_only_missing_tars(tmp_path, s3, monkeypa
                                             real(path, srcs))[1])
     out = f"s3://{BUCKET}/runs/wds"
     kw = dict(KW, t=100, threads=1, outputs=("parquet", "webdataset"), samples_per_shard=20)
-    curate(str(meta), [str(tmp_path / "in")], out, **kw)
+    s = curate(str(meta), [str(tmp_path / "in")], out, **kw)
     assert written == ["00000.tar", "00001.tar", "00002.tar"]
+    assert s["outputs"]["parquet"]["dir"] == f"{out}/curated"  # the bucket's, not the stage's
+    assert s["outputs"]["webdataset"]["dir"] == f"{out}/curated-wds"
     first = {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
              for k in list_keys(client, BUCKET, "runs/wds/curated-wds/")}
     written.clear()

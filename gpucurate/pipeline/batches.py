@@ -3,6 +3,8 @@ its text column as buffers, route it by language and match it."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -10,9 +12,9 @@ import pyarrow.compute as pc
 from ..columns import buffers, chunks_of
 from ..config import CurateConfig
 from ..errors import InputError
-from ..io import Shard, read_batches
+from ..io import Shard, atomic_write_parquet, read_batches
 from ..keys import key_hashes, row_key_hashes
-from .layout import ALL
+from .layout import ALL, OutputLayout
 
 
 ADDED = ("entry_ids",)  # columns curation adds (and "lang" when worldwide)
@@ -205,3 +207,13 @@ def text_ids(lens: np.ndarray, first: int, rows: np.ndarray | None = None) -> np
     ids = np.arange(first, first + lens.size, dtype=np.uint32) if rows is None else \
         (rows + first).astype(np.uint32)
     return np.repeat(ids, lens)  # one pass over the pairs, already uint32
+
+
+def write_rejects(layout: OutputLayout, shard: Shard, rejects: list) -> None:
+    """The rows ``--on-bad-row skip`` left out of a shard: rejected/part-N.parquet."""
+    os.makedirs(layout.rejected_dir, exist_ok=True)
+    atomic_write_parquet(layout.rejected(shard.index), pa.table({
+        "file": pa.array([r["file"] for r in rejects], pa.string()),
+        "row": pa.array([r["row"] for r in rejects], pa.int64()),
+        "reason": pa.array([r["reason"] for r in rejects], pa.string()),
+        "raw": pa.array([r["raw"] for r in rejects], pa.binary())}))

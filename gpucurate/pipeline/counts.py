@@ -68,6 +68,12 @@ def read_counts(path: str, metadata) -> np.ndarray:
         if not isinstance(mapping, dict):
             raise InputError(f"{path}: a counts .json maps entry -> count; this holds a "
                              f"{type(mapping).__name__}")
+        known = set(md.entries)
+        unknown = [e for e in mapping if e not in known]
+        if unknown:
+            raise InputError(f"{path}: {len(unknown):,} of its entries are not in the metadata "
+                             f"list {md.source} (e.g. {unknown[0]!r}): its counts were made "
+                             "with another list; use the counts made with this one")
         counts = np.zeros(n, np.uint64)
         for i, e in enumerate(md.entries):
             v = mapping.get(e, 0)
@@ -76,7 +82,9 @@ def read_counts(path: str, metadata) -> np.ndarray:
             counts[i] = v
         return counts
     try:
-        t = pq.read_table(path, columns=["entry_id", "count"])
+        names = pq.read_schema(path).names
+        t = pq.read_table(path, columns=["entry_id", "count"] +
+                          (["entry"] if "entry" in names else []))
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise InputError(f"{path}: cannot read entry counts ({exc}); expected an "
                          "entry_counts.parquet with entry_id and count columns") from None
@@ -92,6 +100,17 @@ def read_counts(path: str, metadata) -> np.ndarray:
     if ids.size and (ids.min() < 0 or ids.max() >= n):
         raise InputError(f"{path}: entry ids run to {ids.max()}, but the metadata has {n} "
                          "entries; use the counts made with this metadata")
+    if "entry" in t.column_names and ids.size:  # the entries named, as this list has them
+        import pyarrow.compute as pc
+
+        ours = md.arrow().take(pa.array(ids))
+        theirs = t.column("entry").combine_chunks().cast(ours.type)
+        same = pc.fill_null(pc.equal(ours, theirs), False).to_numpy(zero_copy_only=False)
+        if not same.all():
+            i = int(np.argmin(same))
+            raise InputError(f"{path}: entry {int(ids[i])} is {theirs[i].as_py()!r} there but "
+                             f"{ours[i].as_py()!r} in {md.source}: its counts were made with "
+                             "another list; use the counts made with this one")
     counts = np.zeros(n, np.uint64)
     np.add.at(counts, ids, t.column("count").to_numpy().astype(np.uint64))
     return counts

@@ -187,9 +187,11 @@ class OutputLayout:
     def outputs(self) -> list[str]:
         """Every top-level output a run writes: what ``--overwrite`` clears
         (never anything else under DIR, and nothing outside it)."""
-        return [self.config, self.work, self.matches_dir, self.entry_counts,
-                self.entry_counts_dir, self.curated_dir, self.curated_wds_dir, self.uids,
-                self.rejected_dir, self.stats_dir, self.summary, self.report]
+        # config.json last: a clearing cut short leaves it, so that the rest is
+        # still known as that run's (and cleared again), never taken for this one's
+        return [self.work, self.matches_dir, self.entry_counts, self.entry_counts_dir,
+                self.curated_dir, self.curated_wds_dir, self.uids, self.rejected_dir,
+                self.stats_dir, self.summary, self.report, self.config]
 
     def marker_dirs(self) -> list[str]:
         """The directories whose ``*.json`` files mark completed shards."""

@@ -105,7 +105,13 @@ def sweep_tmp(layout: OutputLayout, keep_own: bool = False) -> None:
     pid>``) are kept: they are live writes of a thread of this run (entry
     counts are written beside pass 2)."""
     own = f".tmp-{os.getpid()}" if keep_own else None
+    # only what the run writes: a user's file, or a run into a folder inside DIR
+    # (its own lock), is never touched
+    tops = {os.path.basename(p) for p in layout.outputs()}
     for root, dirs, files in os.walk(layout.root, followlinks=False):
+        if root == layout.root:
+            dirs[:] = [d for d in dirs if d in tops or _TMP_NAME.sub("", d) in tops]
+            files = [f for f in files if _TMP_NAME.sub("", f) in tops]
         for d in list(dirs):  # a directory an interrupted writer left (work/rows)
             p = os.path.join(root, d)
             if _TMP_NAME.search(d) and not (own and d.endswith(own)) and not os.path.islink(p):
@@ -169,6 +175,11 @@ def describe_change(old: dict, new: dict) -> str:
             said.append(f"{k} {old.get(k)!r} -> {new.get(k)!r}")
     a = {d["path"]: d for d in old.get("inputs", []) if isinstance(d, dict)}
     b = {d["path"]: d for d in new.get("inputs", []) if isinstance(d, dict)}
+    hashed = (any("sha256" in d for d in a.values()), any("sha256" in d for d in b.values()))
+    if hashed[0] != hashed[1]:  # not a change of the inputs: of how they are known
+        said.append(f"--verify-inputs was given to {'that' if hashed[0] else 'this'} run only")
+        a = {p: {k: v for k, v in d.items() if k != "sha256"} for p, d in a.items()}
+        b = {p: {k: v for k, v in d.items() if k != "sha256"} for p, d in b.items()}
     for p in sorted(set(b) - set(a))[:3]:
         said.append(f"input {p} is new")
     for p in sorted(set(a) - set(b))[:3]:
@@ -212,23 +223,33 @@ def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) 
     lock held."""
     fingerprint = CurateConfig.fingerprint_of(doc)
     path = layout.config
+    done = any(os.path.isdir(d) and any(f.endswith(".json") for f in os.listdir(d))
+               for d in layout.marker_dirs()) or os.path.exists(layout.summary)
     if os.path.exists(path):
         try:
             with open(path) as f:
                 old = json.load(f)
         except (OSError, ValueError):
             old = {}
-        done = any(os.path.isdir(d) and any(f.endswith(".json") for f in os.listdir(d))
-                   for d in layout.marker_dirs())
-        if old.get("config_fingerprint") != fingerprint and (done or os.path.exists(
-                layout.summary)) and not _balancing_only(old, doc, layout, stage):
-            if not cfg.overwrite:
+        if old.get("config_fingerprint") != fingerprint and \
+                not (done and _balancing_only(old, doc, layout, stage)):
+            if done and not cfg.overwrite:
                 change = describe_change(old.get("fingerprint_doc") or {}, doc) \
                     if old.get("fingerprint_doc") else "the configuration differs"
                 raise ConfigError(f"{layout.root} holds another run: {change}. Pass "
                                   "--overwrite to replace it, or choose another --out")
+            # replaced (--overwrite), or another run's leftovers that completed no
+            # shard (a spill, saved matches, parsed rows): none is this run's
             for p in layout.outputs():
                 _remove(p)
+    elif done or any(os.path.lexists(p) for p in layout.outputs()):
+        # outputs without the config.json that says whose they are
+        if done and not cfg.overwrite:
+            raise ConfigError(f"{layout.root} holds outputs of a run whose config.json is "
+                              "gone, so they cannot be known as this run's. Pass --overwrite "
+                              "to replace them, or choose another --out")
+        for p in layout.outputs():
+            _remove(p)
     sweep_tmp(layout)
     for d in layout.marker_dirs():
         os.makedirs(d, exist_ok=True)

@@ -154,6 +154,12 @@ def write_outputs(cfg, layout: OutputLayout, shards: list[Shard], p2: list,
     resumable); their figures go into ``summary``. The WebDataset tars are
     the calls of ``executor`` (with the passes' worker ``setup``) when given."""
     outs = {}
+
+    def where(path: str) -> str:  # an output bound for a bucket: its URL, not the staging path
+        from ..io.fs import remote_of
+
+        return remote_of(path) or path
+
     if "webdataset" in cfg.outputs:
         from .wds_out import write_webdataset
 
@@ -161,10 +167,10 @@ def write_outputs(cfg, layout: OutputLayout, shards: list[Shard], p2: list,
         sizes = write_webdataset(layout, shards, [int(x["kept"]) for x in p2],
                                  cfg.samples_per_shard, executor, setup)
         summary["seconds"]["webdataset"] = time.perf_counter() - t0
-        outs["webdataset"] = {"dir": layout.curated_wds_dir, "tars": len(sizes),
+        outs["webdataset"] = {"dir": where(layout.curated_wds_dir), "tars": len(sizes),
                               "samples": sum(sizes.values())}
         logger.info("webdataset: %d tars, %s samples in %s", len(sizes),
-                    f"{sum(sizes.values()):,}", layout.curated_wds_dir)
+                    f"{sum(sizes.values()):,}", where(layout.curated_wds_dir))
     if "uids" in cfg.outputs:
         t0 = time.perf_counter()
         if os.path.exists(layout.uids):  # whole (written by rename): kept
@@ -172,10 +178,10 @@ def write_outputs(cfg, layout: OutputLayout, shards: list[Shard], p2: list,
         else:
             n = write_uids(cfg, layout, shards)
         summary["seconds"]["uids"] = time.perf_counter() - t0
-        outs["uids"] = {"path": layout.uids, "uids": n}
-        logger.info("uids: %s in %s", f"{n:,}", layout.uids)
+        outs["uids"] = {"path": where(layout.uids), "uids": n}
+        logger.info("uids: %s in %s", f"{n:,}", where(layout.uids))
     if "parquet" in cfg.outputs:
-        outs["parquet"] = {"dir": layout.curated_dir}
+        outs["parquet"] = {"dir": where(layout.curated_dir)}
     summary["outputs"] = outs
 
 

@@ -18,7 +18,7 @@ from ..io.atomic import commit, tmp_path
 from ..log import Progress
 from .batches import (by_language, check_added, check_keys, group_keys, lists_in_row_order,
                       match_groups, pass1_columns, row_keys, shard_batches, text_buffers,
-                      text_ids)
+                      text_ids, write_rejects)
 from .groups import choice_values, write_group_choices
 from .layout import ALL, OutputLayout
 from .spill import RowsCache, SpillWriter
@@ -271,12 +271,7 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     n_rejected = 0
     if cfg.on_bad_row == "skip" and not on_device:
         n_rejected = len(rejects)
-        os.makedirs(layout.rejected_dir, exist_ok=True)
-        atomic_write_parquet(layout.rejected(shard.index), pa.table({
-            "file": pa.array([r["file"] for r in rejects], pa.string()),
-            "row": pa.array([r["row"] for r in rejects], pa.int64()),
-            "reason": pa.array([r["reason"] for r in rejects], pa.string()),
-            "raw": pa.array([r["raw"] for r in rejects], pa.binary())}))
+        write_rejects(layout, shard, rejects)
     if keep:
         inv.close()
     if rows_cache is not None:

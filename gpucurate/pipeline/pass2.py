@@ -24,7 +24,7 @@ from ..io.atomic import commit, tmp_path
 from ..io.fs import fetch, unpublish
 from ..log import Progress
 from .batches import (by_language, lists_in_row_order, match_groups, row_keys,
-                      shard_batches, text_buffers)
+                      shard_batches, text_buffers, write_rejects)
 from .layout import ALL, OutputLayout
 from .spill import SpillReader, cached_batches
 from .stream import Behind, prefetch
@@ -348,8 +348,11 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     kept_counts: dict = {}  # {language: kept captions per entry}
     prog = Progress(f"pass 2 {shard.name}")
     cache = layout.work_rows(shard.index)
+    # balance (no pass 1) with --on-bad-row skip: the rows left out are recorded here
+    rejects = [] if cfg.on_bad_row == "skip" and not os.path.exists(
+        layout.pass1_marker(shard.index)) else None
     batches = cached_batches(cache) if os.path.isdir(cache) else \
-        shard_batches(cfg, shard, max_rows)
+        shard_batches(cfg, shard, max_rows, rejects=rejects)
     for table, first in prefetch(batches):
         n = table.num_rows
         # rebalance: only the survivors are samples; another row's key may be null
@@ -435,12 +438,16 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     if isinstance(saved, SpillReader):
         saved.close()
     writer.close(empty_schema(cfg, shard))
+    if rejects is not None:
+        write_rejects(layout, shard, rejects)
     p1 = layout.pass1_marker(shard.index)
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "kept": kept,
              "seconds_pass2": seconds}
     if cfg.worldwide:
         stats["languages"] = per
+    if rejects is not None:
+        stats["rejected"] = len(rejects)
     stats["_kept_counts"] = kept_counts
     if os.path.exists(p1):
         with open(p1) as f:

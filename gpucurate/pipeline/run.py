@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import __version__
 from ..config import CurateConfig
@@ -111,6 +110,9 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
                     "(rows with status 'success')", pairs)
     if stage != "balance":
         return _run_checked(cfg, stage, mds, md_sha, layout, shards, None)
+    if cfg.save_matches:
+        raise ConfigError("--save-matches keeps pass 1's matches, and balance has no pass 1: "
+                          "save them with count --save-matches (or curate --save-matches)")
     with local_path(cfg.counts_file) as counts_file:  # a URL: read from a local copy
         return _run_checked(cfg, stage, mds, md_sha, layout, shards, counts_file)
 
@@ -142,6 +144,9 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
                 shards: list, counts_file: str | None) -> dict:
     if cfg.worldwide:
         check_t_lang(cfg, mds)
+    # balance: the counts read before DIR is prepared (--counts DIR/entry_counts.parquet
+    # with --overwrite: the file is among what is cleared)
+    given = read_counts_all(counts_file, mds) if stage == "balance" else None
     fp = prepare_out(cfg, layout, doc, stage)
     plan = plan_shards(cfg, shards)
     ex = make_executor(cfg)
@@ -159,7 +164,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             counts = pool_counts(layout, mds, plan)
         else:
             p1 = None
-            counts = read_counts_all(counts_file, mds)
+            counts = given
         if stage == "count":
             write_entry_counts(layout, mds, counts, None)
             summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
@@ -264,6 +269,10 @@ def _keep_timings(layout: OutputLayout, summary: dict, done: dict) -> None:
             if name != "setup":
                 rate[name] = (old.get("captions_per_s") or {}).get(name)
     summary["seconds"], summary["captions_per_s"] = secs, rate
+    if not ran and old:  # no worker started: the engine and reader of the run that did the work
+        for k in ("device", "reader"):
+            if k in old:
+                summary[k] = old[k]
 
 
 def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex) -> dict:
@@ -288,6 +297,8 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
     if p1 is not None:
         s["failed_downloads"] = sum(x.get("failed_downloads", 0) for x in p1)
         s["rejected"] = sum(x.get("rejected", 0) for x in p1)
+    elif cfg.on_bad_row == "skip" and p2 is not None:  # balance: pass 2 found them
+        s["rejected"] = sum(x.get("rejected", 0) for x in p2)
     if cfg.worldwide:
         langs = {}
         for code, c in counts.items():
