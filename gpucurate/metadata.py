@@ -250,7 +250,7 @@ def load_metadata(metadata) -> Metadata:
                 _check(entries, path, "index")
         else:
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig")  # a byte-order mark is no part of entry 0
             except UnicodeDecodeError as exc:
                 line = raw[: exc.start].count(b"\n") + 1
                 raise MetadataError(f"{path}: line {line} is not valid UTF-8; save the file as "

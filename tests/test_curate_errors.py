@@ -167,3 +167,126 @@ def test_the_process_ends_after_exit_handlers_with_the_right_status(tmp_path):
     assert p.returncode == 2 and "required" in p.stderr
     p = subprocess.run([sys.executable, "-m", "gpucurate", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "usage" in p.stdout
+
+
+def _cli(argv, capsys):
+    """(exit code, stderr) of the command line; a user error is rc 2 without a traceback."""
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def _pool(tmp_path):
+    import json
+
+    p = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"key": [f"{i:032x}" for i in range(6)],
+                             "caption": ["a dog", "a cat", "x", "hot dog", "a dog", "y"]}), p)
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps(["dog", "cat", "hot dog"]))
+    return str(p), str(m)
+
+
+@pytest.mark.parametrize("case", ["negative", "null_id", "float", "json_big", "json_bool"])
+def test_bad_count_files_are_errors(tmp_path, capsys, case):
+    """Counts that are no whole numbers >= 0 (a negative, a null id, a
+    fraction; a JSON count past 64 bits or a boolean): an error naming the
+    file, not a count that wraps around or rounds."""
+    import json
+
+    pool, m = _pool(tmp_path)
+    c = tmp_path / ("c.json" if case.startswith("json") else "c.parquet")
+    if case == "json_big":
+        c.write_text(json.dumps({"cat": 2**64}))
+    elif case == "json_bool":
+        c.write_text(json.dumps({"cat": True}))
+    else:
+        ids = pa.array([0, None, 2] if case == "null_id" else [0, 1, 2], pa.int32())
+        cnt = pa.array([5.0, 5.7, 2.0]) if case == "float" else \
+            pa.array([5, -1 if case == "negative" else 3, 2], pa.int64())
+        pq.write_table(pa.table({"entry_id": ids, "count": cnt}), c)
+    for argv in (["merge-counts", str(c), "--metadata", m, "--out", str(tmp_path / "o.parquet")],
+                 ["balance", "--counts", str(c), "--metadata", m, "--input", pool, "--out",
+                  str(tmp_path / "b"), "--t", "1", "--quiet"]):
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and str(c) in err
+
+
+def test_unusable_paths_are_errors(tmp_path, capsys):
+    """Paths a command cannot use: an error naming them (rc 2), not an OS
+    traceback: merge-counts and match --out a directory or under a missing
+    one, balance --counts a run's directory, a worldwide counts directory
+    holding no count file, demo --out a file, rebalance survivors not UTF-8."""
+    import json
+
+    pool, m = _pool(tmp_path)
+    c1 = str(tmp_path / "c1")
+    assert cli.main(["count", "--metadata", m, "--input", pool, "--out", c1, "--quiet",
+                     "--save-matches", "--key-column", "key"]) == 0
+    counts = os.path.join(c1, "entry_counts.parquet")
+    os.makedirs(tmp_path / "d")
+    (tmp_path / "afile").write_text("x")
+    ww = tmp_path / "ww"
+    os.makedirs(ww)
+    (ww / "en.json").write_text(json.dumps(["dog"]))
+    os.makedirs(tmp_path / "empty")
+    (tmp_path / "bad.txt").write_bytes(b"k\n\xff\n")
+    cases = [
+        (["merge-counts", counts, "--metadata", m, "--out", str(tmp_path / "d")], "directory"),
+        (["merge-counts", counts, "--metadata", m, "--out", str(tmp_path / "afile" / "x")],
+         "cannot make"),
+        (["match", "--metadata", m, "--input", pool, "--out", str(tmp_path / "d")],
+         "directory"),
+        (["match", "--metadata", m, "--input", pool, "--out", str(tmp_path / "no" / "x.pq")],
+         "does not exist"),
+        (["match", "--metadata", m, "--input", str(tmp_path / "gone.parquet"), "--out",
+          str(tmp_path / "x.parquet")], "does not exist"),
+        (["balance", "--counts", c1, "--metadata", m, "--input", pool, "--out",
+          str(tmp_path / "b"), "--t", "1", "--quiet"], "is a directory"),
+        (["merge-counts", str(tmp_path / "empty"), "--worldwide", str(ww), "--out",
+          str(tmp_path / "mw")], "holds no <lang>.parquet"),
+        (["demo", "--out", str(tmp_path / "afile")], "is a file"),
+        (["rebalance", c1, "--survivors", str(tmp_path / "bad.txt"), "--key-column", "key",
+          "--t", "1", "--out", str(tmp_path / "rb")], "line 2 is not UTF-8"),
+    ]
+    for argv, msg in cases:
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and msg in err, (argv, err[-500:])
+
+
+def test_uids_check_follows_skip_and_limit_and_views_pass(tmp_path, capsys):
+    """--outputs uids checks the rows the run reads: a null key that
+    --on-bad-row skip rejects, or a bad key past --limit, no longer refuses
+    the run; a string_view column is written (pyarrow has no take for it)."""
+    pool, m = _pool(tmp_path)
+    t = pq.read_table(pool)
+    keys = t.column("key").to_pylist()
+    keys[3] = None
+    nk = tmp_path / "nullkey.parquet"
+    pq.write_table(t.set_column(0, "key", pa.array(keys)), nk)
+    base = ["curate", "--metadata", m, "--t", "1", "--key-column", "key", "--quiet",
+            "--no-report", "--device", "cpu", "--outputs", "uids"]
+    assert _cli(base + ["--input", str(nk), "--out", str(tmp_path / "o1"), "--on-bad-row",
+                        "skip"], capsys)[0] == 0
+    keys[3] = "not-a-uid"
+    bk = tmp_path / "badkey.parquet"
+    pq.write_table(t.set_column(0, "key", pa.array(keys)), bk)
+    assert _cli(base + ["--input", str(bk), "--out", str(tmp_path / "o2"), "--limit", "2"],
+                capsys)[0] == 0
+    rc, err = _cli(base + ["--input", str(bk), "--out", str(tmp_path / "o3")], capsys)
+    assert rc == 2 and "row 3" in err
+    sv = tmp_path / "sv.parquet"
+    pq.write_table(t.append_column("url", pa.array([f"u{i}" for i in range(6)],
+                                                   pa.string_view())), sv)
+    assert _cli(["curate", "--metadata", m, "--t", "100", "--quiet", "--no-report", "--device",
+                 "cpu", "--input", str(sv), "--out", str(tmp_path / "o4")], capsys)[0] == 0
+    got = pq.read_table(tmp_path / "o4" / "curated")
+    assert got.column("url").to_pylist() == ["u0", "u1", "u3", "u4"]
+
+
+def test_info_says_a_forced_gpu_is_not_there(capsys, monkeypatch):
+    monkeypatch.setenv("GPUCURATE_DEVICE", "gpu")
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "gpu -> none (no usable GPU: a run fails)" in out

@@ -81,6 +81,11 @@ def run_demo(out: str | None = None, device: str | None = None, threads: int | N
     from ..pipeline import run
 
     out = os.path.abspath(out or "gpucurate-demo")
+    if os.path.exists(out) and not os.path.isdir(out):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"demo --out {out} is a file; give a directory for the demo's pool "
+                          "and run")
     meta, pool = write_pool(os.path.join(out, "input"))
     cfg = CurateConfig(metadata=meta, inputs=(pool,), out=os.path.join(out, "curated-run"),
                        t=300, key_column="id", device=device, threads=threads, overwrite=True)

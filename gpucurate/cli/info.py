@@ -51,8 +51,10 @@ def info() -> dict:
             d[dist] = "not installed"
     ok, why = gpu_status()
     d["gpu"] = ("usable: " if ok else "not usable: ") + why
-    d["default device"] = device_choice(None) + \
-        (" -> gpu" if ok else " -> cpu")
+    choice = device_choice(None)
+    resolved = {"cpu": "cpu", "gpu": "gpu" if ok else "none (no usable GPU: a run fails)",
+                "auto": "gpu" if ok else "cpu"}[choice]
+    d["default device"] = f"{choice} -> {resolved}"
     from ..cudf_io import available
 
     c_ok, c_why = available()

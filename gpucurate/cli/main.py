@@ -88,8 +88,8 @@ def _pool_args(p, need_t: bool):
                    help="curate only the first N captions of the pool (in shard order)")
     p.add_argument("--save-matches", action="store_true",
                    help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, text_id) "
-                        "uint32, and lang with --worldwide) in DIR/matches so pass 2 does not "
-                        "match again")
+                        "uint32, and lang with --worldwide) in DIR/matches, for plan and "
+                        "rebalance (count and curate)")
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                    help="a malformed row (a bad jsonl line, a non-UTF-8 string, a null key): "
                         "error (default) stops the run naming it; skip leaves it out of the pool "

@@ -33,10 +33,17 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
         shard = shards[0]
     else:
         fmt = shard_format(path)
+        if not os.path.exists(path):
+            raise InputError(f"{path} does not exist; give a .parquet, .jsonl[.gz|.zst] or "
+                             ".tar file")
         if not os.path.isfile(path) or fmt is None:
             raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
         shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt,
                       compression_of(path))
+    if os.path.isdir(out):
+        raise ConfigError(f"match --out {out} is a directory; give the .parquet file to write")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise ConfigError(f"match --out {out}: its directory does not exist; make it first")
     m = Matcher(metadata, device=device, threads=threads)
     tmp = tmp_path(out)
     rows = 0

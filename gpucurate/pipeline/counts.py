@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
@@ -54,10 +55,10 @@ def read_counts(path: str, metadata) -> np.ndarray:
     md = load_metadata(metadata)
     n = len(md)
     if not os.path.exists(path):
-        raise InputError(f"--counts {path} does not exist; give the entry_counts.parquet of a "
+        raise InputError(f"counts {path} do not exist; give the entry_counts.parquet of a "
                          "count or curate run (or a MetaCLIP entry_counts_*.json)")
     if os.path.isdir(path):
-        raise InputError(f"--counts {path} is a directory; give an entry_counts.parquet file "
+        raise InputError(f"counts {path} is a directory; give an entry_counts.parquet file "
                          "(a directory of <lang>.parquet files goes with --worldwide)")
     if path.lower().endswith(".json"):
         try:
@@ -77,8 +78,9 @@ def read_counts(path: str, metadata) -> np.ndarray:
         counts = np.zeros(n, np.uint64)
         for i, e in enumerate(md.entries):
             v = mapping.get(e, 0)
-            if not isinstance(v, int) or v < 0:
-                raise InputError(f"{path}: count of entry {e!r} is {v!r}, not an integer >= 0")
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**64:
+                raise InputError(f"{path}: count of entry {e!r} is {v!r}, not an integer in "
+                                 "[0, 2**64)")
             counts[i] = v
         return counts
     try:
@@ -96,13 +98,20 @@ def read_counts(path: str, metadata) -> np.ndarray:
                          f"(sha256 {sha[:12]}), not with {md.source} (sha256 "
                          f"{md.sha256[:12]}); use the counts made with this list, or this "
                          "list with those counts")
+    for col in ("entry_id", "count"):  # whole numbers, none null and none negative
+        c = t.column(col)
+        if not pa.types.is_integer(c.type) or c.null_count:
+            raise InputError(f"{path}: its {col} column is {c.type}"
+                             f"{' with nulls' if c.null_count else ''}, not integers; use an "
+                             "entry_counts.parquet written by count or curate")
+        if len(c) and pc.min(c).as_py() < 0:
+            raise InputError(f"{path}: its {col} column holds a negative value; use an "
+                             "entry_counts.parquet written by count or curate")
     ids = t.column("entry_id").to_numpy()
     if ids.size and (ids.min() < 0 or ids.max() >= n):
         raise InputError(f"{path}: entry ids run to {ids.max()}, but the metadata has {n} "
                          "entries; use the counts made with this metadata")
     if "entry" in t.column_names and ids.size:  # the entries named, as this list has them
-        import pyarrow.compute as pc
-
         ours = md.arrow().take(pa.array(ids))
         theirs = t.column("entry").combine_chunks().cast(ours.type)
         same = pc.fill_null(pc.equal(ours, theirs), False).to_numpy(zero_copy_only=False)
@@ -122,10 +131,10 @@ def read_counts_all(path: str, mds: dict) -> dict:
     if ALL in mds:
         return {ALL: read_counts(path, mds[ALL])}
     if not os.path.exists(path):
-        raise InputError(f"--counts {path} does not exist; give the entry_counts/ directory of "
+        raise InputError(f"counts {path} do not exist; give the entry_counts/ directory of "
                          "a worldwide count or curate run")
     if not os.path.isdir(path):
-        raise InputError(f"--counts {path}: a worldwide run takes a directory of "
+        raise InputError(f"counts {path}: a worldwide run takes a directory of "
                          "<lang>.parquet count files (an entry_counts/ directory)")
     out = {}
     for code, md in mds.items():
@@ -136,6 +145,15 @@ def read_counts_all(path: str, mds: dict) -> dict:
                 break
         else:
             out[code] = np.zeros(len(md), np.uint64)
+    files = [f for f in os.listdir(path) if f.lower().endswith((".parquet", ".json"))]
+    strangers = sorted(f for f in files if f.rsplit(".", 1)[0] not in mds)
+    if strangers:
+        raise InputError(f"{path}: {strangers[0]} counts a language the worldwide metadata "
+                         f"has no list for (its languages: {', '.join(sorted(mds))}); give the "
+                         "counts made with this metadata")
+    if not files:
+        raise InputError(f"{path} holds no <lang>.parquet count file; give the entry_counts/ "
+                         "directory of a worldwide count or curate run")
     return out
 
 
@@ -153,11 +171,24 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
             for c, v in read_counts_all(local, mds).items():
                 total[c] += v
     if worldwide:
-        os.makedirs(out_path, exist_ok=True)
+        if os.path.exists(out_path) and not os.path.isdir(out_path):
+            raise ConfigError(f"merge-counts --out {out_path} is a file; worldwide counts are "
+                              "a directory of <lang>.parquet files: give a directory")
+        try:
+            os.makedirs(out_path, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"merge-counts --out {out_path}: cannot make it ({exc})") from None
         for c, md in mds.items():
             _write_counts_file(os.path.join(out_path, f"{c}.parquet"), md, total[c])
         return np.concatenate(list(total.values()))
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    if os.path.isdir(out_path):
+        raise ConfigError(f"merge-counts --out {out_path} is a directory; give the file to "
+                          f"write, e.g. {out_path}/entry_counts.parquet")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"merge-counts --out {out_path}: cannot make its directory ({exc})"
+                          ) from None
     _write_counts_file(out_path, mds[ALL], total[ALL])
     return total[ALL]
 

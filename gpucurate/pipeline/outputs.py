@@ -72,7 +72,7 @@ def _nibbles(col) -> tuple:
 def _uid_error(where: str, row: int, value) -> InputError:
     return InputError(f"{where}: row {row} has the key {value!r}, not a DataComp uid (32 hex "
                       "digits); --outputs uids needs --key-column to name the uid column "
-                      "(or drop uids from --outputs)")
+                      "(or rerun without uids in --outputs, with --overwrite)")
 
 
 def uid_pairs(column, where: str, first_row: int = 0) -> np.ndarray:
@@ -101,17 +101,20 @@ def check_outputs(cfg, shards: list) -> None:
         if not cfg.key_column:
             raise ConfigError("--outputs uids takes each kept sample's uid from --key-column; "
                               "name the uid column (DataComp: --key-column uid)")
+        from ..io.parquet import open_parquet  # local paths and URLs alike
+
         checked = 0
+        left = cfg.limit  # --limit: the rows the run reads, in the shards' order
         for s in shards:  # parquet: the key column is cheap to read whole
-            if s.fmt != "parquet":
+            if s.fmt != "parquet" or left is not None and left <= 0:
                 continue
-            names = pq.read_schema(s.path).names
+            pf = open_parquet(s.path)
+            names = pf.schema_arrow.names
             if cfg.key_column not in names:
                 raise ConfigError(f"{s.path}: no key column {cfg.key_column!r} for --outputs "
                                   f"uids (columns: {', '.join(names)}); name the uid column "
                                   "with --key-column")
             cols = [cfg.key_column] + (["status"] if s.tar and "status" in names else [])
-            pf = pq.ParquetFile(s.path)
             row = 0
             for rb in pf.iter_batches(batch_size=1 << 20, columns=cols):
                 key = rb.column(0)
@@ -120,12 +123,20 @@ def check_outputs(cfg, shards: list) -> None:
                     idx = np.flatnonzero(pc.fill_null(pc.equal(
                         rb.column(1).cast(pa.string()), "success"), False).to_numpy(
                         zero_copy_only=False))
-                    key = key.take(pa.array(idx))
+                if cfg.on_bad_row == "skip" and key.null_count:  # rejected rows, not samples
+                    idx = idx[np.asarray(key.is_valid().to_numpy(zero_copy_only=False),
+                                         bool)[idx]]
+                if left is not None:
+                    idx = idx[:left]
+                    left -= idx.size
+                key = key.take(pa.array(idx))
                 bad, _ = _nibbles(key)
                 if bad is not None:
                     raise _uid_error(f"{s.path} (key column {cfg.key_column!r})",
                                      row + int(idx[bad]), key[bad].as_py())
                 row += rb.num_rows
+                if left is not None and left <= 0:
+                    break
             checked += 1
         if checked:
             logger.info("--outputs uids: the key column %r of %d parquet shards holds uids",
@@ -139,7 +150,8 @@ def write_uids(cfg, layout: OutputLayout, shards: list) -> int:
         path = layout.curated(s.index)
         fetch(path)  # written on another node: from its object
         t = pq.read_table(path, columns=[cfg.key_column])
-        parts.append(uid_pairs(t.column(0), f"{s.path} (kept rows, {path})"))
+        parts.append(uid_pairs(t.column(0), f"{path} (the curated part of {s.path}; its "
+                                            "rows are the shard's kept rows)"))
     uids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, UID_DTYPE)
     buf = io.BytesIO()
     np.save(buf, uids)

@@ -202,9 +202,27 @@ def _probs(w, layout: OutputLayout) -> dict:
         return w.prob
 
 
+def _unviewed(t: pa.DataType) -> pa.DataType:
+    """View types as their large twins: pyarrow 26 has no take/filter kernel for
+    string_view or binary_view (the parquet pages are the same)."""
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    return t
+
+
+def _without_views(table: pa.Table) -> pa.Table:
+    for i, f in enumerate(table.schema):
+        if _unviewed(f.type) is not f.type:
+            table = table.set_column(i, f.name, table.column(i).cast(_unviewed(f.type)))
+    return table
+
+
 def output_schema(cfg: CurateConfig, schema: pa.Schema) -> pa.Schema:
-    """The curated part's columns: the shard's, then entry_ids (and lang)."""
-    fields = list(schema)
+    """The curated part's columns: the shard's (view types as their large
+    twins), then entry_ids (and lang)."""
+    fields = [f.with_type(_unviewed(f.type)) for f in schema]
     fields.append(pa.field("entry_ids", pa.list_(pa.int32())))
     if cfg.worldwide:
         names = [f.name for f in fields]
@@ -505,8 +523,9 @@ def _kept_rows(w, table, keep, idx, id_parts, lang, lists=None, in_rows=None) ->
         lists = (k_off.astype(np.int32), flat[gather])
     # by mask: 0.013 s against 0.020 s by index (take) for the 280k kept rows of a
     # 500k-row shard of the e2e pool, one thread
-    sub = table.filter(pa.array(keep)).append_column("entry_ids", pa.ListArray.from_arrays(
-        pa.array(lists[0], pa.int32()), pa.array(lists[1], pa.int32())))
+    sub = _without_views(table).filter(pa.array(keep)).append_column(
+        "entry_ids", pa.ListArray.from_arrays(pa.array(lists[0], pa.int32()),
+                                              pa.array(lists[1], pa.int32())))
     if lang is not None:
         names = pa.array(w.langs + ["other"], pa.string())
         li = lang[idx]

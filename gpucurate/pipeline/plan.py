@@ -219,8 +219,8 @@ def saved_match_files(root: str) -> list:
         p = layout.matches(i)
         if not os.path.exists(p):
             raise ConfigError(f"{root} has no saved matches ({p} is missing): rerun count or "
-                              "curate into it with --save-matches (the same command plus "
-                              "--save-matches)")
+                              "curate into it with --save-matches --overwrite (the same "
+                              "command plus those two)")
         files.append((i, p))
     return files
 

@@ -68,7 +68,15 @@ def load_survivors(path: str, key_column: str) -> pa.Array:
         col = _jsonl_keys(path, key_column)
     else:
         with open(path, "rb") as f:
-            lines = [ln.strip() for ln in f.read().decode("utf-8-sig").splitlines()]
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise InputError(f"--survivors {path}: line {line} is not UTF-8 "
+                             f"({raw[exc.start:exc.start + 4]!r}); write the keys as UTF-8 "
+                             "text, one per line") from None
+        lines = [ln.strip() for ln in text.split("\n")]
         col = pa.chunked_array([pa.array([ln for ln in lines if ln], pa.large_string())])
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if col.null_count:

@@ -130,7 +130,8 @@ def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards,
                               "of a count or curate run")
         h = hashlib.sha256()
         for f in ([counts_file] if os.path.isfile(counts_file) else
-                  sorted(glob.glob(os.path.join(glob.escape(counts_file), "*")))):
+                  sorted(p for p in glob.glob(os.path.join(glob.escape(counts_file), "*"))
+                         if os.path.isfile(p))):
             with open(f, "rb") as fh:
                 h.update(fh.read())
         counts_sha = h.hexdigest()

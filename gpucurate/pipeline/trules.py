@@ -53,11 +53,11 @@ def language_t(cfg: CurateConfig, counts: dict) -> dict:
     if cfg.t is not None:
         if "en" not in counts:
             raise ConfigError("--t sets t for en, but the worldwide metadata has no en.json; "
-                              "use --tail-fraction, or --t-lang for each language")
+                              "give --tail-fraction in place of --t (and --t-lang where wanted)")
         if counts["en"].sum() == 0:
             raise ConfigError("--t: no English caption matched, so p = t_to_p(counts_en, t) "
-                              "is undefined; run again with --tail-fraction or --t-lang for "
-                              "each language (pass 1 is kept)")
+                              "is undefined; run again with --tail-fraction in place of --t "
+                              "(and --t-lang where wanted; pass 1 is kept)")
         p = t_to_p(counts["en"], cfg.t)
     else:
         p = cfg.tail_fraction

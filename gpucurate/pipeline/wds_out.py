@@ -73,7 +73,9 @@ def check_wds_inputs(shards: list) -> None:
                 f"{s.path} is a {s.fmt} shard without a tar beside it (an img2dataset or "
                 "DataComp folder has NAME.parquet and NAME.tar); give tar shards or download "
                 "folders, or drop webdataset from --outputs")
-        names = pq.read_schema(s.path).names
+        from ..io.parquet import open_parquet  # local paths and URLs alike
+
+        names = open_parquet(s.path).schema_arrow.names
         if "key" not in names:
             raise ConfigError(
                 f"--outputs webdataset: {s.path} has no 'key' column to find its rows' samples "
