@@ -105,3 +105,90 @@ def test_tar_compression_by_magic_bytes(meta, tmp_path, gz, name):
     s = curate(meta, [str(tmp_path / name)], str(tmp_path / "o"), t=1000, device="cpu",
                report=False)
     assert s["pool"] == len(CAPS) and s["matched"] == 5
+
+
+def _dl_folder(d, stem="00000", n=6, failed=(2,), null_keys=()):
+    """An img2dataset-like NAME.parquet (key, caption, status) beside NAME.tar."""
+    import io as _io
+    import tarfile as _tarfile
+
+    os.makedirs(d, exist_ok=True)
+    keys = [None if i in null_keys else f"{stem}{i:04d}" for i in range(n)]
+    status = ["failed_to_download" if i in failed else "success" for i in range(n)]
+    pq.write_table(pa.table({"key": keys, "caption": [f"a dog {i}" for i in range(n)],
+                             "status": status}), os.path.join(d, f"{stem}.parquet"))
+    with _tarfile.open(os.path.join(d, f"{stem}.tar"), "w") as tf:
+        for i in range(n):
+            if i in failed:
+                continue
+            ti = _tarfile.TarInfo(f"{stem}{i:04d}.jpg")
+            ti.size = 3
+            tf.addfile(ti, _io.BytesIO(b"IMG"))
+
+
+def test_inputs_as_users_give_them(tmp_path):
+    """Inputs given as users give them: --input repeated (each is read), a
+    directory whose subdirectory is a link (followed; a link back to an
+    ancestor read once), a download folder of links (paired by the links'
+    names), a download folder's parquet given by a glob without its tar
+    (its failed downloads are still no captions), a parquet that is no
+    download folder's beside a tar of the same name (both are shards)."""
+    from gpucurate import cli
+
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    base = ["curate", "--metadata", str(meta), "--t", "1000", "--device", "cpu", "--quiet",
+            "--no-report"]
+
+    def pool(*inputs, out):
+        argv = base + ["--out", str(tmp_path / out)]
+        for i in inputs:
+            argv += ["--input", str(i)]
+        assert cli.main(argv) == 0
+        return json.load(open(tmp_path / out / "summary.json"))
+
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": ["a dog", "a cat"]}), a)
+    pq.write_table(pa.table({"text": ["a dog", "x", "a cat"]}), b)
+    assert pool(a, b, out="o1")["pool"] == 5
+    ext = tmp_path / "elsewhere"
+    os.makedirs(ext / "part2")
+    pq.write_table(pa.table({"text": ["a cat"] * 3}), ext / "part2" / "c.parquet")
+    os.makedirs(tmp_path / "p")
+    pq.write_table(pa.table({"text": ["a dog"] * 2}), tmp_path / "p" / "a.parquet")
+    os.symlink(ext / "part2", tmp_path / "p" / "part2")
+    os.symlink(tmp_path / "p", tmp_path / "p" / "loop")
+    assert pool(tmp_path / "p", out="o2")["pool"] == 5
+    _dl_folder(str(tmp_path / "blobs"))
+    os.makedirs(tmp_path / "dlink")
+    os.symlink(tmp_path / "blobs" / "00000.parquet", tmp_path / "dlink" / "00000.parquet")
+    os.symlink(tmp_path / "blobs" / "00000.tar", tmp_path / "dlink" / "00000.tar")
+    s = pool(tmp_path / "dlink", out="o3")
+    assert (s["pool"], s["failed_downloads"]) == (5, 1)
+    s = pool(str(tmp_path / "blobs" / "*.parquet"), out="o4")
+    assert (s["pool"], s["failed_downloads"]) == (5, 1)
+    os.makedirs(tmp_path / "mixed")
+    pq.write_table(pa.table({"text": ["a dog"] * 4}), tmp_path / "mixed" / "train.parquet")
+    with tarfile.open(tmp_path / "mixed" / "train.tar", "w") as tf:
+        for i in range(3):
+            ti = tarfile.TarInfo(f"s{i}.txt")
+            ti.size = 5
+            tf.addfile(ti, io.BytesIO(b"a cat"))
+    assert pool(tmp_path / "mixed", out="o5")["pool"] == 7
+
+
+def test_download_folder_null_keys_are_numbered_among_downloads(tmp_path):
+    """--on-bad-row skip in a download folder: a null key's row is numbered
+    among the rows downloaded, whatever the batch size."""
+    from gpucurate.pipeline import curate
+
+    _dl_folder(str(tmp_path / "dl"), n=8, failed=(0, 3), null_keys=(2, 5))
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    got = []
+    for bb in (1, 1 << 20):
+        out = tmp_path / f"o{bb}"
+        curate(str(meta), [str(tmp_path / "dl")], str(out), t=100, key_column="key",
+               on_bad_row="skip", device="cpu", report=False, batch_bytes=bb)
+        got.append(pq.read_table(out / "rejected").column("row").to_pylist())
+    assert got[0] == got[1] == [1, 3]

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -545,3 +546,31 @@ def test_http_tar_without_size_to_webdataset(tmp_path):
     b = curate(str(meta), [str(tmp_path / "www" / "a.tar")], str(tmp_path / "local"), **kw)
     assert a["curated"] == b["curated"] == 50
     assert _tars(tmp_path / "http" / "curated-wds") == _tars(tmp_path / "local" / "curated-wds")
+
+
+def test_http_listing_names_are_the_files_names(tmp_path):
+    """A directory listed over http gives its links percent-encoded: the
+    shards take the files' own names (the default key hashes the name), so
+    the curated set equals that of the same files on disk."""
+    meta = tmp_path / "m.json"
+    meta.write_text(json.dumps(["dog", "cat"]))
+    d = tmp_path / "www"
+    os.makedirs(d)
+    for name in ("a b.parquet", "é.parquet"):
+        pq.write_table(pa.table({"text": [f"a dog {i}" if i % 2 else f"a cat {i}"
+                                          for i in range(200)]}), d / name)
+    handler = functools.partial(_Quiet, directory=str(d))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    kw = dict(KW, t=20)
+    try:
+        a = curate(str(meta), [f"http://127.0.0.1:{srv.server_address[1]}/"],
+                   str(tmp_path / "http"), **kw)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    b = curate(str(meta), [str(d)], str(tmp_path / "local"), **kw)
+    (ra, ca, na), (rb, cb, nb) = _rows(tmp_path / "http"), _rows(tmp_path / "local")
+    assert sorted(na) == sorted(nb) == ["a b.parquet", "é.parquet"]  # (URLs sort otherwise)
+    key = lambda r: (r["text"], r["entry_ids"])  # noqa: E731
+    assert a["curated"] == b["curated"] and ca == cb and sorted(ra, key=key) == sorted(rb, key=key)

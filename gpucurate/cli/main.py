@@ -53,9 +53,10 @@ def _pool_args(p, need_t: bool):
     p.add_argument("--group-column", default=None,
                    help="keep at most one caption per group (e.g. an image id with several "
                         "alt-texts): one caption per group is picked by the pinned draw")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+    p.add_argument("--input", nargs="+", action="extend", required=True, metavar="PATH",
                    help="caption shards: files, directories or globs of .parquet, .jsonl "
-                        "(.gz, .zst) and WebDataset .tar; processed in sorted path order")
+                        "(.gz, .zst) and WebDataset .tar; processed in sorted path order "
+                        "(repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     if need_t:
         g = p.add_mutually_exclusive_group(required=True)

@@ -388,6 +388,10 @@ def url_shards(arg: str, exclude=None) -> list[tuple[str, str]]:
         if ex and is_url(ex):
             top = ex.rstrip("/") + "/"
             pairs = [(u, n) for u, n in pairs if not u.startswith(top)]
+    if http:  # names as the files have them (a listing's links are percent-encoded)
+        from urllib.parse import unquote
+
+        pairs = [(u, unquote(n)) for u, n in pairs]
     return pairs
 
 

@@ -102,11 +102,15 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             pairs = [(p, os.path.relpath(p, base)) for p in hits]
         elif os.path.isdir(arg):
             pairs = []
-            for root, dirs, files in os.walk(arg):
+            seen = set()  # linked directories are followed, each directory read once
+            for root, dirs, files in os.walk(arg, followlinks=True):
                 dirs.sort()
-                if any(_under(os.path.realpath(root), sk) for sk in skips):
+                files.sort()
+                real = os.path.realpath(root)
+                if real in seen or any(_under(real, sk) for sk in skips):
                     dirs[:] = []
                     continue
+                seen.add(real)
                 for f in files:
                     p = os.path.join(root, f)
                     pairs.append((p, os.path.relpath(p, arg)))
@@ -153,9 +157,38 @@ def _stem(path: str) -> str:
 
 
 def _download_pairs(found: dict) -> dict:
-    """{parquet path: tar path} for each stem that has both a ``.parquet`` and
-    a tar (an img2dataset or DataComp download folder): the sample is read once,
-    from the parquet; the tar holds its images."""
-    tars = {_stem(p): p for p in found if shard_format(found[p][1]) == "tar"}
-    return {p: tars[_stem(p)] for p in found
-            if shard_format(found[p][1]) == "parquet" and _stem(p) in tars}
+    """{parquet path: tar path} of the img2dataset or DataComp download
+    folders among the inputs: a ``NAME.parquet`` with ``key`` and ``status``
+    columns beside ``NAME.tar`` (named as given: links pair by their own
+    names). The sample is read once, from the parquet; the tar holds its
+    images. A parquet given without its tar is paired with the tar beside it
+    all the same (its failed downloads are no captions); a parquet without
+    those columns is no download folder's, and a tar beside it is a shard."""
+    def stem(p):
+        given = found[p][1]
+        return _stem(given if "://" in given else os.path.abspath(given))
+
+    tars = {stem(p): p for p in found if shard_format(found[p][1]) == "tar"}
+    out = {}
+    for p in found:
+        if shard_format(found[p][1]) != "parquet" or not _is_download_parquet(found[p][1]):
+            continue
+        t = tars.get(stem(p))
+        if t is None and "://" not in found[p][1]:
+            beside = next((stem(p) + ext for ext in (".tar", ".tar.gz", ".tgz")
+                           if os.path.isfile(stem(p) + ext)), None)
+            t = os.path.realpath(beside) if beside else None
+        if t is not None:
+            out[p] = t
+    return out
+
+
+def _is_download_parquet(path: str) -> bool:
+    """A parquet of img2dataset's or DataComp's downloads: ``key`` and ``status`` columns."""
+    from .parquet import open_parquet
+
+    try:
+        names = open_parquet(path).schema_arrow.names
+    except InputError:
+        return False  # read as a shard, whose reader says what is wrong
+    return "key" in names and "status" in names

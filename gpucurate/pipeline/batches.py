@@ -75,15 +75,11 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
     # the rows are numbered as the run that matched them numbered them
     # (rebalance: its source run's key column, which may be none)
     kc = cfg.extra["source_key_column"] if "source_key_column" in cfg.extra else cfg.key_column
+    readable = 0  # rows read (a download folder's: those downloaded), the rejected included
     for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns,
                               rejects if skip else None, spans):
-        if skip and kc and kc in table.column_names and table.column(kc).null_count:
-            nulls = pc.is_null(table.column(kc)).to_numpy(zero_copy_only=False)
-            for r in np.nonzero(nulls)[0]:
-                rejects.append({"file": shard.path, "row": row + int(r),
-                                "reason": f"null key in column {kc!r} (row among "
-                                          "the shard's readable rows)", "raw": b""})
-            table = table.filter(pa.array(~nulls))
+        # a download folder's failed rows first: the rows are numbered among those
+        # downloaded, the null keys' rows too (whatever the batch size)
         if shard.tar is not None and "status" in table.column_names:
             ok = pc.fill_null(pc.equal(table.column("status").cast(pa.string()), "success"),
                               False)
@@ -93,6 +89,14 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
                     table.num_rows - n_ok
             if n_ok < table.num_rows:
                 table = table.filter(ok)
+        at, readable = readable, readable + table.num_rows
+        if skip and kc and kc in table.column_names and table.column(kc).null_count:
+            nulls = pc.is_null(table.column(kc)).to_numpy(zero_copy_only=False)
+            for r in np.nonzero(nulls)[0]:
+                rejects.append({"file": shard.path, "row": at + int(r),
+                                "reason": f"null key in column {kc!r} (row among "
+                                          "the shard's readable rows)", "raw": b""})
+            table = table.filter(pa.array(~nulls))
         if max_rows is not None and row + table.num_rows > max_rows:
             table = table.slice(0, max_rows - row)
         if table.num_rows:

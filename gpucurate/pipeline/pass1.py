@@ -183,8 +183,11 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     keep = inv is not None
     schema = None
     prog = Progress(f"pass 1 {shard.name}")
+    # cuDF reads every row of the text column: not for a download folder's parquet
+    # (only its rows downloaded count) nor with --on-bad-row skip (rows left out)
     on_device = (w.reader == "cudf" and shard.fmt == "parquet" and w.router is None
-                 and not cfg.group_column and "://" not in shard.path)
+                 and not cfg.group_column and "://" not in shard.path and shard.tar is None
+                 and cfg.on_bad_row != "skip")
     if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
         from ..cudf_io import device_buffers, parquet_text_batches
 
