@@ -118,6 +118,9 @@ class CurateConfig:
             raise ConfigError(f"--limit must be >= 1, not {self.limit}")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"--executor must be local or ray, not {self.executor!r}")
+        if self.address and self.executor != "ray":
+            raise ConfigError(f"--address {self.address} names a Ray cluster: give it with "
+                              "--executor ray (the run would be local)")
         object.__setattr__(self, "t_lang", tuple(sorted(dict(self.t_lang).items())))
         for code, t in self.t_lang:
             if isinstance(t, bool) or int(t) != t or t < 1:

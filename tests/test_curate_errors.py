@@ -290,3 +290,11 @@ def test_info_says_a_forced_gpu_is_not_there(capsys, monkeypatch):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "gpu -> none (no usable GPU: a run fails)" in out
+
+
+def test_address_without_ray_is_refused(tmp_path):
+    from gpucurate.config import CurateConfig
+
+    with pytest.raises(ConfigError, match="--executor ray"):
+        CurateConfig(metadata="m.json", inputs=("a.parquet",), out=str(tmp_path / "o"),
+                     address="127.0.0.1:6379")

@@ -185,10 +185,17 @@ def _download_pairs(found: dict) -> dict:
 
 def _is_download_parquet(path: str) -> bool:
     """A parquet of img2dataset's or DataComp's downloads: ``key`` and ``status`` columns."""
-    from .parquet import open_parquet
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .fs import is_url, open_input
 
     try:
-        names = open_parquet(path).schema_arrow.names
-    except InputError:
+        if is_url(path):
+            with open_input(path, native=True) as f:
+                names = pq.read_schema(f).names
+        else:
+            names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError, InputError):
         return False  # read as a shard, whose reader says what is wrong
     return "key" in names and "status" in names

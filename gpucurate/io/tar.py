@@ -39,6 +39,10 @@ from .fs import download_input, is_url
 # A JSON number token of 19 digits or more (after ':', ',' or '['): orjson
 # would read it as a float where json keeps the integer.
 _LONG_DIGITS = re.compile(rb"[:,\[]\s*-?[0-9]{19}")
+# An integer token of 16 digits or more: past 2**53 it has no exact double, and
+# Arrow's JSON reader makes a field of integers and fractions doubles (json's
+# rules keep each integer): such a batch is parsed sample by sample.
+_WIDE_INT = re.compile(rb"[:,\[]\s*-?[0-9]{16}")
 _KIND = {int: "number", float: "number", bool: "bool", str: "string", dict: "object",
          list: "array"}
 
@@ -1059,8 +1063,8 @@ def _raise_bad_txt(where, toff, txt, key_arr, rows):
 
 # What the Arrow JSON reader would read otherwise than json does: a UTF-8 BOM
 # (accepted), a "-0" (read as -0.0 where json gives the integer 0), a \u escape
-# of a surrogate (refused with another message), an integer of 19 digits or
-# more (see _LONG_DIGITS). A batch that may hold any of them is parsed sample
+# of a surrogate (refused with another message), an integer of 16 digits or
+# more (see _WIDE_INT). A batch that may hold any of them is parsed sample
 # by sample; the tests below are quick (no regular expression runs over a batch
 # that holds none of these prefixes).
 _NEG_ZERO = re.compile(rb"[:,\[]\s*-0(?![0-9.eE])")
@@ -1073,10 +1077,10 @@ def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
         return True
     if b"-0" in buf and _NEG_ZERO.search(buf):
         return True
-    digit = ((raw - 48) < 10).view(np.int8)  # runs of 19 digits, then the exact test
+    digit = ((raw - 48) < 10).view(np.int8)  # runs of 16 digits, then the exact test
     edges = np.diff(digit, prepend=np.int8(0), append=np.int8(0))
     run = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-    return bool(run.size and run.max() >= 19 and _LONG_DIGITS.search(buf))
+    return bool(run.size and run.max() >= 16 and _WIDE_INT.search(buf))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1085,9 +1089,9 @@ def _json_lines(js, rows, out):
     length) into ``out``, each followed by a line break, checking in the same
     pass what would send the batch to json's rules: an empty member, one not
     starting with "{" and ending with "}", a byte below 0x20, a UTF-8 BOM, a
-    "\\ud"/"\\uD" escape, or what ``_NEG_ZERO`` or ``_LONG_DIGITS`` match (a
+    "\\ud"/"\\uD" escape, or what ``_NEG_ZERO`` or ``_WIDE_INT`` match (a
     ':', ',' or '[', whitespace, then "-0" not followed by a digit, '.', 'e'
-    or 'E', or an optional '-' and 19 digits). True when none is found (then
+    or 'E', or an optional '-' and 16 digits). True when none is found (then
     ``out`` is whole); False at the first found."""
     o = 0
     for r in range(rows.shape[0]):
@@ -1124,7 +1128,7 @@ def _json_lines(js, rows, out):
                         return False
                 state = 3
                 digits += 1
-                if digits >= 19:
+                if digits >= 16:
                     return False
             else:
                 state = 0
