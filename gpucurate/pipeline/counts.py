@@ -171,13 +171,9 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
             for c, v in read_counts_all(local, mds).items():
                 total[c] += v
     if worldwide:
-        if os.path.exists(out_path) and not os.path.isdir(out_path):
-            raise ConfigError(f"merge-counts --out {out_path} is a file; worldwide counts are "
-                              "a directory of <lang>.parquet files: give a directory")
-        try:
-            os.makedirs(out_path, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"merge-counts --out {out_path}: cannot make it ({exc})") from None
+        from .outdir import ensure_dir
+
+        ensure_dir(out_path, "merge-counts --out")  # worldwide: a directory of <lang>.parquet
         for c, md in mds.items():
             _write_counts_file(os.path.join(out_path, f"{c}.parquet"), md, total[c])
         return np.concatenate(list(total.values()))

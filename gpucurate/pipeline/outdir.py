@@ -36,14 +36,7 @@ def resolve_out(out: str) -> str:
     real = os.path.realpath(out)
     if os.path.islink(out.rstrip(os.sep) or out):
         logger.info("--out %s is a symlink: writing to %s", out, real)
-    if os.path.exists(real) and not os.path.isdir(real):
-        raise ConfigError(f"--out {out} exists and is not a directory; give a directory "
-                          "(it is created when missing)")
-    try:
-        os.makedirs(real, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create the directory ({exc.strerror}); give a "
-                          "writable place") from None
+    ensure_dir(real, "--out", out)
     if not os.access(real, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: the directory is not writable; give a writable place")
     return real
@@ -96,6 +89,20 @@ class OutLock:
             finally:
                 os.close(self.fd)  # closing releases the lock
             self.fd = None
+
+
+def ensure_dir(path: str, flag: str, given: str | None = None) -> None:
+    """Make the directory ``path`` (the value ``given`` of ``flag``), or a
+    ConfigError saying why it cannot be."""
+    given = given or path
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag} {given} exists and is not a directory; give a directory "
+                          "(it is created when missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {given}: cannot create the directory ({exc.strerror}); give "
+                          "a writable place") from None
 
 
 def sweep_tmp(layout: OutputLayout, keep_own: bool = False) -> None:
