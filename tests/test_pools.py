@@ -192,3 +192,31 @@ def test_download_folder_null_keys_are_numbered_among_downloads(tmp_path):
                on_bad_row="skip", device="cpu", report=False, batch_bytes=bb)
         got.append(pq.read_table(out / "rejected").column("row").to_pylist())
     assert got[0] == got[1] == [1, 3]
+
+
+def test_globs_walk_the_directories_they_match_and_names_ignore_order(tmp_path):
+    """A glob matching a directory (Spark's x.parquet/ of parts) reads its
+    files; a file reached by two arguments takes one name whatever their
+    order (the default key hashes it, so the curated set was order-dependent)."""
+    from gpucurate import cli
+
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    d = tmp_path / "spark"
+    os.makedirs(d / "x.parquet")
+    pq.write_table(pa.table({"text": ["a dog", "a cat"]}), d / "x.parquet" / "part-0.parquet")
+    pq.write_table(pa.table({"text": ["a dog"]}), d / "y.parquet")
+    base = ["curate", "--metadata", str(meta), "--t", "1", "--device", "cpu", "--quiet",
+            "--no-report"]
+    assert cli.main(base + ["--input", str(d / "*.parquet"), "--out", str(tmp_path / "o1")]) == 0
+    assert json.load(open(tmp_path / "o1" / "summary.json"))["pool"] == 3
+    os.makedirs(tmp_path / "nest" / "sub")
+    pq.write_table(pa.table({"text": [f"a dog {i}" for i in range(300)]}),
+                   tmp_path / "nest" / "sub" / "a.parquet")
+    one, two = str(tmp_path / "nest"), str(tmp_path / "nest" / "sub" / "a.parquet")
+    rows = []
+    for i, args in enumerate(([one, two], [two, one])):
+        out = tmp_path / f"n{i}"
+        assert cli.main(base + ["--input", *args, "--out", str(out)]) == 0
+        rows.append(pq.read_table(out / "curated").column("text").to_pylist())
+    assert rows[0] == rows[1]

@@ -98,22 +98,12 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             continue
         if glob.has_magic(arg):
             base = _glob_prefix(arg)
-            hits = [p for p in glob.glob(arg, recursive=True) if not os.path.isdir(p)]
-            pairs = [(p, os.path.relpath(p, base)) for p in hits]
+            pairs = []  # a directory it matches (Spark's x.parquet/ of parts) is walked
+            for p in sorted(glob.glob(arg, recursive=True)):
+                pairs += _walk(p, skips, base) if os.path.isdir(p) else \
+                    [(p, os.path.relpath(p, base))]
         elif os.path.isdir(arg):
-            pairs = []
-            seen = set()  # linked directories are followed, each directory read once
-            for root, dirs, files in os.walk(arg, followlinks=True):
-                dirs.sort()
-                files.sort()
-                real = os.path.realpath(root)
-                if real in seen or any(_under(real, sk) for sk in skips):
-                    dirs[:] = []
-                    continue
-                seen.add(real)
-                for f in files:
-                    p = os.path.join(root, f)
-                    pairs.append((p, os.path.relpath(p, arg)))
+            pairs = _walk(arg, skips, arg)
         elif os.path.lexists(arg):
             pairs = [(arg, os.path.basename(arg))]
         else:
@@ -130,7 +120,8 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             real = _regular(p)
             if any(_under(real, sk) for sk in skips):
                 continue  # the run's own outputs are never inputs
-            found.setdefault(real, (n, p))
+            if real not in found or n < found[real][0]:  # reached twice: one name, any order
+                found[real] = (n, p)
             n_kept += 1
         if not n_kept:
             raise InputError(f"input {arg} holds no shard outside the output directory {shown}")
@@ -146,6 +137,26 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
         names[n] = p
     return [Shard(i, p, found[p][0], shard_format(found[p][1]), compression_of(found[p][1]),
                   paired.get(p)) for i, p in enumerate(paths)]
+
+
+def _walk(top: str, skips: list, rel_to: str) -> list:
+    """(path, name relative to ``rel_to``) of every file below ``top``, in
+    sorted order; linked directories are followed, each directory read once,
+    and nothing under ``skips``."""
+    pairs = []
+    seen = set()
+    for root, dirs, files in os.walk(top, followlinks=True):
+        dirs.sort()
+        files.sort()
+        real = os.path.realpath(root)
+        if real in seen or any(_under(real, sk) for sk in skips):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for f in files:
+            p = os.path.join(root, f)
+            pairs.append((p, os.path.relpath(p, rel_to)))
+    return pairs
 
 
 def _stem(path: str) -> str:
