@@ -82,6 +82,9 @@ def _tar(shard: Shard, text_column: str | None, batch_bytes: int) -> Iterator[pa
                         emitted += len(rows)
                         rows, acc = [], 0
                 ext = ext.lower()
+                if ext in ("txt", "json") and ext in cur:
+                    raise InputError(f"{shard.path}: sample {cur_key!r} has a second .{ext} "
+                                     "member; keep one per sample")
                 if ext == "txt":
                     cur["txt"] = tf.extractfile(m).read()
                 elif ext == "json":

@@ -629,3 +629,29 @@ def test_tar_json_integers_past_2_53_are_never_rounded(tmp_path):
            report=False)
     got = pq.read_table(tmp_path / "o2" / "curated").column("id").to_pylist()
     assert got == [2, 9007199254740993]
+
+
+@pytest.mark.parametrize("names", [("a.txt", "a.TXT"), ("a.json", "a.json"), ("a.Json", "a.json")])
+def test_a_sample_with_two_captions_is_an_error(tmp_path, names):
+    """A sample with two .txt (or two .json) members, the extension in any
+    case: which one holds the caption is not clear (the last one was taken
+    without a word); an error naming the sample."""
+    import io as _io
+    import tarfile as _tarfile
+
+    from gpucurate.errors import InputError
+    from gpucurate.pipeline import curate
+
+    meta = tmp_path / "m.json"
+    meta.write_text('["cat"]')
+    with _tarfile.open(tmp_path / "a.tar", "w") as tf:
+        members = [("a.txt", b"a cat")] if "json" in names[0].lower() else []
+        members += [(n, b'{"x": 1}' if "json" in n.lower() else b"a cat") for n in names]
+        members += [("b.txt", b"a cat")]
+        for n, b in members:
+            ti = _tarfile.TarInfo(n)
+            ti.size = len(b)
+            tf.addfile(ti, _io.BytesIO(b))
+    with pytest.raises(InputError, match="sample 'a' has a second"):
+        curate(str(meta), [str(tmp_path / "a.tar")], str(tmp_path / "o"), t=100, device="cpu",
+               report=False)

@@ -63,7 +63,7 @@ F_TXT, F_JSON, F_REQUIRE_TXT = 1, 2, 4
 # statuses
 DONE, NEED_DATA, FULL_ROWS, FULL_KEYS, FULL_HASH, FULL_TXT, FULL_JSON = range(7)
 E_NO_EOA, E_TRUNC_HEADER, E_TRUNC_DATA, E_LONE_ZERO, E_BADSUM, E_BADNUM, E_MISSING_TXT, \
-    E_DUPKEY, E_SPARSE, E_PAX, E_NAMELONG, E_EXT_EOA, E_GLOBAL = range(-1, -14, -1)
+    E_DUPKEY, E_SPARSE, E_PAX, E_NAMELONG, E_EXT_EOA, E_GLOBAL, E_TWICE = range(-1, -15, -1)
 
 NAME_CAP = 1 << 16
 ROW_COLS = 6  # txt end, json start, json len, first member offset, .txt offset, .json offset
@@ -498,6 +498,10 @@ def _walk(b, base, at_eof, flags, st, keybuf, keyoff, htab, txtbuf, jsonbuf, row
                     st[OTXTOFF] = -1
                     st[OJSONOFF] = -1
                 if (ext == 1 and (flags & F_TXT)) or (ext == 2 and (flags & F_JSON)):
+                    if (ext == 1 and st[OTXT] >= 0) or (ext == 2 and st[OJSON] >= 0):
+                        st[ERR_OFF] = pos  # a second caption or metadata member: which one?
+                        st[ERR_ARG] = ext
+                        return E_TWICE
                     dend = c + BLOCK + size
                     if dend > end:
                         if not at_eof:
@@ -819,6 +823,12 @@ class _Scan:
             msg = (f"{w}: sample {k!r} reappears at byte {g} after other samples (its first "
                    f"members are row {o}); a WebDataset sample's members must be contiguous: "
                    "re-create the shard writing each sample's files together (sorted by key)")
+        elif code == E_TWICE:
+            ext = "txt" if int(st[ERR_ARG]) == 1 else "json"
+            msg = (f"{w}: sample {self.key(int(st[NS]))!r} has a second .{ext} member (any "
+                   f"case of the extension) at byte {off}; which one holds its "
+                   f"{'caption' if ext == 'txt' else 'fields'} is not clear (WebDataset refuses "
+                   "the sample too): keep one per sample")
         elif code == E_SPARSE:
             msg = (f"{w}: the member at byte {off} ({self._after()}) is a sparse file, which "
                    "WebDataset readers do not support; re-create the shard without --sparse")
