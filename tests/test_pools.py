@@ -220,3 +220,17 @@ def test_globs_walk_the_directories_they_match_and_names_ignore_order(tmp_path):
         assert cli.main(base + ["--input", *args, "--out", str(out)]) == 0
         rows.append(pq.read_table(out / "curated").column("text").to_pylist())
     assert rows[0] == rows[1]
+
+
+def test_limit_counts_the_rows_downloaded(tmp_path):
+    """--limit N over a download folder counts its rows downloaded (its
+    failed rows are no captions): N captions, reaching into the next shard."""
+    from gpucurate.pipeline import curate
+
+    _dl_folder(str(tmp_path / "dl"), n=6, failed=(1, 2))
+    pq.write_table(pa.table({"caption": ["a dog x"] * 5}), tmp_path / "dl" / "zz.parquet")
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    s = curate(str(meta), [str(tmp_path / "dl")], str(tmp_path / "o"), t=100, limit=6,
+               device="cpu", report=False)
+    assert s["pool"] == 6 and s["shards"] == 2

@@ -37,7 +37,9 @@ def _t_lang(v: str):
         raise argparse.ArgumentTypeError(f"--t-lang takes LANG=T (e.g. de=5000), not {v!r}")
 
 
-def _pool_args(p, need_t: bool):
+def _pool_args(p, need_t: bool, pass1: bool = True):
+    """The flags of curate, count and balance (``pass1``: those that act in
+    pass 1, which balance has not: --group-column, --save-matches)."""
     p.add_argument("--metadata", default=None,
                    help="metadata list: MetaCLIP's .json (a list of strings, id = index), or "
                         "UTF-8 text with one entry per line (or give --worldwide)")
@@ -50,9 +52,10 @@ def _pool_args(p, need_t: bool):
     p.add_argument("--t-lang", action="append", type=_t_lang, default=[], metavar="LANG=T",
                    help="with --worldwide: t of one language (repeatable); other languages get "
                         "p_to_t(counts, t_to_p(counts_en, --t))")
-    p.add_argument("--group-column", default=None,
-                   help="keep at most one caption per group (e.g. an image id with several "
-                        "alt-texts): one caption per group is picked by the pinned draw")
+    if pass1:
+        p.add_argument("--group-column", default=None,
+                       help="keep at most one caption per group (e.g. an image id with several "
+                            "alt-texts): one caption per group is picked by the pinned draw")
     p.add_argument("--input", nargs="+", action="extend", required=True, metavar="PATH",
                    help="caption shards: files, directories or globs of .parquet, .jsonl "
                         "(.gz, .zst) and WebDataset .tar; processed in sorted path order "
@@ -87,10 +90,11 @@ def _pool_args(p, need_t: bool):
                         f"bounding memory with the shards at once (default {DEFAULT_BATCH_BYTES})")
     p.add_argument("--limit", type=int, default=None,
                    help="curate only the first N captions of the pool (in shard order)")
-    p.add_argument("--save-matches", action="store_true",
-                   help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, text_id) "
-                        "uint32, and lang with --worldwide) in DIR/matches, for plan and "
-                        "rebalance (count and curate)")
+    if pass1:
+        p.add_argument("--save-matches", action="store_true",
+                       help="keep pass 1's matches (MetaCLIP's inverted index, (entry_id, "
+                            "text_id) uint32, and lang with --worldwide) in DIR/matches, for "
+                            "plan and rebalance")
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                    help="a malformed row (a bad jsonl line, a non-UTF-8 string, a null key): "
                         "error (default) stops the run naming it; skip leaves it out of the pool "
@@ -165,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True, metavar="FILE",
                    help="pool entry counts: an entry_counts.parquet (worldwide: an entry_counts/ "
                         "directory), a path or a URL (s3://, gs://, hf://, http(s)://)")
-    _pool_args(p, need_t=True)
+    _pool_args(p, need_t=True, pass1=False)
 
     p = sub.add_parser("demo", help="curate a built-in pool (no network, no data needed)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -191,12 +195,12 @@ def _config(a, **extra) -> CurateConfig:
         raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
     return CurateConfig(
         metadata=a.metadata, worldwide=a.worldwide, lang_column=a.lang_column,
-        t_lang=tuple(a.t_lang), group_column=a.group_column,
+        t_lang=tuple(a.t_lang), group_column=getattr(a, "group_column", None),
         inputs=tuple(a.input), out=a.out, t=getattr(a, "t", None),
         tail_fraction=getattr(a, "tail_fraction", None), text_column=a.text_column,
         key_column=a.key_column, seed=a.seed, device=a.device, reader=a.reader,
         batch_bytes=a.batch_bytes, threads=a.threads,
-        limit=a.limit, save_matches=a.save_matches, overwrite=a.overwrite,
+        limit=a.limit, save_matches=getattr(a, "save_matches", False), overwrite=a.overwrite,
         verify_inputs=a.verify_inputs, on_bad_row=a.on_bad_row,
         outputs=getattr(a, "outputs", "parquet"),
         samples_per_shard=getattr(a, "samples_per_shard", 10000),

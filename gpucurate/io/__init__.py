@@ -104,9 +104,18 @@ def choose_text_column(shards: list, given: str | None) -> str:
 
 
 def count_rows(shard: Shard) -> int:
-    """Rows of a shard (for --limit)."""
+    """Rows of a shard (for --limit): a download folder's, those downloaded."""
     if shard.fmt == "parquet":
-        from .parquet import count_parquet
+        from .parquet import count_parquet, open_parquet
+
+        if shard.tar is not None:
+            f = open_parquet(shard.path)
+            if "status" in f.schema_arrow.names:
+                import pyarrow.compute as pc
+
+                return sum(int(pc.sum(pc.equal(b.column(0).cast(pa.string()), "success"))
+                               .as_py() or 0)
+                           for b in f.iter_batches(batch_size=1 << 20, columns=["status"]))
         return count_parquet(shard.path)
     if shard.fmt == "jsonl":
         from .jsonl import count_lines
