@@ -234,3 +234,33 @@ def test_limit_counts_the_rows_downloaded(tmp_path):
     s = curate(str(meta), [str(tmp_path / "dl")], str(tmp_path / "o"), t=100, limit=6,
                device="cpu", report=False)
     assert s["pool"] == 6 and s["shards"] == 2
+
+
+def test_jsonl_field_kinds_do_not_depend_on_the_batch(tmp_path):
+    """A field holding a string in one row and a number in another (at the
+    top or inside a struct or a list) is an error whatever the batch size
+    (small batches turned the numbers into strings); a field of integers and
+    fractions, or nulls then values, reads the same in batches of any size."""
+    from gpucurate.pipeline import curate
+
+    meta = tmp_path / "m.json"
+    meta.write_text('["cat", "dog"]')
+    bad = [[{"text": "a cat", "m": {"b": "x"}}, {"text": "a dog", "m": {"b": 1}}],
+           [{"text": "a cat", "l": ["u"]}, {"text": "a dog", "l": [2]}],
+           [{"text": "a cat", "v": "7"}, {"text": "a dog", "v": 7}]]
+    for i, rows in enumerate(bad):
+        p = tmp_path / f"bad{i}.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for bb in (4, 1 << 20):
+            with pytest.raises(InputError):
+                curate(str(meta), [str(p)], str(tmp_path / f"o{i}-{bb}"), t=10, device="cpu",
+                       report=False, batch_bytes=bb)
+    good = [{"text": "a cat", "v": None}, {"text": "a dog", "v": 2}, {"text": "a cat", "v": 2.5}]
+    p = tmp_path / "good.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in good))
+    got = []
+    for bb in (4, 1 << 20):
+        out = tmp_path / f"g{bb}"
+        curate(str(meta), [str(p)], str(out), t=10, device="cpu", report=False, batch_bytes=bb)
+        got.append(pq.read_table(out / "curated").column("v").to_pylist())
+    assert got[0] == got[1] == [None, 2.0, 2.5]

@@ -202,14 +202,44 @@ def _merge(schema, new):
     return pa.schema(fields)
 
 
+def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether a later batch's values of type ``src`` may take an earlier
+    batch's type ``dst`` without changing kind: from nulls, between integers,
+    integers to fractions, strings to strings, and so inside lists and
+    structs. A number never becomes a string (one batch holding both is an
+    error: so is a file read in several)."""
+    t = pa.types
+    if t.is_null(src) or src == dst:
+        return True
+    if t.is_integer(src):
+        return t.is_integer(dst) or t.is_floating(dst)
+    if t.is_floating(src):
+        return t.is_floating(dst)
+    if t.is_string(src) or t.is_large_string(src):
+        return t.is_string(dst) or t.is_large_string(dst)
+    if (t.is_list(src) or t.is_large_list(src)) and (t.is_list(dst) or t.is_large_list(dst)):
+        return _widens(src.value_type, dst.value_type)
+    if t.is_struct(src) and t.is_struct(dst):
+        theirs = {dst.field(i).name: dst.field(i).type for i in range(dst.num_fields)}
+        return all(src.field(i).name in theirs and
+                   _widens(src.field(i).type, theirs[src.field(i).name])
+                   for i in range(src.num_fields))
+    return False
+
+
 def _conform(table, schema, shard, first_row):
     """Cast a later batch to the columns and types of the earlier ones."""
     cols, names = [], []
     for f in schema:
         if f.name in table.column_names:
             col = table.column(f.name)
-            if col.type != f.type and not pa.types.is_null(f.type):
+            if col.type != f.type and not pa.types.is_null(f.type) and not (
+                    pa.types.is_floating(col.type) and pa.types.is_integer(f.type)):
+                # (fractions after integers stay fractions: the shard's columns are
+                # unified as one batch would have read them, integers widened)
                 try:
+                    if not _widens(col.type, f.type):  # a string read as a number, ...
+                        raise ValueError("not the same kind of value")
                     col = col.cast(f.type)
                 except (pa.ArrowException, ValueError) as exc:
                     raise InputError(f"{shard.path}: field {f.name!r} in rows from {first_row} "
