@@ -35,10 +35,22 @@ def to_arrow(texts) -> pa.Array | pa.ChunkedArray:
     """A pyarrow string array from a list of ``str | None`` or an Arrow column."""
     if isinstance(texts, (pa.Array, pa.ChunkedArray)):
         return texts
+    if isinstance(texts, (str, bytes)):  # one caption is no list of them
+        raise InputError("captions: give a list of captions (one str is matched as a list of "
+                         f"its characters): [{texts!r}]"[:200])
     try:
         return pa.array(texts, pa.large_string())
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(f"captions must be str or None: {exc}") from None
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it
+        for i, x in enumerate(texts):
+            if isinstance(x, str):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InputError(f"captions: row {i} holds a lone surrogate ({x[:40]!r}), "
+                                     "which has no UTF-8; drop or fix the row") from None
+        raise
 
 
 def chunks_of(col) -> list[pa.Array]:

@@ -78,18 +78,50 @@ def keep(entry_ids, prob, keys, seed: int = 0) -> np.ndarray:
     """
     from .kernels.cpu import keep_range
 
+    from .errors import ConfigError
+
     lists = entry_ids if isinstance(entry_ids, (pa.Array, pa.ChunkedArray)) else \
         pa.array(entry_ids, pa.list_(pa.int32()))
     if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
+        lists = lists.combine_chunks() if lists.num_chunks else \
+            pa.array([], pa.list_(pa.int32()))
+    if lists.null_count:  # a caption with no list: no match
+        lists = pa.array([x if x is not None else [] for x in lists.to_pylist()],
+                         pa.list_(pa.int32()))
+    if lists.values.null_count:
+        raise InputError("entry_ids: a null id in a caption's list; give entry ids only")
     offsets = lists.offsets.to_numpy().astype(np.int64)
-    ids = lists.values.to_numpy(zero_copy_only=False).astype(np.int32)
+    ids = lists.values.to_numpy(zero_copy_only=False).astype(np.int64)
     if len(offsets) and offsets[0]:
         ids = ids[offsets[0]:]
         offsets = offsets - offsets[0]
-    k = np.asarray(keys)
-    if k.dtype != np.uint64:
-        k = key_hashes(pa.array(list(keys)), where="keys")
+    prob = np.asarray(prob, np.float64)
+    used = ids[:int(offsets[-1])] if len(offsets) else ids[:0]
+    if used.size and (int(used.min()) < 0 or int(used.max()) >= prob.size):
+        raise InputError(f"entry_ids: ids run from {int(used.min())} to {int(used.max())}, "
+                         f"but prob holds {prob.size} entries; give the probabilities of the "
+                         "metadata the ids index")
+    k = _key_array(keys)
+    if k.size != len(lists):
+        raise InputError(f"keys: {k.size} keys for {len(lists)} captions; give one per caption")
+    if isinstance(seed, bool) or not 0 <= int(seed) < 2**64:
+        raise ConfigError(f"seed must be in [0, 2**64), not {seed!r}")
     out = np.zeros(len(lists), np.uint8)
-    keep_range(ids, offsets, k, np.asarray(prob, np.float64), np.uint64(seed), out)
+    keep_range(used.astype(np.int32), offsets, k, prob, np.uint64(int(seed)), out)
     return out.astype(bool)
+
+
+def _key_array(keys) -> np.ndarray:
+    """uint64 keys of :func:`keep`: uint64 as they are, Python or NumPy
+    integers as their two's complement (as :func:`key_hashes` gives them),
+    strings hashed."""
+    if isinstance(keys, np.ndarray) and keys.dtype == np.uint64:
+        return keys
+    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        return key_hashes(keys, where="keys")
+    seq = list(keys)
+    if not seq:
+        return np.zeros(0, np.uint64)
+    if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq):
+        return np.array([int(x) & 0xFFFFFFFFFFFFFFFF for x in seq], np.uint64)
+    return key_hashes(pa.array(seq), where="keys")

@@ -248,3 +248,33 @@ def test_cpu_vector_masks_equal_bytewise(raw, cut):
         got = cpu.R.token_masks(buf, q, end)
         want = py.delim_masks(buf, q, end)
         assert [int(x & keep) for x in got] == [int(x & keep) for x in want], (raw, q, end)
+
+
+def test_api_misuse_is_an_error_not_a_wrong_answer():
+    """keep() and Matcher.match given what they cannot use: an error, never
+    an answer read from outside the arrays (keep's kernel has no bounds
+    checks); and what they can use gives the pipeline's answer: Python int
+    keys past 2**63 mixed with small ones, empty inputs, null lists."""
+    import numpy as np
+    import pyarrow as pa
+
+    from gpucurate import Matcher, keep
+    from gpucurate.errors import ConfigError, InputError
+
+    k = np.array([2**63 + 5, 7], np.uint64)
+    assert keep([[0], [0]], [0.5], k).tolist() == keep([[0], [0]], [0.5], k.tolist()).tolist()
+    assert keep([], [0.5], []).size == 0
+    assert keep(pa.chunked_array([], pa.list_(pa.int32())), [0.5], []).size == 0
+    assert keep([None, [0]], [1.0], [1, 2]).tolist() == [False, True]
+    for bad in (lambda: keep([[5], [100000]], np.array([.5, .5]), np.array([1, 2], np.uint64)),
+                lambda: keep([[0], [1], []], [.5, .5], np.array([1], np.uint64)),
+                lambda: keep([[0, None]], [.5], [1]),
+                lambda: keep([[-1]], [.5], [1]),
+                lambda: keep([[0]], [.5], [1], seed=-1)):
+        with pytest.raises((InputError, ConfigError)):
+            bad()
+    m = Matcher(["dog"], device="cpu", threads=1)
+    with pytest.raises(InputError, match="a list of captions"):
+        m.match("dog")
+    with pytest.raises(InputError, match="row 1 holds a lone surrogate"):
+        m.match(["a dog", "dog \ud800"])

@@ -502,6 +502,11 @@ def test_report_uses_pass2_kept_counts_and_they_equal_the_parts(run_dir, tmp_pat
     np.savez(k, **a)
     assert np.array_equal(_load(str(d))["after"] - want,
                           np.bincount(a["all.ids"], minlength=n) * 7)
+    d = tmp_path / "neither"  # no kept counts and no parts: "after" is unknown, not zeros
+    shutil.copytree(run_dir, d)
+    shutil.rmtree(d / "work" / "pass2")
+    shutil.rmtree(d / "curated")
+    assert _load(str(d))["after"] is None
 
 
 def test_head_order_is_a_stable_sort_of_the_head():

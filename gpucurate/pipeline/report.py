@@ -184,8 +184,12 @@ def _load(out: str, metadata: dict | None = None) -> dict:
     pool, futures, stop = None, [], threading.Event()
     kept = _kept_of_run(layout, summary, before.size, main or ALL) \
         if summary.get("curated") is not None else None
-    if summary.get("curated") is not None and kept is None:
-        parts = sorted(glob.glob(os.path.join(glob.escape(layout.curated_dir), "part-*.parquet")))
+    # neither the kept counts nor the parts (a run of --outputs without parquet,
+    # whose work/ is gone): "after" is unknown, never shown as zeros
+    parts = sorted(glob.glob(os.path.join(glob.escape(layout.curated_dir), "part-*.parquet")))
+    after_known = kept is not None or (summary.get("curated") is not None and
+                                       (bool(parts) or not summary.get("curated")))
+    if summary.get("curated") is not None and kept is None and after_known:
         work = _part_counter(parts, before.size, main, stop)
         k = min(READERS, len(parts), os.cpu_count() or 1)
         if k > 1:
@@ -207,7 +211,7 @@ def _load(out: str, metadata: dict | None = None) -> dict:
         after = None
         if kept is not None:
             after = kept
-        elif summary.get("curated") is not None:
+        elif summary.get("curated") is not None and after_known:
             after = sum(f.result() for f in futures) if futures else work()
     finally:
         if pool is not None:
