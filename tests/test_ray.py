@@ -116,6 +116,36 @@ def test_ray_missing_names_the_extra(monkeypatch, tmp_path):
         RayExecutor(cfg)
 
 
+def test_ray_missing_is_said_before_dir_is_written(monkeypatch, tmp_path):
+    import sys
+
+    from gpucurate.errors import ConfigError
+    from gpucurate.pipeline import run
+
+    pq_path = tmp_path / "a.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a dog"]}), pq_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    cfg = CurateConfig(metadata=["dog"], inputs=(str(pq_path),), out=str(tmp_path / "o"), t=1,
+                       executor="ray", device="cpu", report=False)
+    with pytest.raises(ConfigError, match=r"pip install gpucurate\[ray\]"):
+        run(cfg)
+    assert not os.path.exists(tmp_path / "o" / "config.json")
+
+
+def test_ray_threads_past_any_node_are_refused(pools, metadata_path):
+    """--threads more than the largest node has: no worker could ever be
+    placed; an error saying so at once (it waited for the scheduling
+    timeout, then said to rerun)."""
+    root, outs = pools
+    pool, _ = outs["small"]
+    args = _args(metadata_path, pool, str(root / "ray-threads"), "--executor", "ray",
+                 "--threads", str((os.cpu_count() or 2) * 64))
+    assert main(args) == 2
+
+
 def test_ray_input_error_reaches_the_caller(pools, metadata_path):
     """An error raised in a worker (here: no such key column) surfaces as
     gpucurate's own error, exit code 2, as with the local executor."""

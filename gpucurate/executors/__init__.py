@@ -26,4 +26,12 @@ def make_executor(cfg: CurateConfig):
     return LocalExecutor()
 
 
-__all__ = ["LocalExecutor", "make_executor"]
+def check_executor(cfg: CurateConfig) -> None:
+    """What ``cfg.executor`` needs can be had (Ray importable), said before any work."""
+    if cfg.executor == "ray":
+        from .ray import _import_ray
+
+        _import_ray()
+
+
+__all__ = ["LocalExecutor", "check_executor", "make_executor"]

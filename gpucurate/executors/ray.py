@@ -449,6 +449,13 @@ class RayExecutor:
             n, opts = gpus, {"num_gpus": 1, "num_cpus": 1}
         else:
             device, threads = "cpu", cfg.threads or 1
+            biggest = max((int(nd.get("Resources", {}).get("CPU", 0)) for nd in ray.nodes()
+                           if nd.get("Alive")), default=0)
+            if threads > biggest > 0:  # no node could ever hold such a worker
+                raise ConfigError(f"--threads {threads} with --executor ray: the largest node "
+                                  f"of the Ray cluster has {biggest} CPUs, so no worker of "
+                                  f"{threads} threads can be placed; give --threads {biggest} "
+                                  "or less (or $GPUCURATE_THREADS)")
             n = max(1, int(avail.get("CPU", 1)) // threads)
             opts = {"num_cpus": threads}
         n = max(1, min(n, n_calls, int(self._max_workers or n)))

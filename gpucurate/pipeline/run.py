@@ -145,6 +145,9 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
                 shards: list, counts_file: str | None) -> dict:
     if cfg.worldwide:
         check_t_lang(cfg, mds)
+    from ..executors import check_executor
+
+    check_executor(cfg)  # Ray missing: said before DIR is written to
     # balance: the counts read before DIR is prepared (--counts DIR/entry_counts.parquet
     # with --overwrite: the file is among what is cleared)
     given = read_counts_all(counts_file, mds) if stage == "balance" else None
@@ -226,7 +229,9 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
             todo.append(c)
     if todo:
         t0 = time.perf_counter()
-        ex.prepare(setup, len(todo))  # tables, engines, a first compile: not the pass's time
+        # tables, engines, a first compile: not the pass's time; the fleet for every
+        # shard (a resumed run's next pass has more to do than this one)
+        ex.prepare(setup, len(calls))
         seconds["setup"] = seconds.get("setup", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         prog = RunProgress({"pass1": "pass 1", "pass2": "pass 2"}.get(name, name), len(calls))
