@@ -182,14 +182,16 @@ def _download_pairs(found: dict) -> dict:
     tars = {stem(p): p for p in found if shard_format(found[p][1]) == "tar"}
     out = {}
     for p in found:
-        if shard_format(found[p][1]) != "parquet" or not _is_download_parquet(found[p][1]):
+        if shard_format(found[p][1]) != "parquet":
             continue
         t = tars.get(stem(p))
         if t is None and "://" not in found[p][1]:
             beside = next((stem(p) + ext for ext in (".tar", ".tar.gz", ".tgz")
                            if os.path.isfile(stem(p) + ext)), None)
             t = os.path.realpath(beside) if beside else None
-        if t is not None:
+        # the footer is read only for a parquet with a tar of its name (a pool of
+        # parquet shards alone costs no request per shard here)
+        if t is not None and _is_download_parquet(found[p][1]):
             out[p] = t
     return out
 
