@@ -227,13 +227,32 @@ def test_s3_out_resumes(tmp_path, pool, s3, metadata_path):
     assert _rows(_download(client, "runs/r/", str(tmp_path / "got"))) == \
         _rows(tmp_path / "local")
     # another configuration is refused; --overwrite replaces the run's objects
-    with pytest.raises(ConfigError, match="holds another run"):
+    with pytest.raises(ConfigError, match=f"^{out} holds another run"):  # the URL, not the stage
         curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, **dict(KW, t=5))
     client.put_object(Bucket=BUCKET, Key="runs/r/curated/part-00009.parquet", Body=b"stale")
     curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, overwrite=True, **dict(KW, t=5))
     keys = list_keys(client, BUCKET, "runs/")
     assert "runs/r/curated/part-00009.parquet" not in keys
     assert "runs/rest/keep.parquet.tmp-1" in keys
+
+
+def test_s3_out_staged_in_a_dir_given_with_a_slash_and_no_parquet(tmp_path, pool, s3,
+                                                                  metadata_path, monkeypatch):
+    """$GPUCURATE_STAGE_DIR given with a trailing slash still publishes every
+    output; --outputs uids alone leaves no curated part in the bucket."""
+    client = s3[1]
+    monkeypatch.setenv("GPUCURATE_STAGE_DIR", str(tmp_path / "stage") + "/")
+    out = f"s3://{BUCKET}/runs/slash"
+    s = curate(str(metadata_path), [f"s3://{BUCKET}/pool"], out, **KW)
+    keys = list_keys(client, BUCKET, "runs/slash/")
+    assert s["curated"] > 0 and "runs/slash/summary.json" in keys
+    assert [k for k in keys if k.startswith("runs/slash/curated/part-")]
+    out = f"s3://{BUCKET}/runs/wds-alone"
+    curate(str(metadata_path), [f"s3://{BUCKET}/pool/w.tar"], out, outputs=("webdataset",),
+           **KW)
+    keys = list_keys(client, BUCKET, "runs/wds-alone/")
+    assert "runs/wds-alone/summary.json" in keys and [k for k in keys if "/curated-wds/" in k]
+    assert not [k for k in keys if "/curated/" in k]
 
 
 def test_s3_lock_object(tmp_path, pool, s3, metadata_path):
@@ -574,3 +593,74 @@ def test_http_listing_names_are_the_files_names(tmp_path):
     assert sorted(na) == sorted(nb) == ["a b.parquet", "é.parquet"]  # (URLs sort otherwise)
     key = lambda r: (r["text"], r["entry_ids"])  # noqa: E731
     assert a["curated"] == b["curated"] and ca == cb and sorted(ra, key=key) == sorted(rb, key=key)
+
+
+def test_http_queries_globs_versions_and_prefixes(tmp_path, metadata_path):
+    """http(s): a URL with a query string is one object (a signed or download
+    link), named without the query; globs are written as the names are (with
+    spaces, non-ASCII); an object rewritten at the same size is seen as
+    changed (Last-Modified); a directory URL read by ``local_path`` is a
+    directory."""
+    from gpucurate.io.fs import local_path, url_shards
+
+    d = tmp_path / "www"
+    os.makedirs(d / "counts")
+    t = pa.table({"text": [f"a dog {i}" for i in range(50)]})
+    for name in ("a b.parquet", "é.parquet", "c.parquet", "counts/en.parquet"):
+        pq.write_table(t, d / name, compression="none")
+    handler = functools.partial(_Quiet, directory=str(d))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    u = f"http://127.0.0.1:{srv.server_address[1]}"
+    meta = tmp_path / "m.json"
+    meta.write_text(json.dumps(["dog", "cat"]))
+    try:
+        assert [n for _, n in url_shards(f"{u}/a *.parquet")] == ["a b.parquet"]
+        assert [n for _, n in url_shards(f"{u}/é*.parquet")] == ["é.parquet"]
+        assert url_shards(f"{u}/c.parquet?download=1") == [(f"{u}/c.parquet?download=1",
+                                                           "c.parquet")]
+        with local_path(f"{u}/counts/") as p:
+            assert os.path.isdir(p) and os.listdir(p) == ["en.parquet"]
+        with local_path(f"{u}/c.parquet") as p:
+            assert os.path.isfile(p) and pq.read_table(p).equals(t)
+        out = str(tmp_path / "o")
+        kw = dict(KW, t=20)
+        s = curate(str(meta), [f"{u}/c.parquet?download=1"], out, **kw)
+        assert s["matched"] == 50
+        assert json.load(open(os.path.join(out, "stats", "shard-00000.json")))["shard"] == \
+            "c.parquet"
+        size = os.path.getsize(d / "c.parquet")
+        pq.write_table(pa.table({"text": [f"a cow {i}" for i in range(50)]}), d / "c.parquet",
+                       compression="none")
+        assert os.path.getsize(d / "c.parquet") == size
+        st = os.stat(d / "c.parquet")
+        os.utime(d / "c.parquet", ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+        with pytest.raises(ConfigError, match="changed since that run"):
+            curate(str(meta), [f"{u}/c.parquet?download=1"], out, **kw)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_gcs_prefix_spellings_and_single_objects(tmp_path, monkeypatch):
+    """gs:// and gcs:// name one store: an output spelled either way is kept
+    out of the inputs; a file key is listed as itself (a GCS listing of a
+    selector skips the object of its own name). The bucket is stood in for
+    by a local directory through pyarrow's filesystem API (no GCS server here)."""
+    import pyarrow.fs as pf
+
+    import gpucurate.io.fs as F
+
+    for p in ("bkt/data/a.parquet", "bkt/data/out/curated/part-00000.parquet"):
+        os.makedirs(os.path.dirname(tmp_path / p), exist_ok=True)
+        (tmp_path / p).write_bytes(b"x")
+    store = F._Arrow(pf.SubTreeFileSystem(str(tmp_path), pf.LocalFileSystem()), "gs")
+    monkeypatch.setattr(F, "_store_for", lambda scheme, netloc, pid: store)
+    for inp in ("gs://bkt/data", "gcs://bkt/data"):
+        for out in ("gs://bkt/data/out", "gcs://bkt/data/out/"):
+            assert F.url_shards(inp, exclude=out) == [("gs://bkt/data/a.parquet", "a.parquet")]
+    g = F._GcsOut("gs://bkt/data/out")
+    assert g.keys("data/out/curated/part-00000.parquet") == [
+        ("data/out/curated/part-00000.parquet", 1)]
+    assert g.keys("data/out/") == [("data/out/curated/part-00000.parquet", 1)]
+    assert g.keys("data/out/curated/part-00001.parquet") == []

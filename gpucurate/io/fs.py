@@ -44,6 +44,7 @@ import socket
 import tempfile
 import time
 import threading
+from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import ConfigError, InputError
 
@@ -171,21 +172,36 @@ class _Fsspec:
         except (FileNotFoundError, OSError):
             return None, None, None
         kind = "dir" if d.get("type") == "directory" else "file"
-        mtime = d.get("mtime") or d.get("last_modified") or d.get("LastModified")
-        if hasattr(mtime, "timestamp"):
-            mtime = int(mtime.timestamp() * 1e9)
-        elif isinstance(mtime, (int, float)):
-            mtime = int(mtime * 1e9)
-        else:
-            mtime = d.get("ETag") or d.get("etag") or d.get("last_commit") and str(
-                d["last_commit"]) or None
-        return kind, d.get("size"), mtime
+        return kind, d.get("size"), _version_of(d)
 
     def find(self, path: str) -> list[str]:
         return sorted(self.fs.find(path))
 
     def open(self, path: str):
         return self.fs.open(path, "rb")
+
+
+def _version_of(d: dict):
+    """What an fsspec ``info`` tells of an object's version: its modification
+    time in ns, else a version tag (HTTP: the ``ETag``, ``Last-Modified``,
+    ``Content-MD5`` or ``Digest`` header; hf://: the git blob id, or the LFS
+    file's SHA-256); None when the backend gives none (then the run
+    fingerprint knows the size alone: ``--verify-inputs`` hashes the content)."""
+    mtime = d.get("mtime") or d.get("last_modified") or d.get("LastModified")
+    if hasattr(mtime, "timestamp"):
+        return int(mtime.timestamp() * 1e9)
+    if isinstance(mtime, (int, float)):
+        return int(mtime * 1e9)
+    if d.get("ETag") or d.get("etag"):
+        return d.get("ETag") or d.get("etag")
+    tags = [f"{k}={d[k]}" for k in ("Last-Modified", "Content-MD5", "Digest", "blob_id")
+            if d.get(k)]
+    lfs = d.get("lfs")
+    if isinstance(lfs, dict) and lfs.get("sha256"):
+        tags.append(f"sha256={lfs['sha256']}")
+    if not tags and d.get("last_commit"):
+        tags.append(f"last_commit={d['last_commit']}")
+    return " ".join(tags) or None
 
 
 @functools.lru_cache(maxsize=None)
@@ -313,14 +329,12 @@ def local_path(path: str):
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="gpucurate-copy-") as dest:
-        try:
-            stat_input(path)
-            single = True
-        except InputError:
-            single = False
         pairs = url_shards(path)
         if not pairs:
             raise InputError(f"{path} does not exist (no object, nothing below it as a prefix)")
+        # one object when the path names it (an http directory answers as a page
+        # of its own, so an object's existence does not tell)
+        single = len(pairs) == 1 and _canon(pairs[0][0]).rstrip("/") == _canon(path).rstrip("/")
         for u, name in pairs:
             local = os.path.join(dest, *name.split("/"))
             os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -348,6 +362,11 @@ def _match(pat: list[str], path: list[str]) -> bool:
     return bool(path) and fnmatch.fnmatchcase(path[0], pat[0]) and _match(pat[1:], path[1:])
 
 
+def _canon(url: str) -> str:
+    """A URL with ``gcs://`` written ``gs://`` (the two name one store)."""
+    return "gs://" + url[len("gcs://"):] if url[:6].lower() == "gcs://" else url
+
+
 def url_shards(arg: str, exclude=None) -> list[tuple[str, str]]:
     """(URL, name) of the objects an URL argument names, the name relative to
     the argument as for local paths: an object's base name, a prefix's path
@@ -357,10 +376,12 @@ def url_shards(arg: str, exclude=None) -> list[tuple[str, str]]:
     scheme = scheme_of(arg)
     http = scheme in ("http", "https")
     path = path.rstrip("/") if not http else path
-    if any(c in arg.split("://", 1)[1] for c in "*?["):
+    # http(s): a ``?`` starts the query (a signed or download URL), no glob
+    where = urlsplit(arg).path if http else arg.split("://", 1)[1]
+    if any(c in where for c in ("*[" if http else "*?[")):
         base = _glob_base(path)
-        if http:
-            hits = store.fs.glob(path)
+        if http:  # matched against the page's links, which are percent-encoded
+            hits = store.fs.glob(quote(path, safe="/:*[]!%?=&@+,;$~"))
         else:
             pat = path.split("/")
             hits = [p for p in store.find(base) if _match(pat, p.split("/"))]
@@ -374,7 +395,8 @@ def url_shards(arg: str, exclude=None) -> list[tuple[str, str]]:
         if http and path.endswith("/"):  # a listed directory (links of its index page)
             kind = "dir"
         if kind == "file":
-            pairs = [(store.url(path), posixpath.basename(path.rstrip("/")))]
+            name = urlsplit(path).path if http else path
+            pairs = [(store.url(path), posixpath.basename(name.rstrip("/")))]
         elif kind == "dir":
             root = path.rstrip("/")
             hits = store.find(path if http else root)
@@ -386,11 +408,9 @@ def url_shards(arg: str, exclude=None) -> list[tuple[str, str]]:
                              "shards (and check the bucket name)")
     for ex in ((exclude,) if isinstance(exclude, str) else exclude or ()):
         if ex and is_url(ex):
-            top = ex.rstrip("/") + "/"
-            pairs = [(u, n) for u, n in pairs if not u.startswith(top)]
+            top = _canon(ex).rstrip("/") + "/"
+            pairs = [(u, n) for u, n in pairs if not _canon(u).startswith(top)]
     if http:  # names as the files have them (a listing's links are percent-encoded)
-        from urllib.parse import unquote
-
         pairs = [(u, unquote(n)) for u, n in pairs]
     return pairs
 
@@ -404,7 +424,9 @@ _SKIP_DOWN = ("report/", "curated-wds/", "rejected/")
 def _stage_base() -> str:
     """Where outputs bound for a URL are staged: ``$GPUCURATE_STAGE_DIR``, else
     the temporary directory. Each node of a Ray cluster stages on its own disk."""
-    return os.environ.get("GPUCURATE_STAGE_DIR") or os.path.join(
+    given = os.environ.get("GPUCURATE_STAGE_DIR")
+    # absolute and without a trailing separator: staged paths are compared with it
+    return os.path.abspath(os.path.expanduser(given)) if given else os.path.join(
         tempfile.gettempdir(), f"gpucurate-out-{os.getuid()}")
 
 
@@ -526,10 +548,16 @@ class _GcsOut:
                       destination_filesystem=self.store.fs)
 
     def keys(self, under: str) -> list[tuple[str, int]]:
+        """The object ``under`` names, if any, and the objects below it as a
+        directory (a listing of a selector skips the object of its own name)."""
         import pyarrow.fs as pf
 
-        sel = pf.FileSelector(f"{self.bucket}/{under.rstrip('/')}", recursive=True,
-                              allow_not_found=True)
+        path = f"{self.bucket}/{under.rstrip('/')}"
+        if not under.endswith("/"):
+            fi = self.store.fs.get_file_info(path)
+            if fi.type == pf.FileType.File:
+                return [(under, fi.size)]
+        sel = pf.FileSelector(path, recursive=True, allow_not_found=True)
         return [(fi.path[len(self.bucket) + 1:], fi.size)
                 for fi in self.store.fs.get_file_info(sel) if fi.type == pf.FileType.File]
 

@@ -64,6 +64,11 @@ def _regular(path: str) -> str:
     return os.path.realpath(path)
 
 
+def _unqueried(url: str) -> str:
+    """An http(s) URL without its query (``?download=1``, a signature)."""
+    return url.split("?", 1)[0] if url[:5].lower() in ("http:", "https") else url
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -89,12 +94,13 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
     for arg in [a for x in map(os.fspath, inputs)
                 for a in ([x] if os.path.lexists(x) else expand_braces(x))]:
         if is_url(arg):  # objects: no symlinks, no FIFOs; the URL is the path
-            kept = [(u, n) for u, n in url_shards(arg, exclude) if shard_format(u)]
+            # the format by the object's name (an http URL's query is no part of it)
+            kept = [(u, n) for u, n in url_shards(arg, exclude) if shard_format(_unqueried(u))]
             if not kept:
                 raise InputError(f"input {arg} holds no {KINDS} shard"
                                  + (f" outside the output {shown}" if shown else ""))
             for u, n in kept:
-                found.setdefault(u, (n, u))
+                found.setdefault(u, (n, _unqueried(u)))
             continue
         if glob.has_magic(arg):
             base = _glob_prefix(arg)

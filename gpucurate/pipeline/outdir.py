@@ -20,7 +20,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError
 from ..io import Shard, atomic_write_json
 from ..io.atomic import TMP
-from ..io.fs import is_url, remote_out, stage_dir, unpublish, url_identity
+from ..io.fs import is_url, remote_of, remote_out, stage_dir, unpublish, url_identity
 from ..log import logger
 from .layout import OutputLayout
 
@@ -220,8 +220,13 @@ def _balancing_only(old: dict, doc: dict, layout: OutputLayout, stage: str) -> b
     from ..log import logger
 
     logger.info("%s stopped before pass 2: its pass 1 is kept, balanced with this run's %s",
-                layout.root, ", ".join(k for k in BALANCING if was.get(k) != doc.get(k)))
+                _shown(layout), ", ".join(k for k in BALANCING if was.get(k) != doc.get(k)))
     return True
+
+
+def _shown(layout: OutputLayout) -> str:
+    """DIR as the user gave it: an output URL rather than its staging directory."""
+    return remote_of(layout.root) or layout.root
 
 
 def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) -> str:
@@ -243,7 +248,7 @@ def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) 
             if done and not cfg.overwrite:
                 change = describe_change(old.get("fingerprint_doc") or {}, doc) \
                     if old.get("fingerprint_doc") else "the configuration differs"
-                raise ConfigError(f"{layout.root} holds another run: {change}. Pass "
+                raise ConfigError(f"{_shown(layout)} holds another run: {change}. Pass "
                                   "--overwrite to replace it, or choose another --out")
             # replaced (--overwrite), or another run's leftovers that completed no
             # shard (a spill, saved matches, parsed rows): none is this run's
@@ -252,7 +257,7 @@ def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) 
     elif done or any(os.path.lexists(p) for p in layout.outputs()):
         # outputs without the config.json that says whose they are
         if done and not cfg.overwrite:
-            raise ConfigError(f"{layout.root} holds outputs of a run whose config.json is "
+            raise ConfigError(f"{_shown(layout)} holds outputs of a run whose config.json is "
                               "gone, so they cannot be known as this run's. Pass --overwrite "
                               "to replace them, or choose another --out")
         for p in layout.outputs():

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
 from ..io import Shard, atomic_write_bytes
-from ..io.fs import fetch
+from ..io.fs import fetch, unpublish
 from ..log import logger
 from .layout import OutputLayout
 
@@ -200,5 +200,7 @@ def write_outputs(cfg, layout: OutputLayout, shards: list[Shard], p2: list,
 def drop_unrequested(cfg, layout: OutputLayout) -> None:
     """Without ``parquet`` in --outputs: remove the curated parts, once every
     requested output is whole."""
-    if "parquet" not in cfg.outputs and os.path.isdir(layout.curated_dir):
-        shutil.rmtree(layout.curated_dir)
+    if "parquet" not in cfg.outputs:
+        if os.path.isdir(layout.curated_dir):
+            shutil.rmtree(layout.curated_dir)
+        unpublish(layout.curated_dir)  # OUT on a bucket: the parts' objects too
