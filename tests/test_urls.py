@@ -664,3 +664,18 @@ def test_gcs_prefix_spellings_and_single_objects(tmp_path, monkeypatch):
         ("data/out/curated/part-00000.parquet", 1)]
     assert g.keys("data/out/") == [("data/out/curated/part-00000.parquet", 1)]
     assert g.keys("data/out/curated/part-00001.parquet") == []
+
+
+def test_object_versions_of_fsspec_infos():
+    """What an fsspec ``info`` gives for an object's version, as each backend
+    spells it (dicts shaped as HTTPFileSystem and HfFileSystem return them)."""
+    from gpucurate.io.fs import _version_of
+
+    assert _version_of({"name": "u", "size": 3, "ETag": '"a1"'}) == '"a1"'
+    assert _version_of({"size": 3, "Last-Modified": "Tue, 08 Dec 2026 00:00:00 GMT"}) == \
+        "Last-Modified=Tue, 08 Dec 2026 00:00:00 GMT"
+    assert _version_of({"size": 3, "blob_id": "9f", "lfs": None}) == "blob_id=9f"
+    assert _version_of({"size": 3, "blob_id": "9f", "lfs": {"sha256": "ab"}}) == \
+        "blob_id=9f sha256=ab"
+    assert _version_of({"size": 3, "mtime": 1.5}) == 1_500_000_000
+    assert _version_of({"size": 3}) is None
