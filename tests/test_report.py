@@ -348,6 +348,14 @@ def test_report_of_a_worldwide_layout_counts_its_language_only(run_dir, tmp_path
     for a, cells in p.tables["head"]:
         assert int(cells[4]) == want[int(a["data-entry-id"])]
     assert set(_keyed(p.tables["languages"], "data-lang")) == {"en", "de"}
+    # en in the pool but matched nothing (not balanced): the plots show de
+    shutil.copy(d / "entry_counts" / "en.parquet", d / "entry_counts" / "de.parquet")
+    s["languages"] = {"en": {"pool": 10, "matched": 0, "t": None},
+                      "de": {"pool": 5, "matched": 5, "t": 7}}
+    (d / "summary.json").write_text(json.dumps(s))
+    text = open(write_report(d), encoding="utf-8").read()
+    assert "language <b>de</b>" in text and "the funnel and the shards show every" in text
+    assert "No t" not in text
 
 
 def test_report_rejects_entry_ids_outside_the_counts(run_dir, tmp_path):

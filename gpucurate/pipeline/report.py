@@ -167,8 +167,10 @@ def _load(out: str, metadata: dict | None = None) -> dict:
     main = None
     ww = bool(langs) and not os.path.exists(layout.entry_counts)
     if ww:
-        # worldwide: the plots show one language (en, else the largest pool)
-        main = "en" if langs.get("en", {}).get("pool") else max(langs, key=lambda c: langs[c]["pool"])
+        # worldwide: the plots show one language: en, else the largest pool, of
+        # the languages with a match (a language that matched nothing was not balanced)
+        some = {c: v for c, v in langs.items() if v.get("matched")} or langs
+        main = "en" if some.get("en", {}).get("pool") else max(some, key=lambda c: some[c]["pool"])
         summary = dict(summary, t=langs[main].get("t"))
         counts_file = layout.entry_counts_of(main)
     else:
@@ -575,8 +577,10 @@ def _html(d: dict, svgs: dict[str, str]) -> str:
         f'{_num(v.get("matched"))}{_num(v.get("curated"))}{_num(v.get("t"))}</tr>'
         for code, v in sorted(d.get("languages", {}).items())]
     if d.get("main"):
-        sub += (f". Worldwide run: the plots and tables below show language "
-                f"<b>{e(d['main'])}</b>; every language is in the table that follows")
+        sub += (f". Worldwide run: the entries' plots and tables below (captions per "
+                f"entry, cumulative share, counts, head entries) show language "
+                f"<b>{e(d['main'])}</b>; the languages table, the funnel and the shards "
+                "show every language together")
     sections = [
         f"<h1>gpucurate report</h1><p>{sub}</p><p>{head_text}</p>"
         + ("<h2>Languages</h2>" + _table("languages", ["language", "pool", "matched",
