@@ -317,6 +317,55 @@ def test_plan_finds_the_nearest_t(saved_run, capsys):
         assert ee == pytest.approx(_brute_expected(out, tt), abs=1e-6)
 
 
+def test_plan_of_matches_split_mid_caption_and_six_digit_shards(saved_run, tmp_path):
+    """The same plan when the saved matches' row groups end inside a caption's
+    pairs (a batch with more pairs than a row group holds) and when shard
+    numbers reach six digits (shard-100001)."""
+    import shutil
+
+    _, out = saved_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    files = sorted(glob.glob(str(copy / "matches" / "*.parquet")))
+    for f in files:
+        t = pq.read_table(f)
+        pq.write_table(t, f, row_group_size=7)
+        tid = t.column("text_id").to_numpy()
+        assert np.any(tid[6:-1:7] == tid[7::7])  # some group ends inside a caption
+    os.rename(copy / "work" / "pass1" / "shard-00001.json",
+              copy / "work" / "pass1" / "shard-100001.json")
+    os.rename(copy / "matches" / "shard-00001.parquet", copy / "matches" / "shard-100001.parquet")
+    assert plan(str(copy), 300) == plan(out, 300)
+
+
+def test_plan_of_a_grouped_run_counts_the_chosen_captions(tmp_path):
+    """A run with --group-column keeps at most each group's chosen caption:
+    plan's expected sizes are those of the chosen captions (brute force)."""
+    os.makedirs(tmp_path / "in")
+    n = 1000
+    pq.write_table(pa.table({"caption": ["a dog" if i % 2 else "a cat and a dog" if i % 3
+                                         else "a cat" for i in range(n)],
+                             "img": [i % 40 for i in range(n)]}), tmp_path / "in" / "s.parquet")
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    out = str(tmp_path / "out")
+    curate(str(meta), [str(tmp_path / "in")], out, t=1000, group_column="img", device="cpu",
+           report=False, save_matches=True)
+    d = plan(out, 300)
+    assert d["one_per_group"] and d["matched_captions"] == 40 and d["expected_curated"] <= 40
+    chosen = np.load(os.path.join(out, "work", "groups", "shard-00000.npy"))
+    counts = pq.read_table(os.path.join(out, "entry_counts.parquet")).column("count").to_numpy()
+    m = pq.read_table(os.path.join(out, "matches", "shard-00000.parquet"))
+    e, tid = m.column("entry_id").to_numpy(), m.column("text_id").to_numpy()
+    sel = np.isin(tid, chosen)
+    for t, expected in d["table"]:
+        p = np.minimum(1.0, t / counts[e[sel]].astype(float))
+        keepnot = np.ones(n)
+        np.multiply.at(keepnot, tid[sel], 1 - p)
+        assert expected == pytest.approx(float(np.sum(1 - keepnot[np.unique(tid[sel])])),
+                                         abs=1e-6)
+
+
 def test_plan_needs_saved_matches(base_parquet_run):
     with pytest.raises(ConfigError, match="--save-matches"):
         plan(base_parquet_run, 100)

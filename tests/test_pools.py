@@ -264,3 +264,20 @@ def test_jsonl_field_kinds_do_not_depend_on_the_batch(tmp_path):
         curate(str(meta), [str(p)], str(out), t=10, device="cpu", report=False, batch_bytes=bb)
         got.append(pq.read_table(out / "curated").column("v").to_pylist())
     assert got[0] == got[1] == [None, 2.0, 2.5]
+
+
+def test_limit_counts_the_rows_left_after_bad_rows_are_skipped(tmp_path):
+    """--limit N with --on-bad-row skip: a skipped row is no part of the pool,
+    so N captions come from the rows that pass, reaching into the next shard."""
+    from gpucurate.pipeline import curate
+
+    os.makedirs(tmp_path / "in")
+    bad = pa.array([b"a dog", b"a \xff dog", b"a cat", b"a dog"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"caption": bad}), tmp_path / "in" / "a.parquet")
+    pq.write_table(pa.table({"caption": ["a cat", "a dog", "a cat"]}), tmp_path / "in" / "b.parquet")
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    for limit, shards in ((3, 1), (4, 2), (5, 2), (9, 2)):
+        s = curate(str(meta), [str(tmp_path / "in")], str(tmp_path / f"o{limit}"), t=100,
+                   limit=limit, on_bad_row="skip", device="cpu", report=False)
+        assert (s["pool"], s["rejected"], s["shards"]) == (min(limit, 6), 1, shards), limit

@@ -65,7 +65,10 @@ class MatchIndex:
             self.tmp, self.schema, compression="zstd",
             use_dictionary=["entry_id"] + (["lang"] if langs is not None else []),
             column_encoding={"text_id": "DELTA_BINARY_PACKED"})
-        self.behind = Behind(self.writer.write_table, name="gpucurate-matches")
+        # a batch is one row group, whatever its number of pairs (the writer's
+        # default limit would end a group inside a caption's pairs)
+        self.behind = Behind(lambda t: self.writer.write_table(t, row_group_size=max(
+            1, t.num_rows)), name="gpucurate-matches")
 
     def write(self, lens: np.ndarray, ids: np.ndarray, li: np.ndarray | None,
               first: int) -> None:

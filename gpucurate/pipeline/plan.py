@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 import numba
 import numpy as np
@@ -202,6 +203,9 @@ class SizeModel:
 
 
 # ---------------------------------------------------------------- a run's saved matches
+_MARKER = re.compile(r"shard-(\d+)\.json")
+
+
 def saved_match_files(root: str) -> list:
     """The matches files of the run in ``root`` (one per shard it read), or an
     error saying how to make them."""
@@ -214,8 +218,8 @@ def saved_match_files(root: str) -> list:
         raise ConfigError(f"{root} has no pass 1 (no work/pass1/shard-*.json); give the --out "
                           "of a count or curate run made with --save-matches")
     files = []
-    for m in markers:
-        i = int(os.path.basename(m)[6:11])
+    for i in sorted(int(x.group(1)) for x in map(_MARKER.fullmatch, map(os.path.basename, markers))
+                    if x):  # NNNNN: five digits or more
         p = layout.matches(i)
         if not os.path.exists(p):
             raise ConfigError(f"{root} has no saved matches ({p} is missing): rerun count or "
@@ -240,25 +244,71 @@ def run_counts(root: str) -> np.ndarray:
 
 
 def iter_matches(path: str, columns=("entry_id", "text_id")):
-    """Row groups (one pass-1 batch each) of a matches file as numpy arrays."""
+    """The pairs of a matches file as numpy arrays, row group by row group,
+    each caption's pairs in one piece: a row group ends inside a caption when
+    a batch had more pairs than the writer's row-group limit (text ids rise
+    through the file, so the last caption of a group is carried to the next)."""
     f = pq.ParquetFile(path)
     if "lang" in f.schema_arrow.names:
         raise ConfigError(f"{path}: the matches of a worldwide run; plan and rebalance --target-"
                           "size cover MetaCLIP 1 runs")
+    read = list(dict.fromkeys([*columns, "text_id"]))
+    ti = read.index("text_id")
+    carry = None
     for g in range(f.metadata.num_row_groups):
-        t = f.read_row_group(g, columns=list(columns), use_threads=False)
-        yield tuple(t.column(c).to_numpy() for c in columns)
+        t = f.read_row_group(g, columns=read, use_threads=False)
+        arrs = [t.column(c).to_numpy() for c in read]
+        if carry is not None:
+            arrs = [np.concatenate([a, b]) for a, b in zip(carry, arrs)]
+        tid = arrs[ti]
+        if not tid.size:
+            carry = arrs
+            continue
+        cut = int(np.searchsorted(tid, tid[-1], "left")) if bool(
+            np.all(tid[1:] >= tid[:-1])) else 0
+        carry = [a[cut:] for a in arrs]
+        if cut:
+            yield tuple(arrs[read.index(c)][:cut] for c in columns)
+    if carry is not None and carry[ti].size:
+        yield tuple(carry[read.index(c)] for c in columns)
+
+
+def _group_column(root: str):
+    try:
+        with open(OutputLayout(root).config, encoding="utf-8") as f:
+            return (json.load(f).get("config") or {}).get("group_column")
+    except (OSError, ValueError):
+        return None
 
 
 def model_of_run(root: str) -> SizeModel:
+    """The expected curated size of the run in ``root`` as a function of t:
+    of its matched captions, or (a run with --group-column) of the one
+    caption each group chose, the only ones that may be kept."""
     files = saved_match_files(root)
     counts = run_counts(root)
     model = SizeModel(counts)
-    for _i, path in files:
+    layout = OutputLayout(root)
+    grouped = _group_column(root) is not None
+    pairs = 0
+    for i, path in files:
+        chosen = None
+        if grouped:
+            if not os.path.exists(layout.groups(i)):
+                raise ConfigError(f"{root} is a run with --group-column whose chosen rows "
+                                  f"({layout.groups(i)}) are gone; rerun it (the same command)")
+            rows = np.load(layout.groups(i))
+            chosen = np.zeros(int(rows.max()) + 1 if rows.size else 0, bool)
+            chosen[rows] = True
         for e, t in iter_matches(path):
+            pairs += int(e.size)
+            if chosen is not None:
+                m = t < chosen.size
+                m[m] = chosen[t[m]]
+                e, t = e[m], t[m]
             model.add(e, t)
-    if model.pairs != int(counts.sum()):
-        raise InputError(f"{root}: the saved matches hold {model.pairs:,} pairs but "
+    if pairs != int(counts.sum()):
+        raise InputError(f"{root}: the saved matches hold {pairs:,} pairs but "
                          f"entry_counts.parquet counts {int(counts.sum()):,}; they come from "
                          "different runs: rerun with --overwrite --save-matches")
     return model.finish()
@@ -271,13 +321,16 @@ def plan(root: str, target: int) -> dict:
     model = model_of_run(root)
     t = model.solve(float(target))
     return {"t": int(t), "expected_curated": int(round(model.expected(t))),
-            "matched_captions": int(model.captions),
+            "matched_captions": int(model.captions), "one_per_group": _group_column(root)
+            is not None,
             "table": [(int(a), float(b)) for a, b in model.table(t)]}
 
 
 def format_plan(d: dict, target: int) -> str:
     lines = [f"target {target:,}: t = {d['t']:,}, expected curated {d['expected_curated']:,} "
-             f"(of {d['matched_captions']:,} matched captions)", "", f"{'t':>12}  {'expected':>14}"]
+             f"(of {d['matched_captions']:,} matched captions"
+             f"{', the one of each group that may be kept' if d.get('one_per_group') else ''})",
+             "", f"{'t':>12}  {'expected':>14}"]
     for t, e in d["table"]:
         lines.append(f"{t:>12,}  {e:>14,.0f}" + ("  <" if t == d["t"] else ""))
     return "\n".join(lines)

@@ -72,7 +72,12 @@ def plan_shards(cfg: CurateConfig, shards: list[Shard]) -> list[tuple[Shard, int
     for s in shards:
         if left <= 0:
             break
-        n = count_rows(s)
+        if cfg.on_bad_row == "skip":  # the rows left out are no part of the pool: read
+            from .batches import shard_batches  # the rows that pass, up to the budget
+
+            n = sum(t.num_rows for t, _ in shard_batches(cfg, s, left, rejects=[]))
+        else:
+            n = count_rows(s)
         plan.append((s, min(n, left)))
         left -= n
     return plan
