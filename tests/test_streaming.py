@@ -495,3 +495,31 @@ def test_saved_csr_groups_equal_each_languages_own_lists():
         assert off.size == rows.size + 1
         got = [ids[off[k]:off[k + 1]].tolist() for k in range(rows.size)]
         assert got == [want[int(r)] for r in rows]
+
+
+def test_jsonl_nested_fields_that_fill_in_later_read_alike_at_every_batch_size(tmp_path):
+    """A jsonl whose nested fields fill in later (a list empty so far, a
+    struct's null field given a string, a struct gaining a field) reads the
+    same whole or in one-row batches: the later type is the one both widen to."""
+    from gpucurate import curate
+
+    rows = [{"text": f"a dog {i}", "tags": [], "n": {"w": None}, "m": {"w": i}}
+            for i in range(30)]
+    rows += [{"text": f"a dog {i}", "tags": ["x"], "n": {"w": "y"}, "m": {"w": i, "h": 2}}
+             for i in range(30, 60)]
+    os.makedirs(tmp_path / "in")
+    with open(tmp_path / "in" / "a.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    got = []
+    for bb in (1, 1 << 25):
+        out = tmp_path / f"o{bb}"
+        s = curate(str(meta), [str(tmp_path / "in")], str(out), t=100, batch_bytes=bb,
+                   device="cpu", report=False)
+        assert s["curated"] == 60
+        got.append(pq.read_table(out / "curated"))
+    assert got[0].equals(got[1])
+    assert got[0].column("m").to_pylist()[59] == {"w": 59, "h": 2}
+    assert got[0].column("m").to_pylist()[0] == {"w": 0, "h": None}
+    assert got[0].column("tags").to_pylist()[59] == ["x"]

@@ -185,7 +185,7 @@ def _rows_table(rows, shard, text_column, first_row, schema):
                          f"be read as a table ({exc}); make each field one type") from None
     table = normal_text(table, text_column)
     if schema is not None:
-        table = _conform(table, schema, shard, first_row)
+        table, schema = _conform(table, schema, shard, first_row)
     return table, _merge(schema, table.schema)
 
 
@@ -227,9 +227,23 @@ def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
     return False
 
 
+def _joined(a: pa.DataType, b: pa.DataType):
+    """The type both ``a`` and ``b`` widen to (nulls inside lists and structs
+    taking the other's type, a struct's fields the union of both), or None."""
+    try:
+        u = pa.unify_schemas([pa.schema([("x", a)]), pa.schema([("x", b)])],
+                             promote_options="permissive").field("x").type
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    return u if _widens(a, u) and _widens(b, u) else None
+
+
 def _conform(table, schema, shard, first_row):
-    """Cast a later batch to the columns and types of the earlier ones."""
-    cols, names = [], []
+    """Cast a later batch to the columns and types of the earlier ones, or
+    both to a type they widen to (a list or struct whose values were null so
+    far, a struct that gains a field): (the batch, the shard's schema so far),
+    whatever the batch size."""
+    cols, names, fields = [], [], []
     for f in schema:
         if f.name in table.column_names:
             col = table.column(f.name)
@@ -238,9 +252,11 @@ def _conform(table, schema, shard, first_row):
                 # (fractions after integers stay fractions: the shard's columns are
                 # unified as one batch would have read them, integers widened)
                 try:
-                    if not _widens(col.type, f.type):  # a string read as a number, ...
+                    to = f.type if _widens(col.type, f.type) else _joined(f.type, col.type)
+                    if to is None:  # a string read as a number, ...
                         raise ValueError("not the same kind of value")
-                    col = col.cast(f.type)
+                    col = col.cast(to)
+                    f = f.with_type(to)
                 except (pa.ArrowException, ValueError) as exc:
                     raise InputError(f"{shard.path}: field {f.name!r} in rows from {first_row} "
                                      f"is {col.type}, but {f.type} before ({exc}); make each "
@@ -249,8 +265,9 @@ def _conform(table, schema, shard, first_row):
             col = pa.nulls(table.num_rows, f.type)
         cols.append(col)
         names.append(f.name)
+        fields.append(f)
     for name in table.column_names:
         if name not in schema.names:
             cols.append(table.column(name))
             names.append(name)
-    return pa.table(cols, names=names)
+    return pa.table(cols, names=names), pa.schema(fields)
