@@ -523,3 +523,59 @@ def test_jsonl_nested_fields_that_fill_in_later_read_alike_at_every_batch_size(t
     assert got[0].column("m").to_pylist()[59] == {"w": 59, "h": 2}
     assert got[0].column("m").to_pylist()[0] == {"w": 0, "h": None}
     assert got[0].column("tags").to_pylist()[59] == ["x"]
+
+
+def _tar_of(path, metas):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        for i, m in enumerate(metas):
+            for ext, blob in (("txt", b"a dog" if i % 2 == 0 else b"a cat"),
+                              ("json", json.dumps(dict(m, id=i)).encode())):
+                ti = tarfile.TarInfo(f"k{i:04d}.{ext}")
+                ti.size = len(blob)
+                tf.addfile(ti, io.BytesIO(blob))
+
+
+def test_tar_fields_that_appear_later_keep_the_column_order_of_one_batch(tmp_path):
+    """A tar whose .json field first appears in a later sample gives the same
+    columns, in the same order (``__key__``, the fields, the caption), in one
+    batch or one row per batch; curate and balance alike."""
+    from gpucurate import curate
+
+    os.makedirs(tmp_path / "in")
+    _tar_of(tmp_path / "in" / "s.tar", [{}, {"s": "x"}, {"m": {"w": 1}}, {"s": "y"}] * 2)
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    got = []
+    for bb in (1, 1 << 25):
+        out = tmp_path / f"o{bb}"
+        curate(str(meta), [str(tmp_path / "in")], str(out), t=100, batch_bytes=bb,
+               device="cpu", report=False)
+        got.append(pq.read_table(out / "curated"))
+        cfg = CurateConfig(metadata=str(meta), inputs=(str(tmp_path / "in"),),
+                           out=str(tmp_path / f"b{bb}"), t=100, batch_bytes=bb, device="cpu",
+                           report=False, counts_file=str(out / "entry_counts.parquet"))
+        run(cfg, stage="balance")
+        got.append(pq.read_table(tmp_path / f"b{bb}" / "curated"))
+    assert got[0].column_names == ["__key__", "id", "s", "m", "text", "entry_ids"]
+    for g in got[1:]:
+        assert g.equals(got[0])
+
+
+def test_balance_over_a_tar_whose_field_changes_kind_is_an_error_at_every_batch_size(tmp_path):
+    from gpucurate.errors import InputError
+
+    os.makedirs(tmp_path / "in")
+    _tar_of(tmp_path / "in" / "s.tar", [{"s": 1}, {"s": 2}, {"s": "x"}, {"s": "y"}])
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    counts = tmp_path / "c.json"
+    counts.write_text(json.dumps({"dog": 2, "cat": 2}))
+    for bb in (1, 1 << 25):
+        cfg = CurateConfig(metadata=str(meta), inputs=(str(tmp_path / "in"),),
+                           out=str(tmp_path / f"b{bb}"), t=1, batch_bytes=bb, device="cpu",
+                           report=False, counts_file=str(counts))
+        with pytest.raises(InputError, match="field 's'.*one type"):
+            run(cfg, stage="balance")

@@ -221,3 +221,23 @@ def write_rejects(layout: OutputLayout, shard: Shard, rejects: list) -> None:
         "row": pa.array([r["row"] for r in rejects], pa.int64()),
         "reason": pa.array([r["reason"] for r in rejects], pa.string()),
         "raw": pa.array([r["raw"] for r in rejects], pa.binary())}))
+
+
+def union_schema(a: pa.Schema, b: pa.Schema, shard: Shard, first: int) -> pa.Schema:
+    """The columns of two batches of a jsonl or tar shard, in order of first
+    appearance (a column all null so far takes a later batch's type), as one
+    batch of every row would have them: a tar shard's caption column stays
+    last, after ``.json`` fields that first appear in a later batch."""
+    if a.equals(b):
+        return a
+    try:
+        u = pa.unify_schemas([a, b], promote_options="permissive")
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        bad = [f.name for f in b if f.name in a.names and a.field(f.name).type != f.type]
+        raise InputError(f"{shard.path}: field {bad[0] if bad else '?'!r} in rows from {first} "
+                         f"is of another type than before ({exc}); make each field one type in "
+                         "the whole shard") from None
+    if shard.fmt == "tar" and a.names and u.names[-1] != a.names[-1]:
+        text = a.names[-1]  # the tar reader's columns: __key__, the json fields, the caption
+        u = pa.schema([f for f in u if f.name != text] + [u.field(text)])
+    return u

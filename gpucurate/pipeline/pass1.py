@@ -18,7 +18,7 @@ from ..io.atomic import commit, tmp_path
 from ..log import Progress
 from .batches import (by_language, check_added, check_keys, group_keys, lists_in_row_order,
                       match_groups, pass1_columns, row_keys, shard_batches, text_buffers,
-                      text_ids, write_rejects)
+                      text_ids, union_schema, write_rejects)
 from .groups import choice_values, write_group_choices
 from .layout import ALL, OutputLayout
 from .spill import RowsCache, SpillWriter
@@ -217,8 +217,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
                                                           rejects, spans))
         for table, first, tb, arr, li in prefetch(batches):
             if file_schema is None:  # jsonl, tar: the columns pass 2 will write
-                schema = table.schema if schema is None else _union(schema, table.schema,
-                                                                     shard, first)
+                schema = table.schema if schema is None else union_schema(schema, table.schema,
+                                                                           shard, first)
             if rows_cache is not None:  # parsed once: pass 2 reads these, not the file
                 rows_cache.write(table)
             if tb is None:
@@ -290,16 +290,3 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     atomic_write_json(layout.pass1_marker(shard.index), stats)
     return stats
 
-
-def _union(a: pa.Schema, b: pa.Schema, shard: Shard, first: int) -> pa.Schema:
-    """The columns of two batches of a jsonl or tar shard, in order of first
-    appearance (a column all null so far takes a later batch's type)."""
-    if a.equals(b):
-        return a
-    try:
-        return pa.unify_schemas([a, b], promote_options="permissive")
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        bad = [f.name for f in b if f.name in a.names and a.field(f.name).type != f.type]
-        raise InputError(f"{shard.path}: field {bad[0] if bad else '?'!r} in rows from {first} "
-                         f"is of another type than before ({exc}); make each field one type in "
-                         "the whole shard") from None

@@ -24,7 +24,7 @@ from ..io.atomic import commit, tmp_path
 from ..io.fs import fetch, unpublish
 from ..log import Progress
 from .batches import (by_language, lists_in_row_order, match_groups, row_keys,
-                      shard_batches, text_buffers, write_rejects)
+                      shard_batches, text_buffers, union_schema, write_rejects)
 from .layout import ALL, OutputLayout
 from .spill import SpillReader, cached_batches
 from .stream import Behind, prefetch
@@ -251,9 +251,11 @@ class PartWriter:
     written at the end."""
 
     def __init__(self, path: str, schema: pa.Schema | None, where: str = "",
-                 key_column: str | None = None):
+                 key_column: str | None = None, schema_of=None):
         self.path, self.schema, self.where = path, schema, where
         self.key_column = key_column
+        self.schema_of = schema_of  # no schema: the part's columns from the input's
+        self.union = None           # the columns of every batch read (see ``saw``)
         self.tmp = tmp_path(path)
         self.parts: list = []
         self.writer = None
@@ -264,24 +266,39 @@ class PartWriter:
                                            **part_options(schema, key_column))
             self.behind = Behind(self.writer.write_table)
 
+    def saw(self, schema: pa.Schema, shard: Shard, first: int) -> None:
+        """With no schema known in advance: the columns of a batch read (kept
+        rows or not), so that the part's columns are those of every row, as a
+        pass 1 would have found them (a field of two kinds is an error)."""
+        self.union = schema if self.union is None else union_schema(self.union, schema,
+                                                                    shard, first)
+
+    def _fit(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        if table.schema.equals(schema):
+            return table
+        try:
+            return pa.Table.from_arrays(
+                [table.column(f.name).cast(f.type) if f.name in table.column_names else
+                 pa.nulls(table.num_rows, f.type) for f in schema], schema=schema)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise InputError(f"{self.where}: a batch's columns do not fit the shard's "
+                             f"({exc}); make each field one type in the whole shard") from None
+
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
             self.parts.append(table)
             return
-        if not table.schema.equals(self.schema):
-            try:
-                table = pa.Table.from_arrays(
-                    [table.column(f.name).cast(f.type) if f.name in table.column_names else
-                     pa.nulls(table.num_rows, f.type) for f in self.schema], schema=self.schema)
-            except (pa.ArrowException, TypeError, ValueError) as exc:
-                raise InputError(f"{self.where}: a batch's columns do not fit the shard's "
-                                 f"({exc}); make each field one type in the whole shard") from None
-        self.behind.put(table)
+        self.behind.put(self._fit(table, self.schema))
 
     def close(self, empty: pa.Table) -> None:
         if self.writer is None:
-            table = pa.concat_tables(self.parts, promote_options="permissive") \
-                if self.parts else empty
+            if self.union is not None and self.schema_of is not None:
+                schema = self.schema_of(self.union)
+                table = pa.concat_tables([self._fit(p, schema) for p in self.parts]) \
+                    if self.parts else schema.empty_table()
+            else:
+                table = pa.concat_tables(self.parts, promote_options="permissive") \
+                    if self.parts else empty
             pq.write_table(table, self.tmp, **part_options(table.schema, self.key_column))
         else:
             self.behind.close()
@@ -315,7 +332,8 @@ def pass2_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None) -> 
     out_schema = output_schema(cfg, _normal(schema, cfg.text_column)) if schema is not None \
         else None
     writer = PartWriter(layout.curated(shard.index), out_schema, shard.path,
-                        cfg.key_column or ("__key__" if shard.fmt == "tar" else None))
+                        cfg.key_column or ("__key__" if shard.fmt == "tar" else None),
+                        lambda union: output_schema(cfg, _normal(union, cfg.text_column)))
     try:
         stats = _pass2(w, cfg, layout, shard, max_rows, writer)
     except BaseException:
@@ -373,6 +391,8 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
         shard_batches(cfg, shard, max_rows, rejects=rejects)
     for table, first in prefetch(batches):
         n = table.num_rows
+        if writer.schema is None:
+            writer.saw(_without_views(table).schema, shard, first)
         # rebalance: only the survivors are samples; another row's key may be null
         keys = row_keys(cfg, shard, table, first, nulls_ok=bool(cfg.extra.get("row_subset")))
         keep = np.zeros(n, bool)
