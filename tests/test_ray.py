@@ -307,3 +307,143 @@ def test_ray_worker_killed_while_writing_webdataset(tmp_path, metadata_path):
         with open(f, "rb") as a, open(os.path.join(out, "curated-wds", os.path.basename(f)),
                                       "rb") as b:
             assert a.read() == b.read(), f
+
+
+def test_ray_call_that_kills_its_worker_every_time_names_its_shard(pools, metadata_path):
+    """A shard whose worker is killed on every try (as a shard that crashes or
+    exhausts its process would): after the reruns, the error names the shard's
+    file, not a position in a list."""
+    import re
+
+    from gpucurate.errors import GpucurateError
+
+    root, outs = pools
+    pool, _ = outs["small"]
+    out = str(root / "ray-one-kills")
+    done = threading.Event()
+    killed = []
+
+    def killer():  # every worker caught writing shard 2's temporary files
+        pat = re.compile(r"shard-00002.*\.tmp-(\d+)$")
+        while not done.is_set():
+            for f in glob.glob(os.path.join(out, "**", "*"), recursive=True):
+                m = pat.search(f)
+                if m and int(m.group(1)) not in killed and int(m.group(1)) != os.getpid() \
+                        and _ours(int(m.group(1))) and _sigkill(int(m.group(1))):
+                    killed.append(int(m.group(1)))
+            time.sleep(0.001)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    cfg = CurateConfig(metadata=str(metadata_path), inputs=(pool,), out=out, t=3,
+                       key_column="id", device="cpu", threads=1, report=False, executor="ray",
+                       batch_bytes=512, extra={"ray_max_retries": 1})
+    try:
+        with pytest.raises(GpucurateError, match=re.escape(os.path.join(pool, "shard-02.parquet"))
+                           + r" \(pass 1\): its Ray worker was lost 2 times"):
+            run(cfg)
+    finally:
+        done.set()
+        th.join(10)
+    assert len(killed) == 2
+
+
+def test_ray_workers_dying_as_they_start_end_in_an_error(pools, metadata_path, tmp_path):
+    """Every worker killed while it builds its engine (a node short of memory):
+    the run ends in an error saying so, not in a loop of new workers."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    root, outs = pools
+    pool, _ = outs["small"]
+    code = f"""
+import os, signal, threading
+from gpucurate.config import CurateConfig
+from gpucurate.errors import GpucurateError
+from gpucurate.pipeline import run
+
+def ours(pid):
+    me = os.getpid()
+    try:
+        while pid > 1:
+            with open(f"/proc/{{pid}}/stat", "rb") as f:
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            if pid == me:
+                return True
+    except (OSError, IndexError, ValueError):
+        pass
+    return False
+
+def killer():
+    while True:
+        for d in os.listdir("/proc"):
+            try:
+                cmd = open(f"/proc/{{d}}/cmdline", "rb").read() if d.isdigit() else b""
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::_ShardWorker.info") and ours(int(d)):
+                try:
+                    os.kill(int(d), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+threading.Thread(target=killer, daemon=True).start()
+cfg = CurateConfig(metadata={str(metadata_path)!r}, inputs=({pool!r},), out={str(tmp_path / "o")!r},
+                   t=3, key_column="id", device="cpu", threads=1, report=False, executor="ray",
+                   extra={{"ray_max_retries": 1, "ray_schedule_timeout_s": 30}})
+try:
+    run(cfg)
+    print("finished")
+except GpucurateError as exc:
+    print("error:", str(exc).splitlines()[0])
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=240)
+    assert "error: Ray workers died while starting" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+def test_ray_leaves_the_callers_session_as_it_was_after_an_error(tmp_path, metadata_path):
+    """The Python API in the caller's own Ray session: a run that raises (bad
+    input in one shard) leaves no actor holding the session's CPUs."""
+    import ray
+
+    from gpucurate.errors import InputError
+
+    os.makedirs(tmp_path / "in")
+    for i in range(4):
+        with open(tmp_path / "in" / f"s{i}.jsonl", "w") as f:
+            f.writelines('{"text": "a dog %d"}\n' % j for j in range(300))
+            if i == 2:
+                f.write("not json\n")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        cfg = CurateConfig(metadata=str(metadata_path), inputs=(str(tmp_path / "in"),),
+                           out=str(tmp_path / "o"), t=3, device="cpu", threads=1, report=False,
+                           executor="ray")
+        with pytest.raises(InputError, match="s2.jsonl"):
+            run(cfg)
+        deadline = time.monotonic() + 20
+        while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 2
+    finally:
+        ray.shutdown()
+
+
+def test_ray_threads_default_to_the_environment(pools, metadata_path, monkeypatch, capsys):
+    """--threads left out: each Ray worker takes $GPUCURATE_THREADS threads
+    (here every CPU: one worker), as the local executor does."""
+    root, outs = pools
+    pool, local = outs["small"]
+    cpus = os.cpu_count() or 1
+    monkeypatch.setenv("GPUCURATE_THREADS", str(cpus))
+    cfg = CurateConfig(metadata=str(metadata_path), inputs=(pool,), out=str(root / "ray-env"),
+                       t=3, key_column="id", device="cpu", report=False, executor="ray")
+    from gpucurate.log import configure
+
+    configure()  # the Python API logs only when asked
+    run(cfg)
+    assert "ray: 1 workers asked for" in capsys.readouterr().err
+    _same_outputs(local, str(root / "ray-env"))

@@ -4,11 +4,13 @@ An executor has ``name``, ``remote`` (whether its workers live in other
 processes, so the driver should load the tables once and ship them),
 ``workers`` (a description of each worker, filled as they start),
 ``prepare(setup, n_calls)`` (start the workers before a pass is timed),
-``map(fn, calls, setup, on_result=None)`` and ``close()``. ``map`` builds one
-worker per process by calling ``setup`` once there (``setup(device=...,
-threads=...)`` where the executor places CPU workers), then runs
-``fn(worker, *call)`` for every call, hands each result to ``on_result`` as it
-comes (in any order), and returns the results in call order.
+``map(fn, calls, setup, on_result=None, names=None)`` and ``close()``. ``map``
+builds one worker per process by calling ``setup`` once there
+(``setup(device=..., threads=...)`` where the executor places CPU workers),
+then runs ``fn(worker, *call)`` for every call, hands each result to
+``on_result`` as it comes (in any order), and returns the results in call
+order. ``names`` says what each call is (its shard), for the executor's own
+errors.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class LocalExecutor:
         self._worker = setup()
         self.workers = [self._worker.describe()]
 
-    def map(self, fn, calls: list[tuple], setup, on_result=None) -> list:
+    def map(self, fn, calls: list[tuple], setup, on_result=None, names=None) -> list:
         if not calls:
             return []
         worker = setup()  # the one prepare built, when the configuration is the same

@@ -13,7 +13,8 @@ How the work is laid out:
 * Shards run as calls on a fleet of Ray actors (:class:`_Fleet`, which hands
   each idle actor the next shard and returns results in call order): one
   actor per GPU (``num_gpus=1``) when the cluster has GPUs and ``device`` is not
-  ``cpu``; else one actor per ``threads`` CPUs (default one). Each actor takes
+  ``cpu``; else one actor per ``threads`` CPUs (``--threads``, else
+  ``$GPUCURATE_THREADS``, else one). Each actor takes
   the trie from the object store and builds its engine once (on a GPU: uploads
   the trie once), then serves shard after shard, pass 1 and pass 2.
   Actors rather than plain tasks, because a task worker is not pinned to a GPU:
@@ -47,7 +48,7 @@ import contextlib
 import os
 import time
 
-from ..config import CurateConfig
+from ..config import CurateConfig, threads_choice
 from ..errors import ConfigError, DeviceError, GpucurateError
 from ..log import logger
 
@@ -247,6 +248,10 @@ def _lost_worker(ray, exc) -> bool:
     return isinstance(exc, e.RayTaskError) and isinstance(cause, kinds)
 
 
+def _first_line(exc) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 class _Fleet:
     """``n`` actors of one class, replaced as they die.
 
@@ -265,6 +270,7 @@ class _Fleet:
         self.busy = 0
         self.workers: list[dict] = []
         self.lost = 0
+        self.setup_lost = 0  # actors lost before ready since the last one got ready
 
     def _live(self) -> int:
         return len(self.scheduling) + len(self.installing) + len(self.idle) + self.busy
@@ -274,8 +280,19 @@ class _Fleet:
             a = self.make()
             self.scheduling[a.ping.remote()] = a
 
-    def drop(self, actor) -> None:
+    def drop(self, actor, setting_up: bool = False, exc=None) -> None:
         self.lost += 1
+        if setting_up:
+            self.setup_lost += 1
+            if self.setup_lost > self.n * (self.max_retries + 1):
+                self.kill_all()
+                raise GpucurateError(
+                    f"Ray workers died while starting {self.setup_lost} times in a row, before "
+                    f"any could take a shard (the last: {type(exc).__name__}: {_first_line(exc)}); a "
+                    "worker "
+                    "loads the metadata's trie and builds its engine: check the nodes' free "
+                    "memory and the Ray workers' logs (ray logs, or /tmp/ray/session_latest/"
+                    "logs on each node)")
         try:
             self.ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
@@ -293,14 +310,29 @@ class _Fleet:
         """Until one actor is idle (the first map's startup)."""
         self.run(None, [], errors)
 
-    def run(self, fn, work: list, errors, progress=None) -> list:
+    def run(self, fn, work: list, errors, progress=None, names=None) -> list:
         """Run ``fn`` over ``work`` (one call per item) on the fleet; results in
-        order. ``work=[]`` waits for a first worker only."""
+        order. ``work=[]`` waits for a first worker only. ``names``: what each
+        call is, for errors (its shard). Should it raise, the actors still busy
+        are killed (another call's result is never awaited)."""
+        running: dict = {}  # call ref -> (index, actor)
+        try:
+            return self._run(fn, work, errors, progress, names, running)
+        except BaseException:
+            for _, a in running.values():
+                try:
+                    self.ray.kill(a, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            self.busy = 0
+            running.clear()
+            raise
+
+    def _run(self, fn, work, errors, progress, names, running) -> list:
         ray = self.ray
         todo = collections.deque(range(len(work)))
         results: list = [None] * len(work)
         tries = [0] * len(work)
-        running: dict = {}  # call ref -> (index, actor)
         left = len(work)
         no_worker_since = None
         while left or (not work and not self.idle):
@@ -330,7 +362,7 @@ class _Fleet:
                     except Exception as exc:  # noqa: BLE001
                         if not _lost_worker(ray, exc):
                             raise
-                        self.drop(a)
+                        self.drop(a, True, exc)
                         continue
                     self.installing[a.info.remote()] = a
                 elif ref in self.installing:
@@ -341,29 +373,36 @@ class _Fleet:
                     except Exception as exc:  # noqa: BLE001
                         if not _lost_worker(ray, exc):
                             raise
-                        self.drop(a)
+                        self.drop(a, True, exc)
                         continue
+                    self.setup_lost = 0
                     self.idle.append(a)
                 else:
-                    i, a = running.pop(ref)
-                    self.busy -= 1
+                    i, a = running[ref]  # until its result is in (a raise kills it: run)
                     try:
                         with errors():
                             results[i] = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001
                         if not _lost_worker(ray, exc):
                             raise
+                        del running[ref]
+                        self.busy -= 1
                         self.drop(a)
                         tries[i] += 1
                         if tries[i] > self.max_retries:
+                            what = names[i] if names else f"call {i}"
                             raise GpucurateError(
-                                f"a Ray worker failed for good ({exc}); shard call {i} lost its "
-                                f"worker {tries[i]} times (at most {self.max_retries} reruns). "
-                                "Rerun the same command to resume") from None
+                                f"{what}: its Ray worker was lost {tries[i]} times (at most "
+                                f"{self.max_retries} reruns; the last: {type(exc).__name__}: "
+                                f"{_first_line(exc)}). When it is this call that kills its worker (memory: "
+                                "try a smaller --batch-bytes or fewer --threads), a rerun "
+                                "resumes from the calls done") from None
                         logger.warning("ray: a worker was lost (%s); its shard runs again",
                                        type(exc).__name__)
                         todo.appendleft(i)
                         continue
+                    del running[ref]
+                    self.busy -= 1
                     self.idle.append(a)
                     left -= 1
                     if progress is not None:
@@ -448,7 +487,10 @@ class RayExecutor:
             device, threads = None, None
             n, opts = gpus, {"num_gpus": 1, "num_cpus": 1}
         else:
-            device, threads = "cpu", cfg.threads or 1
+            # per actor: --threads, else $GPUCURATE_THREADS, else one (actors fill the cores)
+            device = "cpu"
+            threads = cfg.threads or (threads_choice() if os.environ.get("GPUCURATE_THREADS")
+                                      else 1)
             biggest = max((int(nd.get("Resources", {}).get("CPU", 0)) for nd in ray.nodes()
                            if nd.get("Alive")), default=0)
             if threads > biggest > 0:  # no node could ever hold such a worker
@@ -505,12 +547,12 @@ class RayExecutor:
         if self._fleet is None or self._cfg_key != setup.cfg:
             self._start_workers(setup, n_calls)
 
-    def map(self, fn, calls: list[tuple], setup, on_result=None) -> list:
+    def map(self, fn, calls: list[tuple], setup, on_result=None, names=None) -> list:
         if not calls:
             return []
         if self._fleet is None or self._cfg_key != setup.cfg:
             self._start_workers(setup, len(calls))
-        return self._fleet.run(fn, calls, self._errors, on_result)
+        return self._fleet.run(fn, calls, self._errors, on_result, names)
 
     def close(self) -> None:
         self._stop_workers()

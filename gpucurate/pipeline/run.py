@@ -242,7 +242,8 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
         prog = RunProgress({"pass1": "pass 1", "pass2": "pass 2"}.get(name, name), len(calls))
         prog.done = len(calls) - len(todo)
         try:
-            ran = ex.map(fn, todo, setup, prog.shard_done)
+            ran = ex.map(fn, todo, setup, prog.shard_done,
+                         names=[f"{c[1].path} ({name.replace('pass', 'pass ')})" for c in todo])
         finally:
             prog.close()
         for c, r in zip(todo, ran):

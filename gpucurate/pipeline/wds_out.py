@@ -843,7 +843,9 @@ def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: 
     pieces = _pieces(plan)
     calls = [(layout, [(shards[pos], a, b) for pos, a, b in pieces[j]], j) for j in todo]
     if executor is not None and len(calls) > 1:
-        executor.map(write_tar_call, calls, setup)
+        executor.map(write_tar_call, calls, setup,
+                     names=[f"{os.path.join(out_dir, tar_name(j))} (WebDataset output)"
+                            for _, _, j in calls])
     else:
         for c in calls:
             write_tar_call(None, *c)
