@@ -406,7 +406,8 @@ except GpucurateError as exc:
 
 def test_ray_leaves_the_callers_session_as_it_was_after_an_error(tmp_path, metadata_path):
     """The Python API in the caller's own Ray session: a run that raises (bad
-    input in one shard) leaves no actor holding the session's CPUs."""
+    input in one shard) leaves no actor holding the session's CPUs, and no
+    temporary file of a shard that was in flight."""
     import ray
 
     from gpucurate.errors import InputError
@@ -414,16 +415,19 @@ def test_ray_leaves_the_callers_session_as_it_was_after_an_error(tmp_path, metad
     os.makedirs(tmp_path / "in")
     for i in range(4):
         with open(tmp_path / "in" / f"s{i}.jsonl", "w") as f:
-            f.writelines('{"text": "a dog %d"}\n' % j for j in range(300))
-            if i == 2:
+            if i == 1:
                 f.write("not json\n")
+            f.writelines('{"text": "a dog %d"}\n' % j for j in range(3000))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         cfg = CurateConfig(metadata=str(metadata_path), inputs=(str(tmp_path / "in"),),
                            out=str(tmp_path / "o"), t=3, device="cpu", threads=1, report=False,
-                           executor="ray")
-        with pytest.raises(InputError, match="s2.jsonl"):
+                           executor="ray", batch_bytes=256)
+        with pytest.raises(InputError, match="s1.jsonl"):
             run(cfg)
+        # the other worker's shard was in flight: its temporary files are swept
+        assert not [f for f in glob.glob(str(tmp_path / "o" / "**"), recursive=True)
+                    if ".tmp-" in f]
         deadline = time.monotonic() + 20
         while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)

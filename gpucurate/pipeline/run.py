@@ -206,7 +206,12 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             sweep_tmp(layout, keep_own=True)
         _keep_timings(layout, summary, done)
         atomic_write_json(layout.summary, summary)
-    finally:
+    except BaseException:
+        ex.close()
+        if ex.remote:  # the workers (now stopped) of the shards in flight left their
+            sweep_tmp(layout, keep_own=True)  # temporary files; this process's own are live
+        raise
+    else:
         ex.close()
     if cfg.report and stage in ("curate", "balance"):
         try:
