@@ -90,6 +90,7 @@ def test_command_line_skips_numbas_blas_probe_only():
     import subprocess
     import sys
 
+    pytest.importorskip("scipy", reason="scipy (which numba's probe would import) is absent")
     code = ("import sys\nimport gpucurate.cli\n"
             "import pyarrow as pa\nfrom gpucurate.columns import buffers\n"
             "buffers(pa.array(['a caption'], pa.large_string()))  # numba set up, a kernel run\n"

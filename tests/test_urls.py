@@ -679,3 +679,30 @@ def test_object_versions_of_fsspec_infos():
         "blob_id=9f sha256=ab"
     assert _version_of({"size": 3, "mtime": 1.5}) == 1_500_000_000
     assert _version_of({"size": 3}) is None
+
+
+def test_http_parquet_from_a_server_without_ranges_is_a_clear_error(tmp_path):
+    """python -m http.server answers no range request: a parquet shard there,
+    too large to come in one block, is an error naming the file and the fix."""
+    import numpy as np
+
+    d = tmp_path / "www"
+    os.makedirs(d)
+    rng = np.random.default_rng(0)
+    words = np.array(["dog", "cat", "tree", "house", "car", "sky"])
+    text = [" ".join(words[rng.integers(0, 6, 12)]) + f" {i} {rng.integers(1 << 62)}"
+            for i in range(300_000)]
+    pq.write_table(pa.table({"text": text}), d / "big.parquet", compression="none")
+    assert os.path.getsize(d / "big.parquet") > 12 << 20
+    meta = tmp_path / "m.json"
+    meta.write_text(json.dumps(["dog"]))
+    handler = functools.partial(_Quiet, directory=str(d))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(InputError, match=r"big\.parquet: the server does not answer range"):
+            curate(str(meta), [f"http://127.0.0.1:{srv.server_address[1]}/big.parquet"],
+                   str(tmp_path / "o"), **KW)
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -26,7 +26,7 @@ def _device(p):
     p.add_argument("--threads", type=int, default=None,
                    help="CPU engine threads (default: $GPUCURATE_THREADS, else every core); "
                         "the local executor also works on this many shards at once (at most "
-                        "4), and language ID runs on this many processes")
+                        "4), and language ID runs on this many threads")
 
 
 def _t_lang(v: str):

@@ -33,6 +33,13 @@ def open_parquet(path: str) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read parquet ({exc}); the file is truncated or "
                          "not parquet: re-export it") from None
+    except ValueError as exc:  # fsspec's http: a server without range requests
+        if "range" not in str(exc).lower():
+            raise
+        raise InputError(f"{path}: the server does not answer range requests, which reading "
+                         "parquet by columns needs (python -m http.server does not); serve "
+                         "the pool from a server that does (nginx, caddy, an object store) or "
+                         "download it and give the local files") from None
 
 
 def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
