@@ -883,6 +883,68 @@ def test_rebalance_of_edge_pools_equals_curate_of_survivors(tmp_path, on_bad_row
             {k: b[k] for k in ("captions", "matched", "kept", "null_captions")}
 
 
+def _same_parts(a, b):
+    """_same_curation part by part (parts whose key columns differ in type)."""
+    pa_, pb = (sorted(glob.glob(os.path.join(d, "curated", "part-*.parquet"))) for d in (a, b))
+    assert len(pa_) == len(pb) == 2
+    for x, y in zip(pa_, pb):
+        tx = pq.read_table(x)
+        assert tx.num_rows > 0 and tx.equals(pq.read_table(y))
+    ea = pq.read_table(os.path.join(a, "entry_counts.parquet"))
+    eb = pq.read_table(os.path.join(b, "entry_counts.parquet"))
+    assert ea.column("count").equals(eb.column("count")) and ea.column("prob").equals(
+        eb.column("prob"))
+
+
+def test_rebalance_of_a_pool_keyed_by_integers_in_one_shard_and_strings_in_another(tmp_path):
+    """Shards whose key columns are of two kinds (int64 here, strings there):
+    each shard's keys are compared as that shard holds them, so the result
+    equals a curate of the survivors alone, on a fresh run and on a resumed
+    one; a survivor of neither kind is counted as in no shard."""
+    meta = tmp_path / "md.json"
+    meta.write_text(json.dumps(["cat", "dog", "red cat", "bird"]))
+    os.makedirs(tmp_path / "in")
+    words = ["a cat", "a dog", "a red cat", "a bird", "a red cat and a dog", "nothing"]
+    n = 120
+    a = pa.table({"key": pa.array(np.arange(n, dtype=np.int64) * 3 + 401),
+                  "text": [words[i % 6] + f" {i}" for i in range(n)]})
+    # b's keys that read as numbers ("0402") equal none of a's (401 + 3i) as numbers
+    b = pa.table({"key": [f"{'0' if i % 4 == 0 else 'k'}{i * 3 + 402}" for i in range(n)],
+                  "text": [words[(i + 2) % 6] + f" {i}" for i in range(n)]})
+    pq.write_table(a, tmp_path / "in" / "a.parquet")
+    pq.write_table(b, tmp_path / "in" / "b.parquet")
+    kw = dict(device="cpu", report=False, seed=4)
+    src = str(tmp_path / "out")
+    curate(str(meta), [str(tmp_path / "in")], src, t=1, save_matches=True, key_column="key",
+           **kw)
+    rng = np.random.default_rng(5)
+    ta, tb = [i for i in range(n) if rng.random() < 0.6], [i for i in range(n)
+                                                               if rng.random() < 0.6]
+    os.makedirs(tmp_path / "sp")
+    pq.write_table(a.take(ta), tmp_path / "sp" / "a.parquet")
+    pq.write_table(b.take(tb), tmp_path / "sp" / "b.parquet")
+    surv = [str(k) for k in a.column("key").take(ta).to_pylist()] + \
+        b.column("key").take(tb).to_pylist() + ["k99999"]
+    (tmp_path / "surv.txt").write_text("\n".join(surv) + "\n")
+    ref = str(tmp_path / "ref")
+    r = curate(str(meta), [str(tmp_path / "sp")], ref, t=3, key_column="key", **kw)
+    out2 = str(tmp_path / "re")
+    s = rebalance(src, str(tmp_path / "surv.txt"), "key", out2, t=3, device="cpu",
+                  report=False)
+    _same_parts(out2, ref)
+    assert s["pool"] == r["pool"] == len(ta) + len(tb)
+    assert s["survivors"]["not_in_pool"] == 1
+    # resumed after the first shard: its found survivors are read back
+    os.remove(os.path.join(out2, "summary.json"))
+    for d in ("stats", "work/pass1"):
+        for f in glob.glob(os.path.join(out2, d, "shard-00001.*")):
+            os.remove(f)
+    s2 = rebalance(src, str(tmp_path / "surv.txt"), "key", out2, t=3, device="cpu",
+                   report=False)
+    _same_parts(out2, ref)
+    assert s2["survivors"]["not_in_pool"] == 1 and s2["pool"] == s["pool"]
+
+
 def test_rebalance_refuses_a_source_that_moved(tmp_path, rows, metadata_path):
     """A shard gone since the run (the saved matches are named by each
     shard's place), another metadata list behind the same path: refused

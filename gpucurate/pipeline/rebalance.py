@@ -164,88 +164,104 @@ def _as_bytes(col: pa.Array) -> pa.Array:
 class KeySet:
     """Exact membership of pool keys among the survivors.
 
-    The survivors take the kind of the pool's key column when first compared
-    with it: integers (compared as numbers; a survivor that is no integer of
-    the pool's signedness, as ``x``, ``1.5`` or 2**64 for int64 keys, is in
-    no shard) or bytes (strings by their UTF-8 bytes, found by 64-bit hash
-    and binary search, then compared). :meth:`lookup` gives each pool row the
-    class of the survivors equal to it (``1000`` and ``01000`` are one
-    integer), :meth:`missing` the survivors of no class found."""
+    The survivors are compared as each shard's key column holds its keys:
+    integers (compared as numbers; a survivor that is no integer of the
+    column's signedness, as ``x``, ``1.5`` or 2**64 for int64 keys, matches no
+    such key) or bytes (strings by their UTF-8 bytes, found by 64-bit hash and
+    binary search, then compared); a pool whose shards hold keys of both kinds
+    is compared shard by shard. :meth:`lookup` gives each pool row the class
+    of the survivors equal to it (``1000`` and ``01000`` are one integer), a
+    number fixed by the survivors alone (so a resumed run's classes are the
+    same); :meth:`missing` the survivors of no class found."""
+
+    KINDS = ("int", "bytes", "uint")  # class numbers: kind k's from k * len(survivors)
 
     def __init__(self, keys: pa.Array):
         if pa.types.is_floating(keys.type):
             raise ConfigError("the survivor keys are floating-point numbers; write them as "
                               "integers or strings, as the pool holds them")
         self.raw = keys
-        self.kind = None
-        self.cls = None  # per survivor: its class, -1 when it cannot be a pool key
+        self.kind = None   # the kind of the last column compared
+        self.sub: dict = {}  # kind -> its index: {"cls": per survivor its class or -1, ...}
 
-    def _prepare(self, typ) -> None:
-        if pa.types.is_integer(typ):
-            self.kind = "int" if pa.types.is_signed_integer(typ) else "uint"
-            v, ok = _as_integers(self.raw, self.kind == "int")
-            self.u, inv = np.unique(v[ok], return_inverse=True)
-            self.cls = np.full(len(self.raw), -1, np.int64)
-            self.cls[ok] = inv
+    def _prepare(self, kind: str) -> dict:
+        if kind in self.sub:
+            return self.sub[kind]
+        base = self.KINDS.index(kind) * len(self.raw)
+        if kind != "bytes":
+            v, ok = _as_integers(self.raw, kind == "int")
+            u, inv = np.unique(v[ok], return_inverse=True)
+            cls = np.full(len(self.raw), -1, np.int64)
+            cls[ok] = inv + base
+            d = {"u": u, "cls": cls, "base": base}
         else:
-            self.kind = "bytes"
-            self.values = _as_bytes(self.raw)  # distinct as the survivors are
-            h = key_hashes(self.values, where="survivors")
-            self.order = np.argsort(h, kind="stable")
-            self.h = h[self.order]
-            self.cls = np.arange(len(self.raw), dtype=np.int64)
+            values = _as_bytes(self.raw)  # distinct as the survivors are
+            h = key_hashes(values, where="survivors")
+            order = np.argsort(h, kind="stable")
+            d = {"values": values, "order": order, "h": h[order], "base": base,
+                 "cls": np.arange(len(self.raw), dtype=np.int64) + base}
+        self.sub[kind] = d
+        return d
 
     def __len__(self) -> int:
         return len(self.raw)
-
-    def classes(self) -> int:
-        return int(self.cls.max()) + 1 if self.cls is not None and self.cls.size else 0
 
     def lookup(self, col, where: str, first: int) -> np.ndarray:
         """Per row of ``col`` (the pool's keys): the class of the survivors
         equal to it, or -1 (a null key is no survivor's)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if self.kind is None:
-            self._prepare(col.type)
+        typ = col.type
+        self.kind = ("int" if pa.types.is_signed_integer(typ) else "uint") \
+            if pa.types.is_integer(typ) else "bytes"
+        d = self._prepare(self.kind)
         n = len(col)
         out = np.full(n, -1, np.int64)
         if not n or not len(self.raw):
             return out
         if self.kind != "bytes":
+            u = d["u"]
             v, ok = _as_integers(col, self.kind == "int")
-            if not self.u.size:
+            if not u.size:
                 return out
-            pos = np.minimum(np.searchsorted(self.u, v), self.u.size - 1)
-            hit = ok & (self.u[pos] == v)
-            out[hit] = pos[hit]
+            pos = np.minimum(np.searchsorted(u, v), u.size - 1)
+            hit = ok & (u[pos] == v)
+            out[hit] = pos[hit] + d["base"]
             return out
+        values, order, h, base = d["values"], d["order"], d["h"], d["base"]
         valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
         rows = np.flatnonzero(valid)
         b = _as_bytes(col.filter(pa.array(valid)) if rows.size < n else col)
         hp = key_hashes(b, where=where, first_row=first)
-        pos = np.minimum(np.searchsorted(self.h, hp), self.h.size - 1)
-        ci = np.flatnonzero(self.h[pos] == hp)
+        pos = np.minimum(np.searchsorted(h, hp), h.size - 1)
+        ci = np.flatnonzero(h[pos] == hp)
         if ci.size:
-            eq = pc.equal(self.values.take(pa.array(self.order[pos[ci]])),
+            eq = pc.equal(values.take(pa.array(order[pos[ci]])),
                           b.take(pa.array(ci))).to_numpy(zero_copy_only=False)
-            out[rows[ci[eq]]] = self.order[pos[ci[eq]]]
+            out[rows[ci[eq]]] = order[pos[ci[eq]]] + base
             for i in ci[~eq]:  # a 64-bit hash shared by two survivors: the rest of the run
                 p = int(pos[i]) + 1
-                while p < self.h.size and self.h[p] == hp[i]:
-                    if self.values[int(self.order[p])] == b[int(i)]:
-                        out[rows[i]] = self.order[p]
+                while p < h.size and h[p] == hp[i]:
+                    if values[int(order[p])] == b[int(i)]:
+                        out[rows[i]] = order[p] + base
                         break
                     p += 1
         return out
 
     def missing(self, found: np.ndarray) -> np.ndarray:
         """The survivors (indices into the keys given) whose class is not
-        among ``found``."""
-        if self.cls is None:  # never compared with a pool key: no shard
-            return np.arange(len(self.raw))
-        hit = np.zeros(max(self.classes(), 1), bool)
+        among ``found`` (in every kind of key compared with them)."""
+        n = len(self.raw)
+        if not n:
+            return np.zeros(0, np.int64)
+        for k in np.unique(np.asarray(found, np.int64) // n):  # (found by an earlier run)
+            self._prepare(self.KINDS[int(k)])
+        hit = np.zeros(len(self.KINDS) * n, bool)
         hit[found] = True
-        return np.flatnonzero((self.cls < 0) | ~hit[np.maximum(self.cls, 0)])
+        seen = np.zeros(n, bool)
+        for kind in sorted(self.sub):
+            cls = self.sub[kind]["cls"]
+            seen |= (cls >= 0) & hit[np.maximum(cls, 0)]
+        return np.flatnonzero(~seen)
 
 
 # ---------------------------------------------------------------- the run
@@ -452,11 +468,6 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
     n_entries = len(mds[ALL])
     seconds: dict = {}
     t0 = time.perf_counter()
-    if plan:  # the survivors take the type of the pool's keys (also on a resumed run)
-        for table, _ in shard_batches(cfg, plan[0][0], 1):
-            if cfg.key_column in table.column_names:
-                keyset.lookup(table.column(cfg.key_column), plan[0][0].path, 0)
-            break
     p1 = [_scan_shard(cfg, layout, s, m, files[s.index], keyset, n_entries) for s, m in plan]
     seconds["survivors"] = time.perf_counter() - t0
     counts = pool_counts(layout, mds, plan)
