@@ -213,6 +213,31 @@ def test_bad_count_files_are_errors(tmp_path, capsys, case):
         assert rc == 2 and str(c) in err
 
 
+def test_counts_that_sum_past_64_bits_are_errors(tmp_path, capsys):
+    """Counts each within uint64 whose sum is not (two files, or one entry
+    listed twice in one file): an error naming the file, not a sum that
+    wraps to a small count (whose entry would then be kept at p = 1)."""
+    import json
+
+    pool, m = _pool(tmp_path)
+    half = tmp_path / "half.json"
+    half.write_text(json.dumps({"dog": 2**63, "cat": 2**64 - 1}))
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.table({"entry_id": pa.array([0, 0, 1], pa.int32()),
+                             "count": pa.array([2**63, 2**63, 1], pa.uint64())}), twice)
+    for argv, named in ((["merge-counts", str(half), str(half), "--metadata", m, "--out",
+                          str(tmp_path / "o.parquet")], str(half)),
+                        (["merge-counts", str(twice), "--metadata", m, "--out",
+                          str(tmp_path / "o2.parquet")], str(twice)),
+                        (["balance", "--counts", str(twice), "--metadata", m, "--input", pool,
+                          "--out", str(tmp_path / "b"), "--t", "1", "--quiet"], str(twice))):
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and named in err and "2**64" in err, err
+    rc, err = _cli(["merge-counts", str(half), "--metadata", m, "--out",
+                    str(tmp_path / "o3.parquet")], capsys)
+    assert rc == 0 and f"{2**63 + 2**64 - 1:,} matches" in err
+
+
 def test_unusable_paths_are_errors(tmp_path, capsys):
     """Paths a command cannot use: an error naming them (rc 2), not an OS
     traceback: merge-counts and match --out a directory or under a missing

@@ -252,12 +252,12 @@ def _dispatch(a) -> int:
         logger.info("wrote %s (%s rows)", a.out, f"{n:,}")
         return 0
     if a.cmd == "merge-counts":
-        from ..pipeline.counts import merge_count_files
+        from ..pipeline.counts import exact_sum, merge_count_files
 
         if (a.metadata is None) == (a.worldwide is None):
             raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
         total = merge_count_files(a.counts, a.metadata, a.out, a.worldwide)
-        logger.info("wrote %s: %s matches over %s files", a.out, f"{int(total.sum()):,}",
+        logger.info("wrote %s: %s matches over %s files", a.out, f"{exact_sum(total):,}",
                     len(a.counts))
         return 0
     if a.cmd == "demo":

@@ -122,7 +122,22 @@ def read_counts(path: str, metadata) -> np.ndarray:
                              "another list; use the counts made with this one")
     counts = np.zeros(n, np.uint64)
     np.add.at(counts, ids, t.column("count").to_numpy().astype(np.uint64))
+    u, k = np.unique(ids, return_counts=True)
+    if (k > 1).any():  # an entry listed twice: summed exactly, never past 2**64 - 1
+        vals = t.column("count").to_pylist()
+        for e in u[k > 1]:
+            if sum(vals[i] for i in np.flatnonzero(ids == e)) >= 2 ** 64:
+                raise InputError(f"{path}: entry {int(e)} is listed more than once and its "
+                                 "counts sum past 2**64 - 1 (uint64); they cannot be counts "
+                                 "of real captions: check the file")
     return counts
+
+
+def exact_sum(c: np.ndarray) -> int:
+    """The sum of uint64 counts, exact (as Python ints where it could wrap)."""
+    if c.size and int(c.max()) > (2 ** 64 - 1) // c.size:
+        return sum(int(x) for x in c[c > 0])
+    return int(c.sum())
 
 
 def read_counts_all(path: str, mds: dict) -> dict:
@@ -169,7 +184,13 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
     for p in paths:
         with local_path(p) as local:  # s3://, gs://, hf://, http(s)://: a local copy
             for c, v in read_counts_all(local, mds).items():
-                total[c] += v
+                s = total[c] + v
+                if (s < v).any():  # wrapped past 2**64 - 1
+                    i = int(np.flatnonzero(s < v)[0])
+                    raise InputError(f"{p}: entry {i}'s count sums past 2**64 - 1 (uint64) "
+                                     "with the files before it; they cannot be counts of real "
+                                     "captions: check the files")
+                total[c] = s
     if worldwide:
         from .outdir import ensure_dir
 

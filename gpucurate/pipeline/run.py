@@ -30,7 +30,7 @@ from ..io import (Shard, atomic_write_bytes, atomic_write_json, choose_text_colu
 from ..io.fs import is_url, local_path
 from ..keys import probabilities
 from ..log import RunProgress, configure, logger
-from .counts import pool_counts, read_counts_all, write_entry_counts
+from .counts import exact_sum, pool_counts, read_counts_all, write_entry_counts
 from .groups import choose_groups
 from .layout import ALL, OutputLayout
 from .outputs import check_outputs, drop_unrequested, write_outputs
@@ -305,7 +305,7 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
          "executor": ex.name, "shards": len(src), "seconds": seconds,
          "captions_per_s": {},
          "entries": int(allc.size), "entries_matched": int(np.count_nonzero(allc)),
-         "matches": int(allc.sum()), "versions": versions(), "config_fingerprint": fp,
+         "matches": exact_sum(allc), "versions": versions(), "config_fingerprint": fp,
          "inputs": list(cfg.inputs),
          "metadata": str(cfg.worldwide or (cfg.metadata if isinstance(cfg.metadata, str)
                                            else "<list>"))}
