@@ -80,13 +80,15 @@ def load_tables_ww(metadata, cache: bool = True) -> MatchTables:
     # trie matches. It comes from a validated list, so it is not checked again;
     # its cache key derives from the list's SHA-256.
     word_sha = hashlib.sha256(f"worldwide-words:{md.sha256}".encode()).hexdigest()
-    word = cached_trie(word_sha) if cache else None
+    # (its "never match" count would count the placeholders: not logged)
+    word = cached_trie(word_sha, unmatchable=False) if cache else None
     byte = cache_load("bytes", md.sha256, ByteTrie) if cache else None
     if word is None or byte is None:
         whole = [padded_both(e) for e in md.entries]
         if word is None:
             words = tuple(e if w else NEVER for e, w in zip(md.entries, whole))
-            word = load_trie(Metadata(words, f"{md.source} (word trie)", word_sha), cache=cache)
+            word = load_trie(Metadata(words, f"{md.source} (word trie)", word_sha), cache=cache,
+                             unmatchable=False)
         if byte is None:
             ids = [i for i, w in enumerate(whole) if not w]
             byte = build_byte_trie([spaced_ww(md.entries[i]) for i in ids], ids)

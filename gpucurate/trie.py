@@ -319,24 +319,26 @@ def prune_cache(directory: str, keep: str | None = None) -> list:
     return removed
 
 
-def cached_trie(sha256: str) -> WordTrie | None:
+def cached_trie(sha256: str, unmatchable: bool = True) -> WordTrie | None:
     """The cached word trie of the list ``sha256``, or None."""
     trie = cache_load("trie", sha256, WordTrie)
     if trie is not None and trie.sha256 == sha256:
-        _report(trie, "loaded from cache", 0.0)
+        _report(trie, "loaded from cache", 0.0, unmatchable)
         return trie
     return None
 
 
-def load_trie(metadata, cache: bool = True) -> WordTrie:
+def load_trie(metadata, cache: bool = True, unmatchable: bool = True) -> WordTrie:
     """The trie of ``metadata``, from the on-disk cache when it holds one.
 
     The cache key is the SHA-256 of the metadata list and the trie format;
     files are written atomically, so concurrent processes may share the cache.
+    ``unmatchable``: log how many entries can never match (not for a
+    worldwide word trie, whose placeholders stand for the byte trie's entries).
     """
     md: Metadata = load_metadata(metadata)
     if cache:
-        trie = cached_trie(md.sha256)
+        trie = cached_trie(md.sha256, unmatchable)
         if trie is not None:
             return trie
     from .compiled import compile_notice
@@ -346,17 +348,17 @@ def load_trie(metadata, cache: bool = True) -> WordTrie:
                    tbld.insert_entries)
     t0 = time.perf_counter()
     trie = build_trie(md)
-    _report(trie, "built", time.perf_counter() - t0)
+    _report(trie, "built", time.perf_counter() - t0, unmatchable)
     if cache:
         cache_save("trie", md.sha256, trie)
     return trie
 
 
-def _report(trie: WordTrie, how: str, seconds: float) -> None:
+def _report(trie: WordTrie, how: str, seconds: float, unmatchable: bool = True) -> None:
     logger.info("trie %s: %s entries, %s nodes, %.1f MB%s", how, f"{trie.n_entries:,}",
                 f"{trie.n_nodes:,}", trie.nbytes / 1e6,
                 f" in {seconds:.2f} s" if seconds else "")
-    if trie.n_unmatchable:
+    if trie.n_unmatchable and unmatchable:
         logger.info("%s entries can never match (a tab or newline, one of , . ; : ? ! ` "
                     "without a space on each side, or two of them one space apart)",
                     f"{trie.n_unmatchable:,}")

@@ -403,3 +403,28 @@ def test_jsonl_language_field_first_met_late_whatever_the_batch(tmp_path):
                                       "null_captions")})
     assert got[0] == got[1]
     assert got[0]["languages"]["en"]["pool"] == 2 and got[0]["unrouted"] == 32
+
+
+def test_entries_matched_by_the_byte_trie_are_not_said_to_never_match(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Worldwide: entries that only the byte trie matches (CJK) stand in the
+    word trie as placeholders; the log does not count them as entries that
+    can never match, built or loaded from the cache."""
+    from gpucurate import cli
+
+    monkeypatch.setenv("GPUCURATE_CACHE_DIR", str(tmp_path / "cache"))
+    os.makedirs(tmp_path / "ww")
+    (tmp_path / "ww" / "zh.json").write_text(json.dumps(["猫", "可爱", "狗"]))
+    (tmp_path / "ww" / "en.json").write_text(json.dumps(["dog", "a\tb"]))
+    os.makedirs(tmp_path / "in")
+    pq.write_table(pa.table({"text": ["我的猫很可爱", "狗", "a dog"], "lang": ["zh", "zh", "en"]}),
+                   tmp_path / "in" / "p.parquet")
+    for run in range(2):
+        out = tmp_path / f"o{run}"
+        assert cli.main(["curate", "--worldwide", str(tmp_path / "ww"), "--input",
+                         str(tmp_path / "in"), "--out", str(out), "--t", "100",
+                         "--lang-column", "lang", "--device", "cpu", "--no-report"]) == 0
+        err = capsys.readouterr().err
+        assert "can never match" not in err, err
+        counts = pq.read_table(out / "entry_counts" / "zh.parquet").column("count").to_pylist()
+        assert counts == [1, 1, 1]
