@@ -168,6 +168,37 @@ def test_stages_equal_curate(base_run, tmp_path, metadata_path):
     assert curated(str(tmp_path / "bj")).equals(curated(out))
 
 
+def test_balance_into_its_own_count_directory(tmp_path, capsys, monkeypatch):
+    """count then balance --counts DIR/entry_counts.parquet --out DIR
+    --overwrite: a t below 1 is refused before DIR is touched (its counts stay,
+    and the error does not promise a pass 1 balance has not); an identical
+    rerun is no other run (balance rewrote the counts file with its
+    probabilities: the counts are the same); counts merged again under
+    another spelling of the metadata path are the same counts."""
+    pq.write_table(pa.table({"id": list(range(200)), "text": [
+        f"a dog {i}" if i % 2 else f"a cat {i}" for i in range(200)]}), tmp_path / "p.parquet")
+    (tmp_path / "md.json").write_text('["dog", "cat", "bird"]')
+    monkeypatch.chdir(tmp_path)
+    base = ["--metadata", "md.json", "--input", "p.parquet", "--key-column", "id", "--quiet"]
+    assert cli.main(["count", *base, "--out", "D"]) == 0
+    base.append("--no-report")
+    bal = ["balance", *base, "--counts", "D/entry_counts.parquet", "--out", "D"]
+    assert cli.main([*bal, "--tail-fraction", "0.000001", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "below 1" in err and "nothing was written" in err and "pass 1" not in err
+    assert os.path.exists("D/entry_counts.parquet") and os.path.exists("D/summary.json")
+    assert cli.main([*bal, "--t", "20", "--overwrite"]) == 0
+    first = curated("D")
+    assert cli.main([*bal, "--t", "20"]) == 0  # the same run: nothing to do
+    assert curated("D").equals(first)
+    for i, m in enumerate(("md.json", "./md.json")):
+        assert cli.main(["merge-counts", "D/entry_counts.parquet", "--metadata", m, "--out",
+                         f"m{i}.parquet", "--quiet"]) == 0
+    assert cli.main(["balance", *base, "--counts", "m0.parquet", "--out", "E", "--t", "20"]) == 0
+    assert cli.main(["balance", *base, "--counts", "m1.parquet", "--out", "E", "--t", "20"]) == 0
+    assert curated("E").equals(first)
+
+
 def test_save_matches_skips_matching_with_same_result(base_run, tmp_path, metadata_path):
     root, out, _ = base_run
     o = str(tmp_path / "saved")

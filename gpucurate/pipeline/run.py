@@ -125,7 +125,7 @@ def run(cfg: CurateConfig, stage: str = "curate") -> dict:
 def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards,
                  counts_file: str | None) -> dict:
     """``run`` from the fingerprint on; ``counts_file``: balance's counts, local."""
-    counts_sha = None
+    counts_sha = given = None
     if stage == "balance":
         import hashlib
 
@@ -133,29 +133,30 @@ def _run_checked(cfg: CurateConfig, stage: str, mds, md_sha, layout, shards,
             raise ConfigError(f"--counts {cfg.counts_file} does not exist; give the "
                               "entry_counts.parquet (worldwide: the entry_counts/ directory) "
                               "of a count or curate run")
+        # read before DIR is prepared (--counts DIR/entry_counts.parquet with
+        # --overwrite: the file is among what is cleared); known by the counts
+        # themselves, not the file's bytes (balance rewrites DIR/entry_counts.parquet
+        # with its probabilities; a merge stamps the metadata path it was given)
+        given = read_counts_all(counts_file, mds)
         h = hashlib.sha256()
-        for f in ([counts_file] if os.path.isfile(counts_file) else
-                  sorted(p for p in glob.glob(os.path.join(glob.escape(counts_file), "*"))
-                         if os.path.isfile(p))):
-            with open(f, "rb") as fh:
-                h.update(fh.read())
+        for code in sorted(given):
+            h.update(code.encode() + b"\0" + np.ascontiguousarray(given[code], "<u8").tobytes())
         counts_sha = h.hexdigest()
+        # t from the counts, before DIR is touched: a t below 1 leaves it as it was
+        language_t(cfg, given, kept="nothing was written")
     doc = cfg.fingerprint_doc(md_sha, [shard_identity(s, cfg.verify_inputs) for s in shards],
                               stage, counts_sha)
     with OutLock(layout):
-        return _run_locked(cfg, stage, layout, mds, doc, shards, counts_file)
+        return _run_locked(cfg, stage, layout, mds, doc, shards, given)
 
 
 def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, doc: dict,
-                shards: list, counts_file: str | None) -> dict:
+                shards: list, given: dict | None) -> dict:
     if cfg.worldwide:
         check_t_lang(cfg, mds)
     from ..executors import check_executor
 
     check_executor(cfg)  # Ray missing: said before DIR is written to
-    # balance: the counts read before DIR is prepared (--counts DIR/entry_counts.parquet
-    # with --overwrite: the file is among what is cleared)
-    given = read_counts_all(counts_file, mds) if stage == "balance" else None
     fp = prepare_out(cfg, layout, doc, stage)
     plan = plan_shards(cfg, shards)
     ex = make_executor(cfg)

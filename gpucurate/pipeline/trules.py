@@ -36,17 +36,18 @@ def check_t_lang(cfg: CurateConfig, langs) -> None:
                           f"{cfg.worldwide} (its languages: {', '.join(sorted(langs))})")
 
 
-def language_t(cfg: CurateConfig, counts: dict) -> dict:
+def language_t(cfg: CurateConfig, counts: dict, kept: str = "pass 1 is kept") -> dict:
     """t per language. MetaCLIP 1: --t, or p_to_t(counts, --tail-fraction).
     Worldwide (MetaCLIP 2): --t is t_en; p = t_to_p(counts_en, t_en) and every
     other language gets p_to_t(counts_lang, p) (or p = --tail-fraction for all);
     --t-lang LANG=T overrides one language. A language with no match gets no t
-    (nothing of it is balanced)."""
+    (nothing of it is balanced). ``kept``: what an error says is kept of
+    the run (curate: its pass 1; balance checks before writing anything)."""
     if ALL in counts:
         t = cfg.t if cfg.t is not None else p_to_t(counts[ALL], cfg.tail_fraction)
         if t < 1:
             raise ConfigError(f"--tail-fraction {cfg.tail_fraction} gives t = {t}, below 1; "
-                              "run again with a larger fraction or with --t (pass 1 is kept)")
+                              f"run again with a larger fraction or with --t ({kept})")
         return {ALL: int(t)}
     check_t_lang(cfg, counts)
     over = dict(cfg.t_lang or ())
@@ -57,7 +58,7 @@ def language_t(cfg: CurateConfig, counts: dict) -> dict:
         if counts["en"].sum() == 0:
             raise ConfigError("--t: no English caption matched, so p = t_to_p(counts_en, t) "
                               "is undefined; run again with --tail-fraction in place of --t "
-                              "(and --t-lang where wanted; pass 1 is kept)")
+                              f"(and --t-lang where wanted; {kept})")
         p = t_to_p(counts["en"], cfg.t)
     else:
         p = cfg.tail_fraction
@@ -73,5 +74,5 @@ def language_t(cfg: CurateConfig, counts: dict) -> dict:
             ts[code] = p_to_t(c, p)
             if ts[code] < 1:
                 raise ConfigError(f"language {code}: p = {p:.4g} gives t = {ts[code]}, below 1; "
-                                  f"run again with --t-lang {code}=T (pass 1 is kept)")
+                                  f"run again with --t-lang {code}=T ({kept})")
     return ts
