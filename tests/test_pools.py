@@ -281,3 +281,46 @@ def test_limit_counts_the_rows_left_after_bad_rows_are_skipped(tmp_path):
         s = curate(str(meta), [str(tmp_path / "in")], str(tmp_path / f"o{limit}"), t=100,
                    limit=limit, on_bad_row="skip", device="cpu", report=False)
         assert (s["pool"], s["rejected"], s["shards"]) == (min(limit, 6), 1, shards), limit
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_limit_with_skip_rejects_only_the_bad_rows_before_the_limit(tmp_path, fmt):
+    """--limit N with --on-bad-row skip: the bad rows recorded are those
+    before the N-th caption taken (bad lines, non-UTF-8 strings, null keys),
+    whatever the batch size; those past it are not read, as far as the run goes."""
+    import json
+
+    from gpucurate.pipeline import curate
+
+    os.makedirs(tmp_path / "in")
+    n = 400
+    bad = {i for i in range(n) if i % 20 == 7}
+    nullkey = {i for i in range(n) if i % 30 == 11} - bad
+    if fmt == "jsonl":
+        with open(tmp_path / "in" / "a.jsonl", "w") as f:
+            for i in range(n):
+                if i in bad:
+                    f.write("not json\n")
+                else:
+                    f.write(json.dumps({"key": None if i in nullkey else i,
+                                        "caption": f"a dog {i}"}) + "\n")
+    else:
+        cap = [b"a \xff dog" if i in bad else f"a dog {i}".encode() for i in range(n)]
+        pq.write_table(pa.table({"key": pa.array([None if i in nullkey else i for i in range(n)],
+                                                 pa.int64()),
+                                 "caption": pa.array(cap, pa.binary()).view(pa.string())}),
+                       tmp_path / "in" / "a.parquet", row_group_size=64)
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    for limit in (1, 100, 333):
+        good = [i for i in range(n) if i not in bad and i not in nullkey]
+        last = good[limit - 1]
+        want = sum(1 for i in range(last) if i in bad or i in nullkey)
+        for bb in (1 << 25, 2048, 1):
+            out = tmp_path / f"o{limit}-{bb}"
+            s = curate(str(meta), [str(tmp_path / "in")], str(out), t=100, limit=limit,
+                       on_bad_row="skip", key_column="key", batch_bytes=bb, device="cpu",
+                       report=False)
+            assert (s["pool"], s["rejected"]) == (limit, want), (limit, bb)
+            rej = pq.read_table(out / "rejected").num_rows
+            assert rej == want, (limit, bb)

@@ -76,29 +76,65 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
     # (rebalance: its source run's key column, which may be none)
     kc = cfg.extra["source_key_column"] if "source_key_column" in cfg.extra else cfg.key_column
     readable = 0  # rows read (a download folder's: those downloaded), the rejected included
+    # --limit with skip: the readers record the bad rows of a whole batch (jsonl: of
+    # every batch of a chunk) before the limit cuts it; each bad row is placed by the
+    # good rows read before it (readers number rows from the file's first, every row
+    # good or bad), so that those past the last row taken are no part of the run
+    placed: list = []   # (index in rejects, good rows the reader gave before it)
+    mark = 0            # rejects up to here are placed
+    given = 0           # good rows the reader gave before this batch
     for table in read_batches(shard, cfg.text_column, cfg.batch_bytes, columns,
                               rejects if skip else None, spans):
+        if skip:
+            for i in range(mark, len(rejects)):
+                placed.append((i, rejects[i]["row"] - len(placed)))
+            mark = len(rejects)
+        n_read = table.num_rows
+        where = None  # rows of the batch as read that remain (None: all)
         # a download folder's failed rows first: the rows are numbered among those
         # downloaded, the null keys' rows too (whatever the batch size)
+        failed = None
         if shard.tar is not None and "status" in table.column_names:
             ok = pc.fill_null(pc.equal(table.column("status").cast(pa.string()), "success"),
                               False)
             n_ok = int(pc.sum(ok).as_py() or 0)
-            if tally is not None:
-                tally["failed_downloads"] = tally.get("failed_downloads", 0) + \
-                    table.num_rows - n_ok
             if n_ok < table.num_rows:
+                okn = np.asarray(ok.to_numpy(zero_copy_only=False), bool)
+                failed, where = np.flatnonzero(~okn), np.flatnonzero(okn)
                 table = table.filter(ok)
         at, readable = readable, readable + table.num_rows
+        null_at = mark
         if skip and kc and kc in table.column_names and table.column(kc).null_count:
             nulls = pc.is_null(table.column(kc)).to_numpy(zero_copy_only=False)
             for r in np.nonzero(nulls)[0]:
                 rejects.append({"file": shard.path, "row": at + int(r),
                                 "reason": f"null key in column {kc!r} (row among "
-                                          "the shard's readable rows)", "raw": b""})
+                                          "the shard's readable rows)", "raw": b"",
+                                "_read": int(r if where is None else where[r])})
             table = table.filter(pa.array(~nulls))
-        if max_rows is not None and row + table.num_rows > max_rows:
-            table = table.slice(0, max_rows - row)
+            kept = np.flatnonzero(~nulls)
+            where = kept if where is None else where[kept]
+            mark = len(rejects)
+        last = None  # the limit is reached in this batch: the last row taken, as read
+        if max_rows is not None and row + table.num_rows >= max_rows:
+            if row + table.num_rows > max_rows:
+                table = table.slice(0, max_rows - row)
+            k = max_rows - row - 1
+            last = (int(where[k]) if where is not None else k) if k >= 0 else -1
+        if tally is not None and failed is not None:
+            tally["failed_downloads"] = tally.get("failed_downloads", 0) + int(
+                failed.size if last is None else np.count_nonzero(failed <= last))
+        if last is not None and skip:
+            # the bad rows after the last row taken: not read, as far as the run goes
+            cut = given + last  # good rows given before the first one dropped, less one
+            drop = {i for i, before in placed if before > cut}
+            drop |= {i for i in range(null_at, len(rejects)) if rejects[i]["_read"] > last}
+            if drop:
+                rejects[:] = [r for i, r in enumerate(rejects) if i not in drop]
+        given += n_read
+        if skip:
+            for r in rejects[null_at:]:
+                r.pop("_read", None)
         if table.num_rows:
             check_added(cfg, shard, table.column_names)
             yield table, row
