@@ -451,3 +451,24 @@ def test_ray_threads_default_to_the_environment(pools, metadata_path, monkeypatc
     run(cfg)
     assert "ray: 1 workers asked for" in capsys.readouterr().err
     _same_outputs(local, str(root / "ray-env"))
+
+
+def test_ray_address_where_nothing_listens_is_an_error_at_once(tmp_path, metadata_path):
+    """--address HOST:PORT with nothing listening: an error naming the
+    address, not Ray's silent retries for minutes."""
+    import socket
+
+    from gpucurate.errors import ConfigError
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # a port nothing listens on
+    pq.write_table(pa.table({"text": ["a dog"]}), tmp_path / "a.parquet")
+    cfg = CurateConfig(metadata=str(metadata_path), inputs=(str(tmp_path / "a.parquet"),),
+                       out=str(tmp_path / "o"), t=1, device="cpu", report=False,
+                       executor="ray", address=f"127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=f"--address 127.0.0.1:{port}: nothing answers"):
+        run(cfg)
+    assert time.monotonic() - t0 < 30

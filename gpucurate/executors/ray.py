@@ -455,6 +455,7 @@ class RayExecutor:
             env = {k: v for k, v in os.environ.items() if k.startswith("GPUCURATE_")}
             if env and "runtime_env" not in kw:
                 kw["runtime_env"] = {"env_vars": env}
+            _check_reachable(cfg.address)
             try:
                 ray.init(address=cfg.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -562,6 +563,27 @@ class RayExecutor:
         if self._env_old is not None:
             _restore_env(self._env_old)
             self._env_old = None
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) ``--address`` that nothing listens on
+    is an error now: Ray's own join retries it for minutes, silently."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = hostport.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT: left to Ray, which names what it expects
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: nothing answers there ({exc.strerror or exc}); "
+                          "start the cluster's head there (ray start --head --port "
+                          f"{port}), check the host and port, or leave out --address for a "
+                          "private local Ray") from None
 
 
 def _gcs_address(address: str) -> str | None:
