@@ -15,8 +15,18 @@ def test_kernels_compile_to_sm90_ptx(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="0"))
     assert r.returncode == 0, r.stdout + r.stderr
-    names = {"count_matches", "fill_matches", "compact", "count_entries", "keep_captions",
-             "utf8_check"}
+    # every kernel of the module (its device functions are compiled into them)
+    q = subprocess.run([sys.executable, "-c", (
+        "from gpucurate.kernels import cuda as kc\n"
+        "import numba.cuda.dispatcher as d\n"
+        "print(' '.join(sorted(n for n, v in vars(kc).items() if isinstance("
+        "v, d.CUDADispatcher) and not v.targetoptions.get('device'))))")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="0"))
+    assert q.returncode == 0, q.stderr
+    names = set(q.stdout.split())
+    assert {"match_slots", "compact_slots", "count_matches", "fill_matches", "compact",
+            "count_entries", "keep_captions", "utf8_check"} <= names
     for n in names:
         ptx = (tmp_path / f"{n}.ptx").read_text()
         assert ".target sm_90" in ptx and ".entry" in ptx
