@@ -221,11 +221,16 @@ def pool_counts(layout: OutputLayout, mds: dict, plan) -> dict:
     """The pool's counts: every shard's pass-1 counts summed, per language."""
     counts = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
     for shard, _ in plan:
-        t = pq.read_table(layout.pass1_counts(shard.index))
-        langs = t.column("lang").to_numpy(zero_copy_only=False)
+        # the language as a dictionary: its codes compared once, not once per row
+        t = pq.read_table(layout.pass1_counts(shard.index), read_dictionary=["lang"])
+        lang = t.column("lang").combine_chunks()
+        if not pa.types.is_dictionary(lang.type):
+            lang = lang.dictionary_encode()
+        codes = lang.indices.to_numpy(zero_copy_only=False)
         ids = t.column("entry_id").to_numpy()
         cnt = t.column("count").to_numpy().astype(np.uint64)
-        for c in counts:
-            sel = langs == c
-            counts[c][ids[sel]] += cnt[sel]
+        for j, c in enumerate(lang.dictionary.to_pylist()):
+            if c in counts:
+                sel = codes == j
+                counts[c][ids[sel]] += cnt[sel]
     return counts
