@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from typing import Iterator
 
@@ -69,11 +70,11 @@ def _tar(shard: Shard, text_column: str | None, batch_bytes: int) -> Iterator[pa
             for m in tf:
                 if not m.isfile():
                     continue
-                base = os.path.basename(m.name)
-                if "." not in base:
+                # webdataset's base_plus_ext
+                km = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", m.name)
+                if km is None:
                     continue
-                stem, ext = base.split(".", 1)
-                key = os.path.join(os.path.dirname(m.name), stem)
+                key, ext = km.group(1), km.group(2)
                 if key != cur_key:
                     flush_sample()
                     cur_key, cur = key, {}

@@ -169,9 +169,31 @@ def test_long_and_unicode_names_all_formats(tmp_path):
         got = new(path)
         assert got.equals(old(path))
         assert got.column("__key__").to_pylist()[:3] == [f"{long_dir}/a", "ñandú/日本語", "plain"]
-        assert "a/double" in got.column("__key__").to_pylist()
+        assert "a//double" in got.column("__key__").to_pylist()  # verbatim, as webdataset
         assert "//lead" in got.column("__key__").to_pylist()
         assert "dir/" in got.column("__key__").to_pylist()
+
+
+def test_keys_are_webdatasets_for_dotted_base_names(tmp_path):
+    """Keys as webdataset's base_plus_ext makes them: macOS tar's ._ files
+    (AppleDouble) at the top level or under ./ belong to no sample, a double
+    slash is kept; the rows equal the reference's and webdataset's own."""
+    from gpucurate.io.tar import sample_key
+
+    members = [("._000001.jpg", b"mac"), ("000001.jpg", b"img"), ("000001.txt", b"a dog"),
+               ("./._000002.jpg", b"mac"), ("./000002.jpg", b"img"), ("./000002.txt", b"a cat"),
+               (".txt", b"no sample"), ("a//b.txt", b"a bird"), ("a//b.jpg", b"img")]
+    path = str(write_tar(tmp_path / "mac.tar", members, "gnu"))
+    got = new(path)
+    assert got.equals(old(path))
+    assert got.column("__key__").to_pylist() == ["000001", "./000002", "a//b"]
+    assert got.column("text").to_pylist() == ["a dog", "a cat", "a bird"]
+    assert sample_key(b"._x.jpg") is None and sample_key(b"./._x.jpg") is None
+    assert sample_key(b"dir/._x.jpg") == (b"dir/", b"_x.jpg")
+    assert sample_key(b"a//b.tar.gz") == (b"a//b", b"tar.gz")
+    wds = pytest.importorskip("webdataset")
+    keys = [s["__key__"] for s in wds.WebDataset(path, shardshuffle=False, empty_check=False)]
+    assert keys == got.column("__key__").to_pylist()
 
 
 def test_ustar_prefix_names(tmp_path):

@@ -7,9 +7,12 @@ images) is skipped by its offset: a plain tar is memory-mapped and the skipped
 pages are never touched; a compressed stream is decompressed in chunks and
 the skipped bytes dropped. Compression is told by the magic bytes, not the name.
 
-Samples follow WebDataset's key rule: a member ``dir/stem.ext...`` belongs to
-sample ``os.path.join(dir, stem)`` (stem: the base name up to its first dot),
-its extension is the rest, lowercased. A sample's members must be contiguous.
+Samples follow WebDataset's key rule (``base_plus_ext``): a member
+``dir/stem.ext...`` belongs to sample ``dir/stem`` (the name up to the first
+dot of its base name, verbatim), its extension is the rest, lowercased; a base
+name that starts with a dot (``dir/._x.jpg``) keys the directory part
+(``dir/``) when the last directory holds no dot, and otherwise, as at the top
+level, belongs to no sample. A sample's members must be contiguous.
 
 The archive must end with the two zero blocks of the end-of-archive marker
 (padding after them must be zeros): a shard cut at a member boundary is an
@@ -430,34 +433,32 @@ def _walk(b, base, at_eof, flags, st, keybuf, keyoff, htab, txtbuf, jsonbuf, row
                 if name[i] == 46:
                     dot = i
                     break
-            if dot >= 0:
-                el = nlen - dot - 1
+            # WebDataset's key (base_plus_ext: ^((?:.*/|)[^.]+)[.]([^/]*)$): the name
+            # up to the first dot of its base name, verbatim; a base name that starts
+            # with a dot keys the directory part, slash included, when the last
+            # directory holds no dot; else the member is in no sample
+            kend = -1
+            if dot > ls + 1:
+                kend = dot
+            elif dot == ls + 1 and ls >= 0:
+                kend = ls + 1
+                i = ls - 1
+                while i >= 0 and name[i] != 47:
+                    if name[i] == 46:
+                        kend = -1
+                        break
+                    i -= 1
+            if kend >= 0:
+                el = nlen - kend - 1
                 ext = 0
-                if el == 3 and (name[dot + 1] | 32) == 116 and (name[dot + 2] | 32) == 120 \
-                        and (name[dot + 3] | 32) == 116:
+                if el == 3 and (name[kend + 1] | 32) == 116 and (name[kend + 2] | 32) == 120 \
+                        and (name[kend + 3] | 32) == 116:
                     ext = 1
-                elif el == 4 and (name[dot + 1] | 32) == 106 and (name[dot + 2] | 32) == 115 \
-                        and (name[dot + 3] | 32) == 111 and (name[dot + 4] | 32) == 110:
+                elif el == 4 and (name[kend + 1] | 32) == 106 and (name[kend + 2] | 32) == 115 \
+                        and (name[kend + 3] | 32) == 111 and (name[kend + 4] | 32) == 110:
                     ext = 2
-                # key = posixpath.join(posixpath.dirname(name), stem)
-                hl = ls + 1
-                if hl > 0:
-                    allsl = True
-                    for i in range(hl):
-                        if name[i] != 47:
-                            allsl = False
-                            break
-                    if not allsl:
-                        while hl > 0 and name[hl - 1] == 47:
-                            hl -= 1
                 kn = 0
-                for i in range(hl):
-                    kscr[kn] = name[i]
-                    kn += 1
-                if hl > 0 and name[hl - 1] != 47:
-                    kscr[kn] = 47
-                    kn += 1
-                for i in range(ls + 1, dot):
+                for i in range(kend):
                     kscr[kn] = name[i]
                     kn += 1
                 same = st[OPEN] == 1 and _key_eq(keybuf, keyoff[st[NS]], st[OKLEN], kscr, kn)
@@ -1295,20 +1296,17 @@ def count_samples(path: str) -> int:
 
 
 # ---------------------------------------------------------------- member scan
+_BASE_PLUS_EXT = re.compile(rb"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
 def sample_key(name: bytes) -> tuple[bytes, bytes] | None:
     """(sample key, extension) of a member named ``name`` by the walker's rule
-    (``_walk``): ``posixpath.join(posixpath.dirname(name), stem)``, the stem
-    being the base name up to its first dot; None when the base name has no
-    dot (the member belongs to no sample). The extension keeps its case."""
-    ls = name.rfind(b"/")
-    dot = name.find(b".", ls + 1)
-    if dot < 0:
-        return None
-    head = name[:ls + 1]
-    if head.strip(b"/"):  # posixpath.dirname: trailing slashes go, unless all are slashes
-        head = head.rstrip(b"/")
-    sep = b"/" if head and not head.endswith(b"/") else b""
-    return head + sep + name[ls + 1:dot], name[dot + 1:]
+    (``_walk``), WebDataset's ``base_plus_ext``: the name up to the first dot of
+    its base name, verbatim; a base name that starts with a dot keys the
+    directory part (slash included) when the last directory holds no dot.
+    None when the member belongs to no sample. The extension keeps its case."""
+    m = _BASE_PLUS_EXT.match(name)
+    return (m.group(1), m.group(2)) if m else None
 
 
 _KINDS = {b"0": "file", b"\x00": "file", b"7": "file", b"1": "hardlink", b"2": "symlink",
