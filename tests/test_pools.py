@@ -324,3 +324,35 @@ def test_limit_with_skip_rejects_only_the_bad_rows_before_the_limit(tmp_path, fm
             assert (s["pool"], s["rejected"]) == (limit, want), (limit, bb)
             rej = pq.read_table(out / "rejected").num_rows
             assert rej == want, (limit, bb)
+
+
+def test_webdataset_of_a_download_folder_whose_tar_is_cut_short(tmp_path):
+    """A download folder's tar (which pass 1 never walks) cut short, in a
+    member's data or in a header, or without its end-of-archive marker: an
+    error naming the tar and where it ends, before a tar is written (a .json
+    cut in its header was written as a new one: the sample's own lost)."""
+    import tarfile as _tarfile
+
+    from gpucurate.errors import InputError
+    from gpucurate.pipeline import curate
+
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    _dl_folder(str(tmp_path / "src"), n=4, failed=())
+    whole = open(tmp_path / "src" / "00000.tar", "rb").read()
+    with _tarfile.open(tmp_path / "src" / "00000.tar") as tf:
+        last = tf.getmembers()[-1]
+    cuts = {"data": last.offset_data + 2, "header": last.offset + 300,
+            "marker": last.offset_data + 512}
+    for what, cut in cuts.items():
+        d = tmp_path / what
+        _dl_folder(str(d), n=4, failed=())
+        with open(d / "00000.tar", "wb") as f:
+            f.write(whole[:cut])
+        with pytest.raises(InputError, match=r"00000\.tar: the tar ends at byte %d" % cut):
+            curate(str(meta), [str(d)], str(tmp_path / f"o-{what}"), t=100, device="cpu",
+                   report=False, outputs=("parquet", "webdataset"), key_column="key")
+        assert not os.path.exists(tmp_path / f"o-{what}" / "curated-wds" / "00000.tar")
+    s = curate(str(meta), [str(tmp_path / "src")], str(tmp_path / "ok"), t=100, device="cpu",
+               report=False, outputs=("parquet", "webdataset"), key_column="key")
+    assert s["curated"] == 4

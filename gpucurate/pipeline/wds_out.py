@@ -382,8 +382,10 @@ def _scan_plain(b, out):
     does not define (GNU's ``D``, ``V``, ...). Per member, out[i] = (first
     header, data offset, size, name offset, name length, prefix offset,
     prefix length, regular). Returns (members, status, offset): status 0 at
-    the end of the bytes or archive, -1 at a pax header (the caller lists the
-    tar otherwise), -2 when out is full, -3 at a damaged header (its offset)."""
+    the end-of-archive marker (its offset), 1 at the end of the bytes (no
+    marker met), -1 at a pax header (the caller lists the tar otherwise), -2
+    when out is full, -3 at a damaged header (its offset), -4 when a member's
+    data runs past the bytes (its header's offset)."""
     n = 0
     pos = 0
     first = -1
@@ -432,11 +434,13 @@ def _scan_plain(b, out):
             out[n, 5] = pos + 345
             out[n, 6] = _cstr(b, pos + 345, 155)
         out[n, 7] = 1 if regular else 0
+        if regular and pos + BLOCK + size > size_b:
+            return n, -4, pos
         n += 1
         pos += BLOCK + (padded if regular or not defined else 0)
         first = -1
         long_off = -1
-    return n, 0, pos
+    return n, 1, pos
 
 
 def _scan(b: np.ndarray, label: str, base: int, out: np.ndarray | None = None) -> tuple:
@@ -449,8 +453,12 @@ def _scan(b: np.ndarray, label: str, base: int, out: np.ndarray | None = None) -
         if status == -3:
             raise InputError(f"{label}: bad tar header at byte {base + pos} (its checksum or "
                              "size does not read); re-create the tar")
+        if status == -4:
+            raise InputError(f"{label}: the tar ends at byte {base + b.size}, inside the data "
+                             f"of the member whose header is at byte {base + pos}: it was cut "
+                             "short; download or re-create it")
         if status != -2:
-            return out[:n], status
+            return out[:n], status, pos
         out = np.zeros((out.shape[0] * 2, 8), np.int64)
 
 
@@ -497,7 +505,7 @@ def _index_range(mm, start: int, end: int, label: str,
     """The samples of the members in bytes [start, end) of a plain tar (one
     sample's, as pass 1 found them), or None at a pax header."""
     b = np.frombuffer(mm, np.uint8, end - start, start)
-    rows, status = _scan(b, label, start, out)
+    rows, status, _ = _scan(b, label, start, out)
     del b
     return None if status == -1 else _collect(rows, mm, start, {}, label)
 
@@ -506,23 +514,49 @@ def _index(f, mm, label: str) -> dict:
     """{sample key: [(ext, first header offset, data offset, data size, header offset, name)]}."""
     if isinstance(mm, mmap.mmap):
         b = np.frombuffer(mm, np.uint8)
-        rows, status = _scan(b, label, 0)
+        rows, status, pos = _scan(b, label, 0)
+        if status >= 0:
+            _check_end(b, pos, status, label)
         del b
-        if status == 0:
+        if status >= 0:
             return _collect(rows, mm, 0, {}, label)
     samples: dict = {}
     last = None
+    f.seek(0, 2)
+    size = f.tell()
     f.seek(0)
     try:  # pax headers: tarfile reads them
         with tarfile.open(fileobj=f, mode="r:") as tf:
             for ti in tf:
                 if ti.isreg():
+                    if ti.offset_data + ti.size > size:
+                        raise InputError(f"{label}: the tar ends at byte {size}, inside the "
+                                         f"data of {ti.name!r}: it was cut short; download or "
+                                         "re-create it")
                     last = _add(samples, last, ti.name.encode("utf-8", "surrogateescape"),
                                 (ti.offset, ti.offset_data, ti.size, ti.offset_data - BLOCK),
                                 label)
+            end = tf.offset
     except tarfile.TarError as exc:
         raise InputError(f"{label}: cannot list the tar's members ({exc}); re-create it") from None
+    f.seek(end)
+    tail = f.read(size - end)
+    _check_end(np.frombuffer(tail, np.uint8), 0, 0 if tail[:BLOCK] == bytes(BLOCK) else 1,
+               label, end)
     return samples
+
+
+def _check_end(b: np.ndarray, pos: int, status: int, label: str, base: int = 0) -> None:
+    """A whole tar (a download folder's, which pass 1 never walked) ends as
+    pass 1 asks of a tar shard: the end-of-archive marker, two zero blocks,
+    at ``pos``, then zeros alone (the record's padding)."""
+    if status == 1 or b.size - pos < 2 * BLOCK:
+        raise InputError(f"{label}: the tar ends at byte {base + b.size} without its "
+                         "end-of-archive marker (two zero blocks): it was cut short; download "
+                         "or re-create it")
+    if b[pos:].any():
+        raise InputError(f"{label}: bytes other than zeros after the end-of-archive marker "
+                         f"(at byte {base + pos}); re-create the tar")
 
 
 def with_entry_ids(raw: bytes, ids: list, where: str, checked: bool = True) -> bytes:
