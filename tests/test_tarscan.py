@@ -677,3 +677,34 @@ def test_a_sample_with_two_captions_is_an_error(tmp_path, names):
     with pytest.raises(InputError, match="sample 'a' has a second"):
         curate(str(meta), [str(tmp_path / "a.tar")], str(tmp_path / "o"), t=100, device="cpu",
                report=False)
+
+
+def _patched(path, member: int, off: int, value: bytes):
+    """The tar at ``path`` with bytes ``off`` of member ``member``'s header
+    set to ``value``, its checksum made right again."""
+    raw = bytearray(open(path, "rb").read())
+    with tarfile.open(path) as tf:
+        h = tf.getmembers()[member].offset
+    raw[h + off:h + off + len(value)] = value
+    raw[h + 148:h + 156] = b" " * 8
+    raw[h + 148:h + 156] = b"%06o\0 " % sum(raw[h:h + 512])
+    with open(path, "wb") as f:
+        f.write(bytes(raw))
+
+
+def test_number_fields_read_as_tarfile_reads_them(tmp_path):
+    """A uid written as a negative base-256 number (tarfile reads it) is a
+    sample like any; a device number that reads as no number (tarfile stops
+    there, the rest unread) is an error naming the header, as a damaged mode,
+    owner or time is."""
+    from gpucurate.errors import InputError
+
+    members = [("a.txt", b"a dog"), ("b.txt", b"a cat"), ("c.txt", b"a bird")]
+    neg = str(write_tar(tmp_path / "neg.tar", members, "gnu"))
+    _patched(neg, 1, 108, b"\xff" * 8)
+    assert new(neg).column("__key__").to_pylist() == ["a", "b", "c"]
+    assert new(neg).equals(old(neg))
+    dev = str(write_tar(tmp_path / "dev.tar", members, "gnu"))
+    _patched(dev, 1, 329, b"zzzzzzz\0")
+    with pytest.raises(InputError, match="invalid number field .* at byte 1024"):
+        new(dev)

@@ -78,6 +78,12 @@ def _isws(c):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bad_num(b, s, n):
+    """Whether a number field does not read as tarfile's nti() reads it."""
+    return b[s] != 0xFF and _num(b, s, n) < 0
+
+
+@numba.njit(cache=True, nogil=True)
 def _num(b, s, n):
     """tarfile's nti(): base-256 or octal (NUL-terminated, blank-stripped); -1 if invalid."""
     c0 = np.int64(b[s])
@@ -296,10 +302,12 @@ def _walk(b, base, at_eof, flags, st, keybuf, keyoff, htab, txtbuf, jsonbuf, row
             if size < 0:
                 st[ERR_OFF] = c
                 return E_BADNUM
-            # mode, uid, gid, mtime must read as numbers too (as tarfile reads
-            # them): a damaged one whose checksum still holds is refused
-            if (_num(b, p + 100, 8) < 0 or _num(b, p + 108, 8) < 0 or _num(b, p + 116, 8) < 0
-                    or (b[p + 136] != 0xFF and _num(b, p + 136, 12) < 0)):
+            # mode, uid, gid, mtime, devmajor, devminor must read as numbers too
+            # (as tarfile reads them; a 0xFF lead byte is a negative base-256
+            # number, which it reads): a damaged one whose checksum holds is refused
+            if (_bad_num(b, p + 100, 8) or _bad_num(b, p + 108, 8) or _bad_num(b, p + 116, 8)
+                    or _bad_num(b, p + 136, 12) or _bad_num(b, p + 329, 8)
+                    or _bad_num(b, p + 337, 8)):
                 st[ERR_OFF] = c
                 return E_BADNUM
             t = np.int64(b[p + 156])
@@ -810,7 +818,7 @@ class _Scan:
             msg = (f"{w}: bad tar header checksum at byte {off} ({self._after()}); the shard is "
                    f"corrupt or not a tar; {recreate}")
         elif code == E_BADNUM:
-            msg = (f"{w}: invalid number field (size, mode, owner or time) in the tar header at "
+            msg = (f"{w}: invalid number field (size, mode, owner, time or device) in the tar header at "
                    f"byte {off} ({self._after()}); "
                    f"the shard is corrupt; {recreate}")
         elif code == E_MISSING_TXT:
