@@ -708,3 +708,35 @@ def test_number_fields_read_as_tarfile_reads_them(tmp_path):
     _patched(dev, 1, 329, b"zzzzzzz\0")
     with pytest.raises(InputError, match="invalid number field .* at byte 1024"):
         new(dev)
+
+
+def test_compressed_tar_cut_short_names_where_its_bytes_end(tmp_path):
+    """A .tar.gz cut short: the bytes that decompress are walked first, and
+    the error names the tar byte where they end and the last sample read
+    (it named byte 0 and no sample when the cut fell in the first window);
+    junk after a whole stream is damage after the archive."""
+    import zlib
+
+    from gpucurate.errors import InputError
+
+    rng = random.Random(3)
+    members = []
+    for i in range(300):
+        members += [(f"s{i:04d}.jpg", bytes(rng.getrandbits(8) for _ in range(6000))),
+                    (f"s{i:04d}.txt", f"a dog {i}".encode())]
+    plain = str(write_tar(tmp_path / "t.tar", members, "gnu"))
+    gz = gzip.compress(open(plain, "rb").read(), compresslevel=1)
+    cut = gz[:int(len(gz) * 0.6)]
+    (tmp_path / "cut.tar.gz").write_bytes(cut)
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    avail = len(d.decompress(cut))
+    with pytest.raises(InputError) as e:
+        new(str(tmp_path / "cut.tar.gz"))
+    msg = str(e.value)
+    assert f"ends early, at tar byte {avail}," in msg, msg
+    last = int(msg.split("in or after sample 's")[1][:4])
+    per = 512 + 6144 + 512 + 512  # a sample's bytes: the .jpg's header and data, the .txt's
+    assert last * per <= avail <= (last + 2) * per  # the sample where those bytes end
+    (tmp_path / "junk.tar.gz").write_bytes(gz + b"junk" * 10)
+    with pytest.raises(InputError, match="damaged after the end of the tar archive"):
+        new(str(tmp_path / "junk.tar.gz"))

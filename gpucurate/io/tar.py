@@ -643,6 +643,7 @@ class _Source:
         self.kind = compression(path)
         self._mm = None
         self._gen = None
+        self.broken = None  # the stream's error, met past the bytes buffered
         if self.kind is None:
             size = os.path.getsize(path)
             self.at_eof = True
@@ -702,7 +703,13 @@ class _Source:
                 self.base = keep_from
         want = max(need_to - self.base, self._fill + self.CHUNK)
         while self._fill < want and not self.at_eof:
-            got = self._pull()
+            try:
+                got = self._pull()
+            except (_Truncated, _Corrupt) as exc:
+                # the bytes decompressed so far are walked first: the error is said
+                # where the walker runs out of them (see _Scan.error)
+                self.broken, self.at_eof = exc, True
+                break
             if not got:
                 self.at_eof = True
                 break
@@ -730,6 +737,8 @@ class _Source:
                 return int(self.base + lo + nz[0])
             pos = self.base + self._fill
             if self.at_eof:
+                if self.broken is not None:
+                    raise self.broken
                 return -1
             self.refill(pos, pos + self.CHUNK)
 
@@ -771,6 +780,7 @@ class _Scan:
         self.rows = np.empty((rows_cap, ROW_COLS), np.int64)
         self.name = np.empty(NAME_CAP + 256, np.uint8)
         self.kscr = np.empty(NAME_CAP + 258, np.uint8)
+        self.src = None  # the byte source while batches() runs (its stream error)
 
     # -- messages
     def where(self) -> str:
@@ -801,6 +811,19 @@ class _Scan:
         st, w = self.st, self.where()
         off = int(st[ERR_OFF])
         recreate = "re-create the shard (e.g. re-run the writer) or drop it from the input"
+        src = self.src
+        if src is not None and src.broken is not None and code in (
+                E_NO_EOA, E_TRUNC_HEADER, E_TRUNC_DATA, E_LONE_ZERO):
+            # the walker ran out of the bytes decompressed before the stream broke
+            end = src.base + src._fill
+            if isinstance(src.broken, _Truncated):
+                return InputError(
+                    f"{w}: the {src.kind} stream ends early, at tar byte {end}, inside the tar "
+                    f"member at byte {off} ({self._after()}); the shard is truncated; "
+                    f"{recreate}")
+            return InputError(
+                f"{w}: cannot decompress the {src.kind} stream past tar byte {end} "
+                f"({self._after()}): {src.broken}; the shard is corrupt; re-create it")
         if code == E_NO_EOA:
             msg = (f"{w}: the tar ends at byte {off}, {self._after()}, without the two zero "
                    "blocks that end a tar archive: the shard is truncated (an interrupted copy "
@@ -860,7 +883,7 @@ class _Scan:
     # -- the loop
     def batches(self) -> Iterator[tuple]:
         """(rows, keys, key offsets, txt bytes, json bytes) per batch of complete samples."""
-        src = _Source(self.path)
+        src = self.src = _Source(self.path)
         st = self.st
         try:
             if src.kind is None and src.buf.shape[0] == 0:
