@@ -323,3 +323,46 @@ def test_address_without_ray_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="--executor ray"):
         CurateConfig(metadata="m.json", inputs=("a.parquet",), out=str(tmp_path / "o"),
                      address="127.0.0.1:6379")
+
+
+def test_jsonl_shards_that_read_badly_before_the_run(tmp_path, capsys):
+    """What is read of a jsonl before the passes (its first lines for the
+    caption column, its lines for --limit): a corrupt or cut .gz / .zst is
+    an error naming the file, not a traceback; a first line that is no JSON
+    does not hide the caption column of the lines after it; shards that name
+    their caption column differently are told apart."""
+    import gzip
+    import json
+
+    m = tmp_path / "m.json"
+    m.write_text('["dog"]')
+    lines = b"".join(json.dumps({"caption": f"a dog {i}"}).encode() + b"\n" for i in range(3000))
+    gz = gzip.compress(lines)
+    bad = bytearray(gz)
+    bad[len(bad) // 2:len(bad) // 2 + 40] = b"\xff" * 40
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "corrupt.jsonl.gz").write_bytes(bytes(bad))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "cut.jsonl.gz").write_bytes(gz[:len(gz) // 2])
+    for d in ("c", "t"):
+        for extra in ([], ["--limit", "10"]):
+            rc, err = _cli(["curate", "--metadata", str(m), "--input", str(tmp_path / d), "--out",
+                            str(tmp_path / f"o-{d}-{len(extra)}"), "--t", "1", "--quiet",
+                            "--no-report", *extra], capsys)
+            assert rc == 2 and ".jsonl.gz: " in err, err  # (no traceback: _cli)
+            if d == "t":
+                assert "cannot read past line" in err, err
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.jsonl").write_bytes(b"{oops\n" + b"".join(lines.splitlines(True)[:5]))
+    rc, err = _cli(["curate", "--metadata", str(m), "--input", str(tmp_path / "f"), "--out",
+                    str(tmp_path / "of"), "--t", "100", "--no-report", "--on-bad-row", "skip"],
+                   capsys)
+    assert rc == 0 and "caption column: caption" in err
+    summary = json.load(open(tmp_path / "of" / "summary.json"))
+    assert (summary["pool"], summary["curated"], summary["rejected"]) == (5, 5, 1)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.jsonl").write_text('{"text": "a dog"}\n')
+    (tmp_path / "x" / "b.jsonl").write_text('{"caption": "a dog"}\n')
+    rc, err = _cli(["curate", "--metadata", str(m), "--input", str(tmp_path / "x"), "--out",
+                    str(tmp_path / "ox"), "--t", "1", "--quiet"], capsys)
+    assert rc == 2 and "name their caption column differently" in err and "a.jsonl" in err

@@ -79,12 +79,18 @@ def _columns_of(shard: Shard) -> list | None:
 
         from .jsonl import open_lines
 
-        try:
+        try:  # the first line that reads as an object (a bad line is the reader's to name)
             with open_lines(shard) as f:
-                obj = json.loads(f.readline() or b"{}")
-        except (ValueError, OSError, EOFError):
-            return None  # the reader says what is wrong, with the line
-        return list(obj) if isinstance(obj, dict) else None
+                for _, line in zip(range(100), f):
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(obj, dict):
+                        return list(obj)
+        except Exception:  # noqa: BLE001 - zlib, zstd, EOF: the reader says what is wrong
+            return None
+        return None
     return None
 
 
@@ -99,6 +105,11 @@ def choose_text_column(shards: list, given: str | None) -> str:
         if all(name in c for _, c in seen):
             return name
     s, c = next((s, c) for s, c in seen if "text" not in c)
+    other = next((t for t, d in seen if "text" in d), None)
+    if other is not None and "caption" in c:
+        raise InputError(f"the shards name their caption column differently: {other.path} has "
+                         f"'text', {s.path} 'caption'; one column name is read from every "
+                         "shard: rename it in one of them (--text-column names it)")
     raise InputError(f"{s.path}: no column 'text' or 'caption' (columns: {', '.join(c)}); "
                      "choose the caption column with --text-column")
 

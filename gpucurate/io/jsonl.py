@@ -79,8 +79,17 @@ def open_lines(shard: Shard):
 
 
 def count_lines(shard: Shard) -> int:
-    with open_lines(shard) as f:
-        return sum(1 for _ in f)
+    n = 0
+    try:
+        with open_lines(shard) as f:
+            for _ in f:
+                n += 1
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - EOFError, OSError, zlib's and zstandard's own
+        raise InputError(f"{shard.path}: cannot read past line {n} ({exc}); the file is "
+                         "truncated or corrupt: re-create it") from None
+    return n
 
 
 def _where(shard: Shard, line_no: int) -> str:
