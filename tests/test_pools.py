@@ -177,9 +177,10 @@ def test_inputs_as_users_give_them(tmp_path):
     assert pool(tmp_path / "mixed", out="o5")["pool"] == 7
 
 
-def test_download_folder_null_keys_are_numbered_among_downloads(tmp_path):
-    """--on-bad-row skip in a download folder: a null key's row is numbered
-    among the rows downloaded, whatever the batch size."""
+def test_download_folder_null_keys_are_numbered_as_in_the_file(tmp_path):
+    """--on-bad-row skip in a download folder: a null key's row is its row in
+    the parquet file (failed downloads counted, as every other reject is),
+    whatever the batch size."""
     from gpucurate.pipeline import curate
 
     _dl_folder(str(tmp_path / "dl"), n=8, failed=(0, 3), null_keys=(2, 5))
@@ -191,7 +192,7 @@ def test_download_folder_null_keys_are_numbered_among_downloads(tmp_path):
         curate(str(meta), [str(tmp_path / "dl")], str(out), t=100, key_column="key",
                on_bad_row="skip", device="cpu", report=False, batch_bytes=bb)
         got.append(pq.read_table(out / "rejected").column("row").to_pylist())
-    assert got[0] == got[1] == [1, 3]
+    assert got[0] == got[1] == [2, 5]
 
 
 def test_globs_walk_the_directories_they_match_and_names_ignore_order(tmp_path):
@@ -356,3 +357,40 @@ def test_webdataset_of_a_download_folder_whose_tar_is_cut_short(tmp_path):
     s = curate(str(meta), [str(tmp_path / "src")], str(tmp_path / "ok"), t=100, device="cpu",
                report=False, outputs=("parquet", "webdataset"), key_column="key")
     assert s["curated"] == 4
+
+
+def test_skip_finds_bad_strings_at_any_depth_and_numbers_rows_as_in_the_file(tmp_path):
+    """Non-UTF-8 bytes inside a list or a struct column are a bad row (they
+    went into the curated parquet), also beside view columns (a filter of
+    those failed); a null key after a bad row is numbered by its row in the
+    file; rejected/ lists the rows in file order at every batch size."""
+    from gpucurate.errors import InputError
+    from gpucurate.pipeline import curate
+
+    os.makedirs(tmp_path / "in")
+    n = 3000
+    bad = b"bad \xff dog"
+    lst = pa.array([[bad if i == 7 else b"ok"] for i in range(n)],
+                   pa.list_(pa.binary())).cast(pa.list_(pa.string()), safe=False)
+    st = pa.StructArray.from_arrays(
+        [pa.array([bad if i == 2000 else b"ok" for i in range(n)], pa.binary()).view(pa.string())],
+        ["s"])
+    pq.write_table(pa.table({
+        "k": pa.array([None if i == 9 else i for i in range(n)], pa.int64()),
+        "text": [f"a dog {i}" for i in range(n)], "u": lst, "v": st,
+        "w": pa.array([b"x"] * n, pa.binary()).cast(pa.binary_view())}),
+        tmp_path / "in" / "a.parquet")
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    with pytest.raises(InputError, match="column 'u', row 7 is not valid UTF-8"):
+        curate(str(meta), [str(tmp_path / "in")], str(tmp_path / "e"), t=10**9, device="cpu",
+               report=False)
+    for bb in (1 << 25, 1):
+        out = tmp_path / f"o{bb}"
+        s = curate(str(meta), [str(tmp_path / "in")], str(out), t=10**9, key_column="k",
+                   on_bad_row="skip", device="cpu", report=False, batch_bytes=bb)
+        rej = pq.read_table(out / "rejected")
+        assert rej.column("row").to_pylist() == [7, 9, 2000], bb
+        assert s["curated"] == n - 3
+        kept = pq.read_table(out / "curated")
+        assert kept.column("u").to_pylist() == [["ok"]] * (n - 3)  # every string reads back

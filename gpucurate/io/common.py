@@ -141,31 +141,99 @@ def bad_utf8_rows(arr: pa.Array) -> list:
     return out
 
 
+def unviewed(t: pa.DataType) -> pa.DataType:
+    """View types as their large twins: pyarrow 26 has no take/filter kernel for
+    string_view or binary_view (the parquet pages are the same)."""
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    return t
+
+
+def without_views(table: pa.Table) -> pa.Table:
+    """The table with its view columns as their large twins (to filter or take)."""
+    for i, f in enumerate(table.schema):
+        if unviewed(f.type) is not f.type:
+            table = table.set_column(i, f.name, table.column(i).cast(unviewed(f.type)))
+    return table
+
+
+def _is_text(t) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _holds_text(t) -> bool:
+    """Whether values of type ``t`` hold strings (at any depth)."""
+    if _is_text(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return _holds_text(t.value_type)
+    if pa.types.is_map(t):
+        return _holds_text(t.key_type) or _holds_text(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _holds_text(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_holds_text(t.field(i).type) for i in range(t.num_fields))
+    return False
+
+
+def bad_utf8_rows_deep(arr: pa.Array) -> list:
+    """Every row of ``arr`` holding a non-UTF-8 string, at any depth (in a
+    list's values, a struct's fields, a map's keys and items, a dictionary)."""
+    t = arr.type
+    if _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type)):
+        return bad_utf8_rows(arr)
+    if not _holds_text(t) or not len(arr):
+        return []
+    if pa.types.is_dictionary(t):
+        bad = bad_utf8_rows_deep(arr.dictionary)
+        if not bad:
+            return []
+        hit = np.zeros(len(arr.dictionary), bool)
+        hit[bad] = True
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
+        return np.flatnonzero(valid & hit[idx]).tolist()
+    if pa.types.is_map(t):
+        arr = arr.view(pa.list_(pa.field("entries", pa.struct([t.key_field, t.item_field]),
+                                         nullable=False)))
+        t = arr.type
+    if pa.types.is_struct(t):
+        out: set = set()
+        for i in range(t.num_fields):
+            out.update(bad_utf8_rows_deep(arr.field(i)))
+        return sorted(out)
+    bad = bad_utf8_rows_deep(arr.flatten())  # lists: each bad value's row
+    if not bad:
+        return []
+    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+    return sorted(set(parents[bad].tolist()))
+
+
 def drop_bad_strings(table: pa.Table, where: str, first_row: int, rejects: list) -> pa.Table:
     """The table without its rows holding a non-UTF-8 string (in any string
     column); each such row is recorded in ``rejects`` (``--on-bad-row skip``)."""
     bad: dict = {}
     for name, col in zip(table.column_names, table.columns):
-        t = col.type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-                or pa.types.is_dictionary(t)):
+        if not _holds_text(col.type):
             continue
         row = 0
         for chunk in col.chunks:
-            for r in bad_utf8_rows(chunk):
+            for r in bad_utf8_rows_deep(chunk):
                 bad.setdefault(row + r, name)
             row += len(chunk)
     if not bad:
         return table
     for r in sorted(bad):
-        raw = table.column(bad[r])[r].cast(pa.large_binary()).as_py() if not pa.types.is_dictionary(
-            table.schema.field(bad[r]).type) else None
+        raw = table.column(bad[r])[r].cast(pa.large_binary()).as_py() if _is_text(
+            table.schema.field(bad[r]).type) else None  # (a nested value: its row alone)
         rejects.append({"file": where, "row": first_row + r,
                         "reason": f"column {bad[r]!r} is not valid UTF-8",
                         "raw": (raw or b"")[:4096]})
     keep = np.ones(table.num_rows, bool)
     keep[sorted(bad)] = False
-    return table.filter(pa.array(keep))
+    return without_views(table).filter(pa.array(keep))
 
 
 def check_other_strings(table: pa.Table, text_column: str, where: str, first_row: int) -> None:
@@ -174,14 +242,13 @@ def check_other_strings(table: pa.Table, text_column: str, where: str, first_row
     for name, col in zip(table.column_names, table.columns):
         if name == text_column:
             continue
-        t = col.type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-                or (pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or
-                                                   pa.types.is_large_string(t.value_type)))):
+        if not _holds_text(col.type):
             continue
+        nested = not (_is_text(col.type) or pa.types.is_dictionary(col.type))
         row = 0
         for chunk in col.chunks:
-            bad = first_bad_utf8(chunk)
+            bad = first_bad_utf8(chunk) if not nested else \
+                next(iter(bad_utf8_rows_deep(chunk)), -1)
             if bad >= 0:
                 raise InputError(f"{where}: column {name!r}, row {first_row + row + bad} is not "
                                  "valid UTF-8; re-encode the column as UTF-8 (or store it as "

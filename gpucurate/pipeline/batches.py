@@ -13,6 +13,7 @@ from ..columns import buffers, chunks_of
 from ..config import CurateConfig
 from ..errors import InputError
 from ..io import Shard, atomic_write_parquet, read_batches
+from ..io.common import without_views
 from ..keys import key_hashes, row_key_hashes
 from .layout import ALL, OutputLayout
 
@@ -75,7 +76,6 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
     # the rows are numbered as the run that matched them numbered them
     # (rebalance: its source run's key column, which may be none)
     kc = cfg.extra["source_key_column"] if "source_key_column" in cfg.extra else cfg.key_column
-    readable = 0  # rows read (a download folder's: those downloaded), the rejected included
     # --limit with skip: the readers record the bad rows of a whole batch (jsonl: of
     # every batch of a chunk) before the limit cuts it; each bad row is placed by the
     # good rows read before it (readers number rows from the file's first, every row
@@ -101,17 +101,21 @@ def shard_batches(cfg: CurateConfig, shard: Shard, max_rows: int | None,
             if n_ok < table.num_rows:
                 okn = np.asarray(ok.to_numpy(zero_copy_only=False), bool)
                 failed, where = np.flatnonzero(~okn), np.flatnonzero(okn)
-                table = table.filter(ok)
-        at, readable = readable, readable + table.num_rows
+                table = without_views(table).filter(ok)
         null_at = mark
         if skip and kc and kc in table.column_names and table.column(kc).null_count:
             nulls = pc.is_null(table.column(kc)).to_numpy(zero_copy_only=False)
+            befores = np.sort(np.array([b for _, b in placed], np.int64))
             for r in np.nonzero(nulls)[0]:
-                rejects.append({"file": shard.path, "row": at + int(r),
-                                "reason": f"null key in column {kc!r} (row among "
-                                          "the shard's readable rows)", "raw": b"",
-                                "_read": int(r if where is None else where[r])})
-            table = table.filter(pa.array(~nulls))
+                read = int(r if where is None else where[r])
+                # its row in the file: the rows the reader gave before it, and the
+                # bad rows among them
+                g = given + read
+                rejects.append({"file": shard.path,
+                                "row": g + int(np.searchsorted(befores, g, side="right")),
+                                "reason": f"null key in column {kc!r}", "raw": b"",
+                                "_read": read})
+            table = without_views(table).filter(pa.array(~nulls))
             kept = np.flatnonzero(~nulls)
             where = kept if where is None else where[kept]
             mark = len(rejects)
@@ -252,6 +256,7 @@ def text_ids(lens: np.ndarray, first: int, rows: np.ndarray | None = None) -> np
 def write_rejects(layout: OutputLayout, shard: Shard, rejects: list) -> None:
     """The rows ``--on-bad-row skip`` left out of a shard: rejected/part-N.parquet."""
     os.makedirs(layout.rejected_dir, exist_ok=True)
+    rejects = sorted(rejects, key=lambda r: r["row"])  # in file order, whatever the batches
     atomic_write_parquet(layout.rejected(shard.index), pa.table({
         "file": pa.array([r["file"] for r in rejects], pa.string()),
         "row": pa.array([r["row"] for r in rejects], pa.int64()),
