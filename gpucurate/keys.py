@@ -31,14 +31,16 @@ def key_hashes(column, where: str = "key column", first_row: int = 0,
         raise InputError(f"{where}: row {first_row + row} has a null key; every sample needs "
                          f"a key ({fix})")
     t = col.type
+    if pa.types.is_dictionary(t):  # (a pandas category): its values, as if plain
+        col, t = col.cast(t.value_type), t.value_type
     if pa.types.is_integer(t):
         arr = col.to_numpy() if isinstance(col, pa.Array) else col.to_numpy()
         if pa.types.is_unsigned_integer(t):
             return arr.astype(np.uint64)
         return arr.astype(np.int64).view(np.uint64)
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
-            or pa.types.is_large_binary(t) or pa.types.is_string_view(t)):
-        raise InputError(f"{where}: keys must be integers or strings, not {t}")
+    if not is_key_type(t):
+        raise InputError(f"{where}: keys must be integers or strings, not {t}; give "
+                         "--key-column a column of integer or string ids")
     out = []
     col = col.cast(pa.large_binary())
     for chunk in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
@@ -50,6 +52,15 @@ def key_hashes(column, where: str = "key column", first_row: int = 0,
         hash_rows(data, offs, h)
         out.append(h)
     return np.concatenate(out) if out else np.zeros(0, np.uint64)
+
+
+def is_key_type(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` can key samples (a dictionary: by its values)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or pa.types.is_string_view(t) or pa.types.is_binary_view(t))
 
 
 def row_key_hashes(shard_name: str, first_row: int, n: int) -> np.ndarray:

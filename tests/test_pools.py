@@ -394,3 +394,28 @@ def test_skip_finds_bad_strings_at_any_depth_and_numbers_rows_as_in_the_file(tmp
         assert s["curated"] == n - 3
         kept = pq.read_table(out / "curated")
         assert kept.column("u").to_pylist() == [["ok"]] * (n - 3)  # every string reads back
+
+
+def test_keys_in_dictionary_and_view_columns_key_as_their_values(tmp_path):
+    """--key-column on a dictionary-encoded column (a pandas category) or a
+    binary_view column keys each row by its value, as the plain column does
+    (they were refused)."""
+    from gpucurate.pipeline import curate
+
+    n = 400
+    keys = [f"id-{i % 150:04d}-{i}" for i in range(n)]
+    text = [f"a dog {i}" if i % 3 else f"a cat {i}" for i in range(n)]
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog", "cat"]')
+    cols = {"plain": pa.array(keys), "dict": pa.array(keys).dictionary_encode(),
+            "view": pa.array([k.encode() for k in keys], pa.binary()).cast(pa.binary_view())}
+    got = {}
+    for name, col in cols.items():
+        os.makedirs(tmp_path / name)
+        pq.write_table(pa.table({"k": col, "text": text}), tmp_path / name / "a.parquet")
+        curate(str(meta), [str(tmp_path / name)], str(tmp_path / f"o-{name}"), t=40,
+               key_column="k", device="cpu", report=False)
+        got[name] = pq.read_table(tmp_path / f"o-{name}" / "curated").select(
+            ["text", "entry_ids"])
+    assert 0 < got["plain"].num_rows < n
+    assert got["dict"].equals(got["plain"]) and got["view"].equals(got["plain"])

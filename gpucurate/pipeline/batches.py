@@ -14,7 +14,7 @@ from ..config import CurateConfig
 from ..errors import InputError
 from ..io import Shard, atomic_write_parquet, read_batches
 from ..io.common import without_views
-from ..keys import key_hashes, row_key_hashes
+from ..keys import is_key_type, key_hashes, row_key_hashes
 from .layout import ALL, OutputLayout
 
 
@@ -174,10 +174,7 @@ def check_keys(cfg: CurateConfig, shard: Shard, table: pa.Table, first_row: int)
         raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
                          f"{', '.join(table.column_names)})")
     col = table.column(cfg.key_column)
-    t = col.type
-    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
-            or pa.types.is_binary(t) or pa.types.is_large_binary(t)
-            or pa.types.is_string_view(t)):
+    if not is_key_type(col.type):
         key_hashes(col, where=shard.path, first_row=first_row)  # its error names the type
     if col.null_count:
         key_hashes(col, where=shard.path, first_row=first_row)  # its error names the row

@@ -53,8 +53,11 @@ for _i, _c in enumerate(b"ABCDEF"):
 def _nibbles(col) -> tuple:
     """(first row that is not 32 hex digits or None, the (n, 32) hex digit values)."""
     n = len(col)
+    if pa.types.is_dictionary(col.type):  # (a pandas category): its values
+        col = col.cast(col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-            or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)
+            or pa.types.is_string_view(col.type) or pa.types.is_binary_view(col.type)):
         return (0 if n else None), None
     col = col.cast(pa.large_binary())
     lens = pc.binary_length(col).to_numpy(zero_copy_only=False)

@@ -210,6 +210,8 @@ class KeySet:
         """Per row of ``col`` (the pool's keys): the class of the survivors
         equal to it, or -1 (a null key is no survivor's)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_dictionary(col.type):  # (a pandas category): its values
+            col = col.cast(col.type.value_type)
         typ = col.type
         self.kind = ("int" if pa.types.is_signed_integer(typ) else "uint") \
             if pa.types.is_integer(typ) else "bytes"
