@@ -366,3 +366,31 @@ def test_jsonl_shards_that_read_badly_before_the_run(tmp_path, capsys):
     rc, err = _cli(["curate", "--metadata", str(m), "--input", str(tmp_path / "x"), "--out",
                     str(tmp_path / "ox"), "--t", "1", "--quiet"], capsys)
     assert rc == 2 and "name their caption column differently" in err and "a.jsonl" in err
+
+
+def test_jsonl_nested_value_of_another_kind_names_its_line(tmp_path, capsys):
+    """A line whose nested value is of another kind than the lines before it
+    (a string in a list of integers, a struct field): the error names that
+    line, not a range of up to 65536 rows; with --on-bad-row skip that line
+    alone is rejected and the run goes on."""
+    import json
+
+    m = tmp_path / "m.json"
+    m.write_text('["dog"]')
+    for name, bad in (("list", {"v": [1, "a"]}), ("struct", {"v": {"a": "s"}})):
+        d = tmp_path / name
+        d.mkdir()
+        with open(d / "a.jsonl", "w") as f:
+            for i in range(1000):
+                v = bad["v"] if i == 700 else ([i, i] if name == "list" else {"a": i})
+                f.write(json.dumps({"text": f"a dog {i}", "v": v}) + "\n")
+        rc, err = _cli(["curate", "--metadata", str(m), "--input", str(d), "--out",
+                        str(tmp_path / f"e-{name}"), "--t", "1", "--quiet"], capsys)
+        assert rc == 2 and "line 701 (row 700): a value does not fit" in err, err
+        rc, err = _cli(["curate", "--metadata", str(m), "--input", str(d), "--out",
+                        str(tmp_path / f"s-{name}"), "--t", "10000", "--quiet", "--no-report",
+                        "--on-bad-row", "skip", "--batch-bytes", "4096"], capsys)
+        assert rc == 0
+        assert pq.read_table(tmp_path / f"s-{name}" / "rejected").column("row").to_pylist() \
+            == [700]
+        assert pq.read_table(tmp_path / f"s-{name}" / "curated").num_rows == 999

@@ -148,6 +148,7 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int,
     (``--on-bad-row skip``) it is left out and recorded there instead (file,
     row, reason, raw bytes)."""
     rows: list[dict] = []
+    lines: list = []  # each row's line number (and raw bytes, to record a reject)
     acc = 0
     line_no = 0
     kinds: dict[str, tuple[str, int]] = {}  # field -> (JSON type, first line holding it)
@@ -165,12 +166,13 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int,
                     continue
                 v = obj.get(text_column)
                 rows.append(obj)
+                lines.append((line_no, bytes(raw[:4096]) if rejects is not None else b""))
                 acc += len(v) if v else 0
                 if acc >= batch_bytes // 4 or len(rows) >= 65536:
-                    table, schema = _rows_table(rows, shard, text_column, line_no - len(rows),
-                                                schema)
+                    table, schema = _rows_table(rows, shard, text_column, lines, schema,
+                                                rejects)
                     yield from split(table, text_column, batch_bytes)
-                    rows, acc = [], 0
+                    rows, lines, acc = [], [], 0
     except InputError:
         raise
     except (EOFError, OSError) as exc:
@@ -180,22 +182,49 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int,
         raise InputError(f"{shard.path}: cannot read past line {line_no} ({exc}); the file is "
                          "truncated or corrupt: re-create it") from None
     if rows:
-        table, schema = _rows_table(rows, shard, text_column, line_no - len(rows), schema)
+        table, schema = _rows_table(rows, shard, text_column, lines, schema, rejects)
         yield from split(table, text_column, batch_bytes)
 
 
-def _rows_table(rows, shard, text_column, first_row, schema):
+_TABLE_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
+def _rows_table(rows, shard, text_column, lines, schema, rejects=None):
     """The rows as a table of the shard's schema (the first batch's, with
-    types that were all null so far taken from later rows)."""
-    try:
-        table = rows_to_table(rows)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"{shard.path}: rows {first_row}..{first_row + len(rows) - 1} cannot "
-                         f"be read as a table ({exc}); make each field one type") from None
+    types that were all null so far taken from later rows). A row whose
+    values do not fit the rows before it (a nested value of another kind) is
+    an error naming its line, or with ``rejects`` a rejected row."""
+    while True:
+        try:
+            table = rows_to_table(rows)
+            break
+        except _TABLE_ERRORS as exc:
+            k = _first_misfit(rows)
+            line_no, raw = lines[k]
+            why = (f"{_where(shard, line_no)}: a value does not fit the lines before it "
+                   f"({exc}); make each field one type")
+            if rejects is None:
+                raise InputError(why) from None
+            rejects.append({"file": shard.path, "row": line_no - 1, "reason": why, "raw": raw})
+            rows, lines = rows[:k] + rows[k + 1:], lines[:k] + lines[k + 1:]
     table = normal_text(table, text_column)
     if schema is not None:
-        table, schema = _conform(table, schema, shard, first_row)
+        table, schema = _conform(table, schema, shard, lines[0][0] - 1 if lines else 0)
     return table, _merge(schema, table.schema)
+
+
+def _first_misfit(rows: list) -> int:
+    """The first row that the rows before it cannot take into one table (a
+    bisection: a prefix that reads reads whatever its length below)."""
+    lo, hi = 0, len(rows) - 1  # rows[:lo] read; rows[:hi + 1] does not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            rows_to_table(rows[:mid + 1])
+            lo = mid + 1
+        except _TABLE_ERRORS:
+            hi = mid
+    return lo
 
 
 def _merge(schema, new):
