@@ -737,3 +737,33 @@ def test_a_rerun_of_a_done_run_keeps_its_summary(meta, tmp_path):
         _cur(meta, pool, out, verify_inputs=True, **kw)
     assert "--verify-inputs was given to this run only" in str(e.value)
     assert "changed since" not in str(e.value)
+
+
+@pytest.mark.parametrize("cut_after", [1, 3, 7, 10])
+def test_an_overwrite_cut_short_then_the_old_run_again_is_whole(meta, tmp_path, monkeypatch,
+                                                                cut_after):
+    """--overwrite with new settings cut short after some outputs are
+    cleared, then the old command again: the old run resumes and is whole
+    (a shard's part gone while its completion marker stayed was taken as
+    done: a curated set short of it, reported as a success)."""
+    from gpucurate.pipeline import outdir
+
+    pool = _pool_with_bad_rows(tmp_path)
+    kw = dict(key_column="key", on_bad_row="skip")
+    out = tmp_path / "o"
+    _cur(meta, pool, out, t=1000, **kw)
+    real, n = outdir._remove, []
+
+    def cut(path):  # the process dies after ``cut_after`` outputs removed
+        if len(n) == cut_after:
+            raise KeyboardInterrupt
+        n.append(path)
+        real(path)
+
+    monkeypatch.setattr(outdir, "_remove", cut)
+    with pytest.raises(KeyboardInterrupt):
+        _cur(meta, pool, out, t=5, overwrite=True, **kw)
+    monkeypatch.setattr(outdir, "_remove", real)
+    _cur(meta, pool, out, t=1000, **kw)
+    _cur(meta, pool, tmp_path / "clean", t=1000, **kw)
+    _same_rows(out, tmp_path / "clean")

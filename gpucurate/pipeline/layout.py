@@ -187,11 +187,14 @@ class OutputLayout:
     def outputs(self) -> list[str]:
         """Every top-level output a run writes: what ``--overwrite`` clears
         (never anything else under DIR, and nothing outside it)."""
-        # config.json last: a clearing cut short leaves it, so that the rest is
-        # still known as that run's (and cleared again), never taken for this one's
-        return [self.work, self.matches_dir, self.entry_counts, self.entry_counts_dir,
-                self.curated_dir, self.curated_wds_dir, self.uids, self.rejected_dir,
-                self.stats_dir, self.summary, self.report, self.config]
+        # The completion markers first (summary, pass 2's stats, pass 1's under
+        # work): a clearing cut short never leaves a shard marked done whose
+        # outputs are gone (the run it left resumed as whole); config.json last,
+        # so that the rest is still known as that run's (and cleared again),
+        # never taken for another one's
+        return [self.summary, self.stats_dir, self.work, self.matches_dir, self.entry_counts,
+                self.entry_counts_dir, self.curated_dir, self.curated_wds_dir, self.uids,
+                self.rejected_dir, self.report, self.config]
 
     def marker_dirs(self) -> list[str]:
         """The directories whose ``*.json`` files mark completed shards."""
