@@ -40,3 +40,22 @@ def test_kept_counts_follow_the_probabilities(tmp_path, metadata_path, real_matc
         assert abs(z) < 5.5, (e, z)
     # 3. the flattening: no head entry keeps far more than t plus its co-occurrence share
     assert kept_rows.sum() < len(lists)
+
+
+def test_a_run_stopped_before_its_summary_says_what_ran_it(tmp_path):
+    """Every shard done but no summary (stopped between the last marker and
+    the summary): the rerun, which runs no pass, names the engine and reader
+    that ran the passes, not "auto"."""
+    import json
+
+    os.makedirs(tmp_path / "in")
+    pq.write_table(pa.table({"text": [f"a dog {i}" for i in range(100)]}),
+                   tmp_path / "in" / "a.parquet")
+    meta = tmp_path / "m.json"
+    meta.write_text('["dog"]')
+    first = curate(str(meta), [str(tmp_path / "in")], str(tmp_path / "o"), t=10, report=False)
+    assert first["device"] == "cpu" and first["reader"] != "auto"
+    os.remove(tmp_path / "o" / "summary.json")
+    again = curate(str(meta), [str(tmp_path / "in")], str(tmp_path / "o"), t=10, report=False)
+    assert (again["device"], again["reader"]) == (first["device"], first["reader"])
+    assert json.load(open(tmp_path / "o" / "summary.json"))["device"] == "cpu"

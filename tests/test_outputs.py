@@ -975,6 +975,22 @@ def test_rebalance_refuses_a_source_that_moved(tmp_path, rows, metadata_path):
     assert _no_work(str(tmp_path / "o1")) and _no_work(str(tmp_path / "o2"))
 
 
+def test_rebalance_rerun_clears_what_a_stop_after_a_marker_left(saved_run, rows, tmp_path):
+    """A rebalance stopped between a shard's pass-2 marker and its clean-up
+    left the link to the source's saved matches: the rerun removes it, as
+    curate does."""
+    _, out = saved_run
+    ids = pq.read_table(os.path.join(out, "curated")).column("id").to_pylist()[:80]
+    pq.write_table(pa.table({"id": ids}), tmp_path / "s.parquet")
+    out2 = str(tmp_path / "re")
+    rebalance(out, str(tmp_path / "s.parquet"), "id", out2, t=5, device="cpu", report=False)
+    left = os.path.join(out2, "work", "matches", "shard-00001.parquet")
+    os.makedirs(os.path.dirname(left), exist_ok=True)
+    os.link(os.path.join(out, "matches", "shard-00001.parquet"), left)  # as a stop leaves it
+    rebalance(out, str(tmp_path / "s.parquet"), "id", out2, t=5, device="cpu", report=False)
+    assert not os.path.exists(left)
+
+
 def test_rebalance_survivor_files(saved_run, tmp_path):
     """Survivors as a directory of parquet parts, and as jsonl whose other
     fields change type from line to line: only the key is read."""

@@ -58,3 +58,30 @@ def test_kill_and_resume(tmp_path, metadata_path):
     same_outputs(str(clean), str(out))
     leftovers = [f for _, _, fs in os.walk(out) for f in fs if ".tmp-" in f]
     assert not leftovers
+
+
+def test_sigterm_stops_with_a_message_and_resumes(tmp_path, metadata_path):
+    """SIGTERM (a scheduler stopping the job) is unwound as Ctrl-C is: the
+    run says it was terminated and how to resume, exits 143, leaves no
+    temporary file; the rerun equals a clean run."""
+    table = pq.read_table(caption_file("redcaps_explore_samples")).slice(0, 160000)
+    write_parquet_shards(table, tmp_path / "in", 6)
+    clean, out = tmp_path / "clean", tmp_path / "termed"
+    r = subprocess.run(_cmd(metadata_path, tmp_path / "in", clean), cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cmd = _cmd(metadata_path, tmp_path / "in", out)
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    t0 = time.time()
+    while p.poll() is None and _count(out / "work" / "pass1", ".json") < 1 and \
+            time.time() - t0 < 120:
+        time.sleep(0.005)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 143, err
+    assert "terminated (SIGTERM); rerun the same command to resume" in err
+    assert not [f for _, _, fs in os.walk(out) for f in fs if ".tmp-" in f]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    same_outputs(str(clean), str(out))

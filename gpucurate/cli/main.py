@@ -233,9 +233,21 @@ def main(argv=None) -> int:
     except GpucurateError as exc:
         logger.error("error: %s", " ".join(str(exc).split("\n")).strip())
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            logger.error("terminated (SIGTERM); rerun the same command to resume")
+            return 143
         logger.error("interrupted; rerun the same command to resume")
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``): unwound as Ctrl-C is, so that
+    the run stops its workers, says so and can be resumed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _dispatch(a) -> int:
@@ -297,6 +309,9 @@ def entry() -> None:
     2-core VM that gives the user nothing. So the exit handlers run (logging,
     Ray, the language-ID processes), the streams are flushed, and the process
     ends there."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc = main()
     except SystemExit as exc:  # argparse: --help, usage errors
@@ -304,8 +319,8 @@ def entry() -> None:
         if rc is not None and not isinstance(rc, int):
             print(rc, file=sys.stderr)
             rc = 1
-    except KeyboardInterrupt:
-        rc = 130
+    except KeyboardInterrupt as exc:
+        rc = 143 if isinstance(exc, Terminated) else 130
     except BaseException:  # noqa: BLE001 - a bug: its traceback, as Python would print it
         import traceback
 

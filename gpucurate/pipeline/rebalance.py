@@ -462,8 +462,8 @@ def _link(src: str, dst: str) -> None:
 
 def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
             target_size) -> dict:
-    from .pass2 import pass2_shard
-    from .run import _keep_timings, _run_pass, _summary, make_executor
+    from .pass2 import drop_pass1_scratch, pass2_shard
+    from .run import _keep_timings, _run_pass, _summary, describe_workers, make_executor
     from .worker import WorkerSetup
 
     fp = prepare_out(cfg, layout, doc, "rebalance")
@@ -508,11 +508,14 @@ def _locked(cfg, layout, root, mds, doc, plan, files, keyset, survivors_path,
     try:
         p2 = _run_pass(ex, pass2_shard, [(layout, s, m) for s, m in plan], setup, layout.stats,
                        "pass2", seconds, done)
+        for s, _ in plan:  # what a stop between a marker and its clean-up left here
+            drop_pass1_scratch(layout, s)
         for (s, _), a, b in zip(plan, p1, p2):  # pass 2 counted every row it read
             mine = {k: a[k] for k in ("captions", "null_captions", "matched")}
             if any(b.get(k) != v for k, v in mine.items()):
                 b.update(mine)
                 atomic_write_json(layout.stats(s.index), b)
+        describe_workers(ex, setup, layout)
         summary = _summary(cfg, "rebalance", fp, p1, p2, counts, ts, seconds, ex)
         gone = keyset.missing(np.concatenate(
             [np.zeros(0, np.int64)] + [np.load(_survivor_file(layout, "found", s.index))

@@ -177,6 +177,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             counts = given
         if stage == "count":
             write_entry_counts(layout, mds, counts, None)
+            describe_workers(ex, setup, layout)
             summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
             _keep_timings(layout, summary, done)
             atomic_write_json(layout.summary, summary)
@@ -201,6 +202,7 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
                 drop_pass1_scratch(layout, c[1])
         finally:
             aside.join()
+        describe_workers(ex, setup, layout)
         summary = _summary(cfg, stage, fp, p1, p2, counts, ts, seconds, ex)
         write_outputs(cfg, layout, [s for s, _ in plan], p2, summary, ex, setup)  # --outputs
         if ex.remote:  # a worker lost while writing an output left its temporary files
@@ -260,6 +262,15 @@ def _run_pass(ex, fn, calls, setup, marker, name: str, seconds: dict, done: dict
             gather(calls[0][0])  # an output URL: what workers on other nodes published
         done[name] = sum(results[c[1].index]["captions"] for c in todo)
     return [results[c[1].index] for c in calls]
+
+
+def describe_workers(ex, setup, layout: OutputLayout) -> None:
+    """Start the workers when no pass ran and no summary says what ran the
+    passes (a run stopped between its last marker and its summary): the
+    summary's device and reader are then those of this run's workers, never
+    the unresolved "auto"."""
+    if not ex.workers and not os.path.exists(layout.summary):
+        ex.prepare(setup, 1)
 
 
 def _keep_timings(layout: OutputLayout, summary: dict, done: dict) -> None:
