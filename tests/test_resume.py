@@ -7,6 +7,7 @@ import sys
 import time
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import ROOT, caption_file
 from pool import write_parquet_shards
@@ -85,3 +86,30 @@ def test_sigterm_stops_with_a_message_and_resumes(tmp_path, metadata_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     same_outputs(str(clean), str(out))
+
+
+def test_a_stop_signal_wrapped_by_a_library_is_still_a_stop(tmp_path, metadata_path, capsys,
+                                                             monkeypatch):
+    """Ctrl-C or SIGTERM lands wherever the main thread is; a library that
+    turns it into its own error while handling it (numba's unpickling did)
+    still ends the run as a stop (message, exit 143 or 130), not a traceback."""
+    import importlib
+
+    cli_main = importlib.import_module("gpucurate.cli.main")
+
+    def raising(a):
+        try:
+            raise cli_main.Terminated()
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("a library's own error") from exc
+
+    monkeypatch.setattr(cli_main, "_dispatch", raising)
+    assert cli_main.main(["info"]) == 143
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+
+    def plain(a):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli_main, "_dispatch", plain)
+    with pytest.raises(RuntimeError):
+        cli_main.main(["info"])

@@ -233,12 +233,27 @@ def main(argv=None) -> int:
     except GpucurateError as exc:
         logger.error("error: %s", " ".join(str(exc).split("\n")).strip())
         return 2
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, Terminated):
+    except BaseException as exc:  # noqa: BLE001 - Ctrl-C or SIGTERM, maybe wrapped by a library
+        stop = _stop_in(exc)
+        if stop is None:
+            raise
+        if isinstance(stop, Terminated):
             logger.error("terminated (SIGTERM); rerun the same command to resume")
             return 143
         logger.error("interrupted; rerun the same command to resume")
         return 130
+
+
+def _stop_in(exc: BaseException):
+    """The KeyboardInterrupt (Ctrl-C, or :class:`Terminated`) behind ``exc``:
+    itself, or the cause or context of an error a library raised while
+    handling it (the signal lands wherever the main thread is), or None."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 class Terminated(KeyboardInterrupt):
@@ -319,13 +334,15 @@ def entry() -> None:
         if rc is not None and not isinstance(rc, int):
             print(rc, file=sys.stderr)
             rc = 1
-    except KeyboardInterrupt as exc:
-        rc = 143 if isinstance(exc, Terminated) else 130
-    except BaseException:  # noqa: BLE001 - a bug: its traceback, as Python would print it
-        import traceback
+    except BaseException as exc:  # noqa: BLE001 - a bug: its traceback, as Python would print it
+        stop = _stop_in(exc)
+        if stop is not None:
+            rc = 143 if isinstance(stop, Terminated) else 130
+        else:
+            import traceback
 
-        traceback.print_exc()
-        rc = 1
+            traceback.print_exc()
+            rc = 1
     try:
         import atexit
 
