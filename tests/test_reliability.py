@@ -603,11 +603,9 @@ def _same_rows(a, b):
     assert ea.column("count").equals(eb.column("count"))
 
 
-def test_an_overwrite_cut_short_is_no_run_of_the_new_settings(meta, tmp_path, monkeypatch):
-    """--overwrite clears the old run's outputs, config.json last: cut short,
-    what is left is still known as the old run's (a rerun without --overwrite
-    is refused, with it the result is a clean run's), never resumed as the
-    new one's."""
+def _overwrite_cut_short(meta, tmp_path, monkeypatch, cut_after: int):
+    """A run at t=1000 in tmp_path/o, then one at t=5 with --overwrite whose
+    process dies after ``cut_after`` outputs are removed: (pool, kw, out)."""
     from gpucurate.pipeline import outdir
 
     pool = _pool_with_bad_rows(tmp_path)
@@ -616,8 +614,8 @@ def test_an_overwrite_cut_short_is_no_run_of_the_new_settings(meta, tmp_path, mo
     _cur(meta, pool, out, t=1000, **kw)
     real, n = outdir._remove, []
 
-    def cut(path):  # the process dies after the first output removed
-        if n:
+    def cut(path):
+        if len(n) == cut_after:
             raise KeyboardInterrupt
         n.append(path)
         real(path)
@@ -626,6 +624,15 @@ def test_an_overwrite_cut_short_is_no_run_of_the_new_settings(meta, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         _cur(meta, pool, out, t=5, overwrite=True, **kw)
     monkeypatch.setattr(outdir, "_remove", real)
+    return pool, kw, out
+
+
+def test_an_overwrite_cut_short_is_no_run_of_the_new_settings(meta, tmp_path, monkeypatch):
+    """--overwrite clears the old run's outputs, config.json last: cut short,
+    what is left is still known as the old run's (a rerun without --overwrite
+    is refused, with it the result is a clean run's), never resumed as the
+    new one's."""
+    pool, kw, out = _overwrite_cut_short(meta, tmp_path, monkeypatch, 1)
     with pytest.raises(ConfigError, match="holds another run"):
         _cur(meta, pool, out, t=5, **kw)
     _cur(meta, pool, out, t=5, overwrite=True, **kw)
@@ -746,24 +753,7 @@ def test_an_overwrite_cut_short_then_the_old_run_again_is_whole(meta, tmp_path, 
     cleared, then the old command again: the old run resumes and is whole
     (a shard's part gone while its completion marker stayed was taken as
     done: a curated set short of it, reported as a success)."""
-    from gpucurate.pipeline import outdir
-
-    pool = _pool_with_bad_rows(tmp_path)
-    kw = dict(key_column="key", on_bad_row="skip")
-    out = tmp_path / "o"
-    _cur(meta, pool, out, t=1000, **kw)
-    real, n = outdir._remove, []
-
-    def cut(path):  # the process dies after ``cut_after`` outputs removed
-        if len(n) == cut_after:
-            raise KeyboardInterrupt
-        n.append(path)
-        real(path)
-
-    monkeypatch.setattr(outdir, "_remove", cut)
-    with pytest.raises(KeyboardInterrupt):
-        _cur(meta, pool, out, t=5, overwrite=True, **kw)
-    monkeypatch.setattr(outdir, "_remove", real)
+    pool, kw, out = _overwrite_cut_short(meta, tmp_path, monkeypatch, cut_after)
     _cur(meta, pool, out, t=1000, **kw)
     _cur(meta, pool, tmp_path / "clean", t=1000, **kw)
     _same_rows(out, tmp_path / "clean")

@@ -38,14 +38,20 @@ def _count(d, suffix):
     return len([f for f in os.listdir(d) if f.endswith(suffix)]) if os.path.isdir(d) else 0
 
 
-def test_kill_and_resume(tmp_path, metadata_path):
+def _clean_run(tmp_path, metadata_path, name: str):
+    """A 160k-caption pool of 6 shards and its clean run: (clean DIR, the DIR
+    to stop and resume, the command that curates into it)."""
     table = pq.read_table(caption_file("redcaps_explore_samples")).slice(0, 160000)
     write_parquet_shards(table, tmp_path / "in", 6)
-    clean, out = tmp_path / "clean", tmp_path / "killed"
+    clean, out = tmp_path / "clean", tmp_path / name
     r = subprocess.run(_cmd(metadata_path, tmp_path / "in", clean), cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    cmd = _cmd(metadata_path, tmp_path / "in", out)
+    return clean, out, _cmd(metadata_path, tmp_path / "in", out)
+
+
+def test_kill_and_resume(tmp_path, metadata_path):
+    clean, out, cmd = _clean_run(tmp_path, metadata_path, "killed")
     pass1, stats = out / "work" / "pass1", out / "stats"
     # 1. killed in pass 1, right after the first shard's marker: inside shard 2
     assert _kill_when(cmd, lambda: _count(pass1, ".json") >= 1)
@@ -65,13 +71,7 @@ def test_sigterm_stops_with_a_message_and_resumes(tmp_path, metadata_path):
     """SIGTERM (a scheduler stopping the job) is unwound as Ctrl-C is: the
     run says it was terminated and how to resume, exits 143, leaves no
     temporary file; the rerun equals a clean run."""
-    table = pq.read_table(caption_file("redcaps_explore_samples")).slice(0, 160000)
-    write_parquet_shards(table, tmp_path / "in", 6)
-    clean, out = tmp_path / "clean", tmp_path / "termed"
-    r = subprocess.run(_cmd(metadata_path, tmp_path / "in", clean), cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    cmd = _cmd(metadata_path, tmp_path / "in", out)
+    clean, out, cmd = _clean_run(tmp_path, metadata_path, "termed")
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True)
     t0 = time.time()
