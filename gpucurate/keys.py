@@ -34,7 +34,7 @@ def key_hashes(column, where: str = "key column", first_row: int = 0,
     if pa.types.is_dictionary(t):  # (a pandas category): its values, as if plain
         col, t = col.cast(t.value_type), t.value_type
     if pa.types.is_integer(t):
-        arr = col.to_numpy() if isinstance(col, pa.Array) else col.to_numpy()
+        arr = col.to_numpy()
         if pa.types.is_unsigned_integer(t):
             return arr.astype(np.uint64)
         return arr.astype(np.int64).view(np.uint64)

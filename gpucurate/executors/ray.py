@@ -288,11 +288,10 @@ class _Fleet:
                 self.kill_all()
                 raise GpucurateError(
                     f"Ray workers died while starting {self.setup_lost} times in a row, before "
-                    f"any could take a shard (the last: {type(exc).__name__}: {_first_line(exc)}); a "
-                    "worker "
-                    "loads the metadata's trie and builds its engine: check the nodes' free "
-                    "memory and the Ray workers' logs (ray logs, or /tmp/ray/session_latest/"
-                    "logs on each node)")
+                    f"any could take a shard (the last: {type(exc).__name__}: "
+                    f"{_first_line(exc)}); a worker loads the metadata's trie and builds its "
+                    "engine: check the nodes' free memory and the Ray workers' logs (ray logs, "
+                    "or /tmp/ray/session_latest/logs on each node)")
         try:
             self.ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
@@ -394,9 +393,9 @@ class _Fleet:
                             raise GpucurateError(
                                 f"{what}: its Ray worker was lost {tries[i]} times (at most "
                                 f"{self.max_retries} reruns; the last: {type(exc).__name__}: "
-                                f"{_first_line(exc)}). When it is this call that kills its worker (memory: "
-                                "try a smaller --batch-bytes or fewer --threads), a rerun "
-                                "resumes from the calls done") from None
+                                f"{_first_line(exc)}). When it is this call that kills its "
+                                "worker (memory: try a smaller --batch-bytes or fewer "
+                                "--threads), a rerun resumes from the calls done") from None
                         logger.warning("ray: a worker was lost (%s); its shard runs again",
                                        type(exc).__name__)
                         todo.appendleft(i)

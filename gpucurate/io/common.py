@@ -244,11 +244,9 @@ def check_other_strings(table: pa.Table, text_column: str, where: str, first_row
             continue
         if not _holds_text(col.type):
             continue
-        nested = not (_is_text(col.type) or pa.types.is_dictionary(col.type))
         row = 0
         for chunk in col.chunks:
-            bad = first_bad_utf8(chunk) if not nested else \
-                next(iter(bad_utf8_rows_deep(chunk)), -1)
+            bad = next(iter(bad_utf8_rows_deep(chunk)), -1)
             if bad >= 0:
                 raise InputError(f"{where}: column {name!r}, row {first_row + row + bad} is not "
                                  "valid UTF-8; re-encode the column as UTF-8 (or store it as "

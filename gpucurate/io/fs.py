@@ -127,8 +127,8 @@ def _need(module: str, what: str):
         return __import__(module, fromlist=["_"])
     except ImportError:
         raise ConfigError(f"{what} needs the Python package {module.split('.')[0]!r}; install "
-                          "gpucurate[cloud] (pip install 'gpucurate[cloud]', or pip install -e '.[cloud]' "
-                          "from a checkout)") from None
+                          "gpucurate[cloud] (pip install 'gpucurate[cloud]', or pip install -e "
+                          "'.[cloud]' from a checkout)") from None
 
 
 class _Arrow:

@@ -841,9 +841,8 @@ class _Scan:
             msg = (f"{w}: bad tar header checksum at byte {off} ({self._after()}); the shard is "
                    f"corrupt or not a tar; {recreate}")
         elif code == E_BADNUM:
-            msg = (f"{w}: invalid number field (size, mode, owner, time or device) in the tar header at "
-                   f"byte {off} ({self._after()}); "
-                   f"the shard is corrupt; {recreate}")
+            msg = (f"{w}: invalid number field (size, mode, owner, time or device) in the tar "
+                   f"header at byte {off} ({self._after()}); the shard is corrupt; {recreate}")
         elif code == E_MISSING_TXT:
             g = int(st[ERR_ARG])
             msg = (f"{w}: sample {self.key(g)!r} (row {g}, member at byte {off}) has no .txt "

@@ -234,8 +234,8 @@ class PartWriter:
     advance (a ``balance`` run over jsonl or tar), the batches are kept and
     written at the end."""
 
-    def __init__(self, path: str, schema: pa.Schema | None, where: str = "",
-                 key_column: str | None = None, schema_of=None):
+    def __init__(self, path: str, schema: pa.Schema | None, where: str,
+                 key_column: str | None, schema_of):
         self.path, self.schema, self.where = path, schema, where
         self.key_column = key_column
         self.schema_of = schema_of  # no schema: the part's columns from the input's
@@ -276,13 +276,12 @@ class PartWriter:
 
     def close(self, empty: pa.Table) -> None:
         if self.writer is None:
-            if self.union is not None and self.schema_of is not None:
+            if self.union is None:  # no batch read
+                table = empty
+            else:
                 schema = self.schema_of(self.union)
                 table = pa.concat_tables([self._fit(p, schema) for p in self.parts]) \
                     if self.parts else schema.empty_table()
-            else:
-                table = pa.concat_tables(self.parts, promote_options="permissive") \
-                    if self.parts else empty
             pq.write_table(table, self.tmp, **part_options(table.schema, self.key_column))
         else:
             self.behind.close()
@@ -376,7 +375,7 @@ def _pass2(w, cfg, layout: OutputLayout, shard: Shard, max_rows, writer: PartWri
     for table, first in prefetch(batches):
         n = table.num_rows
         if writer.schema is None:
-            writer.saw(without_views(table).schema, shard, first)
+            writer.saw(table.schema, shard, first)  # (output_schema unviews its types)
         # rebalance: only the survivors are samples; another row's key may be null
         keys = row_keys(cfg, shard, table, first, nulls_ok=bool(cfg.extra.get("row_subset")))
         keep = np.zeros(n, bool)

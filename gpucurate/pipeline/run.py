@@ -11,7 +11,6 @@ gives identical outputs.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
