@@ -68,11 +68,13 @@ def chunks_of(col) -> list[pa.Array]:
     return out
 
 
-def buffers(arr: pa.Array, where: str = "captions", validate: bool = True) -> TextBuffers:
+def buffers(arr: pa.Array, where: str = "captions", validate: bool = True,
+            row_base: int = 0) -> TextBuffers:
     """Arrow-layout buffers of one string array (no copy of the text).
 
     With ``validate`` the text is checked to be UTF-8 and an invalid row raises
-    :class:`InputError` naming ``where`` and the row.
+    :class:`InputError` naming ``where`` and the row (``row_base`` + its
+    position: the row of the file the array starts at).
     """
     n = len(arr)
     bufs = arr.buffers()
@@ -89,7 +91,7 @@ def buffers(arr: pa.Array, where: str = "captions", validate: bool = True) -> Te
         valid = np.ones(n, np.uint8)
     tb = TextBuffers(data, offsets, valid)
     if validate:
-        check_utf8(tb, where)
+        check_utf8(tb, where, row_base)
     return tb
 
 

@@ -100,6 +100,14 @@ class CurateConfig:
             object.__setattr__(self, "inputs", tuple(os.fspath(p) for p in self.inputs))
         if not self.inputs:
             raise ConfigError("no input given: pass --input with files, directories or globs")
+        if not str(self.out or "").strip():
+            raise ConfigError("--out is empty: give the output directory (a new one, or a "
+                              "run's to resume)")
+        for flag, v in (("--text-column", self.text_column), ("--key-column", self.key_column),
+                        ("--group-column", self.group_column),
+                        ("--lang-column", self.lang_column)):
+            if v is not None and not str(v).strip():
+                raise ConfigError(f"{flag} is empty: give a column name, or leave the flag out")
         if (self.metadata is None) == (self.worldwide is None):
             raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
         if self.t is not None:

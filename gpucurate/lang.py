@@ -264,6 +264,15 @@ class Router:
                 # refuses a shard in which no row has it)
                 return np.full(table.num_rows, self.other, np.int32)
             col = table.column(self.lang_column)
+            ty = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+            if not any(f(ty) for f in (pa.types.is_null, pa.types.is_string,
+                                       pa.types.is_large_string, pa.types.is_string_view,
+                                       pa.types.is_binary, pa.types.is_large_binary,
+                                       pa.types.is_binary_view)):
+                # numbers would be routed as '1', '2', ...: to no list, silently
+                raise InputError(f"{where}: the language column {self.lang_column!r} is "
+                                 f"{col.type}, not text; it must hold language codes as "
+                                 "strings such as 'en' (the names of the --worldwide lists)")
             try:
                 col = col.cast(pa.string())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

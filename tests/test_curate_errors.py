@@ -222,11 +222,13 @@ def test_counts_that_sum_past_64_bits_are_errors(tmp_path, capsys):
     pool, m = _pool(tmp_path)
     half = tmp_path / "half.json"
     half.write_text(json.dumps({"dog": 2**63, "cat": 2**64 - 1}))
+    half2 = tmp_path / "half2.json"  # another job's file (one file twice is refused)
+    half2.write_text(half.read_text())
     twice = tmp_path / "twice.parquet"
     pq.write_table(pa.table({"entry_id": pa.array([0, 0, 1], pa.int32()),
                              "count": pa.array([2**63, 2**63, 1], pa.uint64())}), twice)
-    for argv, named in ((["merge-counts", str(half), str(half), "--metadata", m, "--out",
-                          str(tmp_path / "o.parquet")], str(half)),
+    for argv, named in ((["merge-counts", str(half), str(half2), "--metadata", m, "--out",
+                          str(tmp_path / "o.parquet")], str(half2)),
                         (["merge-counts", str(twice), "--metadata", m, "--out",
                           str(tmp_path / "o2.parquet")], str(twice)),
                         (["balance", "--counts", str(twice), "--metadata", m, "--input", pool,

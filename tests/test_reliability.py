@@ -120,14 +120,13 @@ def test_sweep_never_follows_symlinks_out_of_out(meta, tmp_path):
     p = tmp_path / "a.parquet"
     pq.write_table(pa.table({"text": ["a dog"]}), p)
     out = tmp_path / "o"
-    out.mkdir()
+    _cur(meta, p, out)  # the run whose rerun sweeps what its writers left
     other = tmp_path / "other"
     (other / "sub").mkdir(parents=True)
     (other / "data.tmp-1").write_text("x")
     (other / "sub" / "backup.tmp-2024").write_text("y")
     os.symlink(other, out / "mylink")
     (out / "summary.json.tmp-99999").write_text("z")  # a writer of the run's, interrupted
-    (out / "work").mkdir()
     (out / "work" / "prob.npz.tmp-99998").write_text("z")
     (out / "notes.tmp-1").write_text("a user's")  # not the run's: kept
     (out / "sub").mkdir()  # another run's, inside DIR (its own lock): kept

@@ -61,32 +61,53 @@ def captions(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def write_pool(root: str, shards: int = 4, per_shard: int = 6000) -> tuple[str, str]:
-    """Write the demo metadata and parquet shards under ``root``."""
+MARK = ".gpucurate-demo"  # in a demo's --out: the directory is the demo's to rewrite
+
+
+def write_pool(root: str, shards: int = 4, per_shard: int = 6000) -> tuple[str, list[str]]:
+    """Write the demo metadata and parquet shards under ``root``; return the
+    metadata's path and the shards' paths."""
     os.makedirs(os.path.join(root, "pool"), exist_ok=True)
     meta = os.path.join(root, "metadata.json")
     with open(meta, "w", encoding="utf-8") as f:
         json.dump(metadata(), f)
     texts = captions(shards * per_shard)
+    paths = []
     for s in range(shards):
         part = texts[s * per_shard:(s + 1) * per_shard]
         ids = np.arange(s * per_shard, (s + 1) * per_shard, dtype=np.int64)
-        pq.write_table(pa.table({"id": ids, "text": part}),
-                       os.path.join(root, "pool", f"shard-{s:02d}.parquet"))
-    return meta, os.path.join(root, "pool")
+        paths.append(os.path.join(root, "pool", f"shard-{s:02d}.parquet"))
+        pq.write_table(pa.table({"id": ids, "text": part}), paths[-1])
+    return meta, paths
 
 
 def run_demo(out: str | None = None, device: str | None = None, threads: int | None = None):
+    """Write the demo's pool under ``out`` (default ./gpucurate-demo) and curate
+    it into ``out/curated-run``, replacing an earlier demo's. ``out`` must be
+    new, empty, or an earlier demo's (nothing but its ``input``, ``curated-run``
+    and mark): the demo rewrites it whole."""
     from ..config import CurateConfig
+    from ..errors import ConfigError
     from ..pipeline import run
 
+    from ..config import device_choice
+
+    if device_choice(device) == "gpu":  # a device that is not there: said before any write
+        from ..engine import resolve_device
+
+        resolve_device("gpu")
     out = os.path.abspath(out or "gpucurate-demo")
     if os.path.exists(out) and not os.path.isdir(out):
-        from ..errors import ConfigError
-
         raise ConfigError(f"demo --out {out} is a file; give a directory for the demo's pool "
                           "and run")
-    meta, pool = write_pool(os.path.join(out, "input"))
-    cfg = CurateConfig(metadata=meta, inputs=(pool,), out=os.path.join(out, "curated-run"),
+    if os.path.isdir(out) and not set(os.listdir(out)) <= {MARK, "input", "curated-run"}:
+        raise ConfigError(f"demo --out {out} holds other files than an earlier demo's (its "
+                          "input/ and curated-run/): the demo rewrites its --out whole. Give a "
+                          "new or empty directory")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, MARK), "w") as f:
+        f.write("written by python -m gpucurate demo, which rewrites this directory\n")
+    meta, shards = write_pool(os.path.join(out, "input"))
+    cfg = CurateConfig(metadata=meta, inputs=tuple(shards), out=os.path.join(out, "curated-run"),
                        t=300, key_column="id", device=device, threads=threads, overwrite=True)
     return run(cfg, "curate"), cfg.out

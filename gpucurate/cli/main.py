@@ -58,8 +58,8 @@ def _pool_args(p, need_t: bool, pass1: bool = True):
                             "alt-texts): one caption per group is picked by the pinned draw")
     p.add_argument("--input", nargs="+", action="extend", required=True, metavar="PATH",
                    help="caption shards: files, directories or globs of .parquet, .jsonl "
-                        "(.gz, .zst) and WebDataset .tar; processed in sorted path order "
-                        "(repeatable)")
+                        "(.gz, .zst) and WebDataset .tar; processed in sorted order of their "
+                        "resolved paths (a symlink by its target's; repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     if need_t:
         g = p.add_mutually_exclusive_group(required=True)
@@ -84,7 +84,9 @@ def _pool_args(p, need_t: bool, pass1: bool = True):
                    help="how pass 1 reads parquet shards on the GPU: cudf (onto the device, "
                         "matched in place; unverified, see README), arrow (pyarrow on the host, "
                         "then copied), or auto (default: cudf when the GPU engine runs and cuDF "
-                        "is installed, else arrow). Outputs are identical either way")
+                        "is installed, else arrow). Outputs are identical either way" +
+                        ("" if pass1 else ". balance has no pass 1: it changes "
+                         "nothing here"))
     p.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
                    help=f"bytes per batch of the columns read (and at most this much caption text), "
                         f"bounding memory with the shards at once (default {DEFAULT_BATCH_BYTES})")
@@ -209,9 +211,15 @@ def _config(a, **extra) -> CurateConfig:
 
 
 def _funnel(s: dict) -> str:
-    lines = [f"pool        {s['pool']:>12,}",
-             f"null        {s['null_captions']:>12,}",
-             f"matched     {s['matched']:>12,}"]
+    lines = [f"pool        {s['pool']:>12,}"]
+    if s.get("rejected"):
+        lines.append(f"rejected    {s['rejected']:>12,}  (bad rows left out of the pool: "
+                     "rejected/)")
+    lines += [f"null        {s['null_captions']:>12,}"]
+    if s.get("unrouted"):
+        lines.append(f"no list     {s['unrouted']:>12,}  (in a language without a metadata "
+                     "list)")
+    lines += [f"matched     {s['matched']:>12,}"]
     if "curated" in s:
         pct = 100.0 * s["curated"] / s["pool"] if s["pool"] else 0.0
         t = f", t = {s['t']:,}" if s.get("t") else ""

@@ -44,6 +44,9 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
         raise ConfigError(f"match --out {out} is a directory; give the .parquet file to write")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise ConfigError(f"match --out {out}: its directory does not exist; make it first")
+    if not is_url(path) and os.path.exists(out) and os.path.samefile(out, path):
+        raise ConfigError(f"match --out {out} is the input file itself: it would be replaced "
+                          "by the matches; give another file to write")
     m = Matcher(metadata, device=device, threads=threads)
     tmp = tmp_path(out)
     rows = 0
@@ -54,7 +57,7 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
                 if pa.types.is_null(col.type):
                     col = col.cast(pa.large_string())
                 for chunk in chunks_of(col):
-                    off, ids = m.match_buffers(buffers(chunk, where=f"{path} (rows from {rows})"))
+                    off, ids = m.match_buffers(buffers(chunk, where=path, row_base=rows))
                     w.write_table(pa.table({"entry_ids": csr_to_arrow(off, ids).cast(
                         pa.list_(pa.int32()))}))
                     rows += len(chunk)

@@ -92,6 +92,9 @@ def count_lines(shard: Shard) -> int:
     return n
 
 
+DOUBLE_EXACT = 1 << 53  # integers a double holds exactly: |v| <= 2**53
+
+
 def _where(shard: Shard, line_no: int) -> str:
     return f"{shard.path}: line {line_no} (row {line_no - 1})"
 
@@ -114,6 +117,9 @@ def _parse_line(raw: bytes, shard: Shard, line_no: int, text_column: str, kinds:
     except ValueError as exc:
         raise InputError(f"{_where(shard, line_no)} is not a JSON object "
                          f"({getattr(exc, 'msg', exc)}); fix or remove the line") from None
+    except RecursionError:
+        raise InputError(f"{_where(shard, line_no)} is nested deeper than JSON readers take; "
+                         "fix or remove the line") from None
     if not isinstance(obj, dict):
         raise InputError(f"{_where(shard, line_no)} is a JSON {type(obj).__name__}, "
                          "not an object")
@@ -134,6 +140,19 @@ def _parse_line(raw: bytes, shard: Shard, line_no: int, text_column: str, kinds:
                     f"{_where(shard, line_no)}: field {k!r} is a JSON {kind}, but a "
                     f"{seen[0]} on line {seen[1]}; make each field one type in the "
                     "whole file")
+        if isinstance(x, float) or (type(x) is int and abs(x) > DOUBLE_EXACT):
+            # a double holds both only up to 2**53: in one table (one batch, or the
+            # shard's batches unified) fractions and such integers do not fit
+            mine, other = ("float", "wide") if isinstance(x, float) else ("wide", "float")
+            was = kinds.get((k, other))
+            if was is not None:
+                said = {"float": "a fraction", "wide": "an integer past 2**53"}
+                raise InputError(
+                    f"{_where(shard, line_no)}: field {k!r} is {said[mine]}, but "
+                    f"{said[other]} on line {was}: no column type holds both exactly (a "
+                    "double cannot hold such an integer); make the field one type")
+            if (k, mine) not in kinds:
+                new[(k, mine)] = line_no
         if not isinstance(x, (bool, float)) and x is not None:
             why = json_value_problem(x) or json_value_problem(k)
             if why:
@@ -151,11 +170,15 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int,
     lines: list = []  # each row's line number (and raw bytes, to record a reject)
     acc = 0
     line_no = 0
-    kinds: dict[str, tuple[str, int]] = {}  # field -> (JSON type, first line holding it)
+    # field -> (JSON type, first line holding it); (field, "float" | "wide") -> the
+    # first line holding a fraction | an integer past 2**53
+    kinds: dict = {}
     schema = None
     try:
         with open_lines(shard) as fh:
             for line_no, raw in enumerate(fh, 1):
+                if line_no == 1 and raw[:3] == b"\xef\xbb\xbf":
+                    raw = raw[3:]  # a byte-order mark: the file read as utf-8-sig
                 try:
                     obj = _parse_line(raw, shard, line_no, text_column, kinds)
                 except InputError as exc:

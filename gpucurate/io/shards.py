@@ -90,12 +90,15 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
     skips = [os.path.realpath(e) for e in excludes if e and not is_url(e)]
     shown = ", ".join(e for e in excludes if e)
     found: dict[str, tuple[str, str]] = {}
+    other: list[str] = []  # files of a directory or glob that are no shard: said, not dropped
     # brace patterns expand first (a local path that exists as written is taken as it is)
     for arg in [a for x in map(os.fspath, inputs)
                 for a in ([x] if os.path.lexists(x) else expand_braces(x))]:
         if is_url(arg):  # objects: no symlinks, no FIFOs; the URL is the path
             # the format by the object's name (an http URL's query is no part of it)
-            kept = [(u, n) for u, n in url_shards(arg, exclude) if shard_format(_unqueried(u))]
+            objs = url_shards(arg, exclude)
+            kept = [(u, n) for u, n in objs if shard_format(_unqueried(u))]
+            other += [n for u, n in objs if not shard_format(_unqueried(u))]
             if not kept:
                 raise InputError(f"input {arg} holds no {KINDS} shard"
                                  + (f" outside the output {shown}" if shown else ""))
@@ -116,6 +119,8 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             raise InputError(f"input {arg} does not exist; give files, directories or globs "
                              f"of {KINDS} shards")
         kept = [(p, n) for p, n in pairs if shard_format(p)]
+        other += [os.path.join(arg, n) if os.path.isdir(arg) else p
+                  for p, n in pairs if not shard_format(p)]
         if not kept:
             if not os.path.isdir(arg) and not glob.has_magic(arg):
                 raise InputError(f"input {arg}: unknown format; supported: .parquet, .jsonl, "
@@ -131,6 +136,22 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
             n_kept += 1
         if not n_kept:
             raise InputError(f"input {arg} holds no shard outside the output directory {shown}")
+    inodes: dict = {}  # hard links: one file by two names, read once (as a symlink is)
+    for real in sorted(found, key=lambda r: found[r][0]):
+        if is_url(real):
+            continue
+        st = os.stat(real)
+        if (st.st_dev, st.st_ino) in inodes:
+            del found[real]
+        else:
+            inodes[(st.st_dev, st.st_ino)] = real
+    if other:
+        from ..log import logger
+
+        logger.warning("not read: %d input file%s of no shard format (%s%s); shards are %s "
+                       "files (a shard named otherwise is read once renamed)", len(other),
+                       "s" if len(other) > 1 else "", ", ".join(other[:5]),
+                       ", ..." if len(other) > 5 else "", KINDS)
     paired = _download_pairs(found)
     paths = sorted(p for p in found if p not in paired.values())
     names: dict[str, str] = {}

@@ -1114,7 +1114,7 @@ _NEG_ZERO = re.compile(rb"[:,\[]\s*-0(?![0-9.eE])")
 def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
     """The checks :func:`_json_lines` makes in one pass, with NumPy and
     regular expressions (kept as their statement, and tested against it)."""
-    if b"\xef\xbb\xbf" in buf or b"\\ud" in buf or b"\\uD" in buf:
+    if b"\xef\xbb\xbf" in buf or b"\\ud" in buf or b"\\uD" in buf or _too_deep(buf):
         return True
     if b"-0" in buf and _NEG_ZERO.search(buf):
         return True
@@ -1124,12 +1124,38 @@ def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
     return bool(run.size and run.max() >= 16 and _WIDE_INT.search(buf))
 
 
+MAX_ARROW_DEPTH = 64  # nesting handed to Arrow's JSON reader (it crashes near 20000)
+
+
+def _too_deep(buf: bytes) -> bool:
+    """Whether '{' and '[' outside strings nest deeper than MAX_ARROW_DEPTH in
+    a line of ``buf`` (a member)."""
+    return any(_too_deep_line(line) for line in buf.split(b"\n"))
+
+
+def _too_deep_line(buf: bytes) -> bool:
+    depth, instr, esc = 0, False, False
+    for c in buf:
+        if instr:
+            esc, instr = (False, True) if esc else (c == 0x5C, c != 0x22)
+        elif c == 0x22:
+            instr = True
+        elif c in (0x7B, 0x5B):
+            depth += 1
+            if depth > MAX_ARROW_DEPTH:
+                return True
+        elif c in (0x7D, 0x5D):
+            depth -= 1
+    return False
+
+
 @numba.njit(cache=True, nogil=True)
 def _json_lines(js, rows, out):
     """Copy the batch's .json members (``rows[:, 1]`` start, ``rows[:, 2]``
     length) into ``out``, each followed by a line break, checking in the same
     pass what would send the batch to json's rules: an empty member, one not
-    starting with "{" and ending with "}", a byte below 0x20, a UTF-8 BOM, a
+    starting with "{" and ending with "}", nesting deeper than
+    ``MAX_ARROW_DEPTH``, a byte below 0x20, a UTF-8 BOM, a
     "\\ud"/"\\uD" escape, or what ``_NEG_ZERO`` or ``_WIDE_INT`` match (a
     ':', ',' or '[', whitespace, then "-0" not followed by a digit, '.', 'e'
     or 'E', or an optional '-' and 16 digits). True when none is found (then
@@ -1142,12 +1168,30 @@ def _json_lines(js, rows, out):
             return False
         state = 0  # 1: after ':' ',' '[' and whitespace; 2: then '-'; 3: then digits
         digits = 0
+        depth = 0  # of '{' and '[' outside strings (Arrow's reader overflows its stack
+        instr = False  # on deep nesting: such a member goes to json's rules)
+        esc = False
         for i in range(a, a + n):
             c = js[i]
             out[o] = c
             o += 1
             if c < 0x20:  # tab and line breaks too: \s in the patterns is a space here
                 return False
+            if instr:
+                if esc:
+                    esc = False
+                elif c == 0x5C:
+                    esc = True
+                elif c == 0x22:
+                    instr = False
+            elif c == 0x22:
+                instr = True
+            elif c == 0x7B or c == 0x5B:
+                depth += 1
+                if depth > MAX_ARROW_DEPTH:
+                    return False
+            elif c == 0x7D or c == 0x5D:
+                depth -= 1
             if c == 0xEF and i + 2 < a + n and js[i + 1] == 0xBB and js[i + 2] == 0xBF:
                 return False
             if c == 0x5C and i + 2 < a + n and js[i + 1] == 0x75 and (
@@ -1234,10 +1278,12 @@ def _metas(where, js, rows, has_json, key_arr) -> list:
         for i, (s, e) in zip(idx, spans):
             try:
                 parsed.append(json.loads(js[s:e]))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
+                why = f"is not valid JSON ({exc})" if isinstance(exc, ValueError) else \
+                    "is nested deeper than JSON readers take"
                 raise InputError(
                     f"{where}: sample {key_arr[i].as_py()!r} .json (member at byte "
-                    f"{rows[i, 5]}) is not valid JSON ({exc}); fix the sample") from None
+                    f"{rows[i, 5]}) {why}; fix the sample") from None
     for i, m in zip(idx, parsed):
         if type(m) is not dict:
             if not isinstance(m, dict):
@@ -1289,6 +1335,12 @@ def _table(where, key_arr, metas, out_col, cap_arr, caps, g0) -> pa.Table:
             raise InputError(f"{where}: .json field {f!r} holds values of several types "
                              f"({', '.join(sorted(kinds))}; sample {key_arr[i].as_py()!r}, row "
                              f"{g0 + i}); make each field one type in the whole shard")
+    for f in fields:  # a name with a lone surrogate (json's rules let one through)
+        why = json_value_problem(f)
+        if why:
+            i = next(i for i, m in enumerate(metas) if m is not None and f in m)
+            raise InputError(f"{where}: sample {key_arr[i].as_py()!r} (row {g0 + i}) .json "
+                             f"has a field name that holds {why}")
     try:
         arrays = [key_arr] + [pa.array(list(c)) for c in cols]
         if cap_arr is None:
@@ -1296,7 +1348,7 @@ def _table(where, key_arr, metas, out_col, cap_arr, caps, g0) -> pa.Table:
                 else pa.nulls(len(caps), pa.large_string())
         arrays.append(cap_arr)
     except UnicodeEncodeError:
-        for f, c in zip(fields, cols):
+        for f, c in [*zip(fields, cols), (out_col, caps)]:
             for i, v in enumerate(c):
                 why = json_value_problem(v)
                 if why:

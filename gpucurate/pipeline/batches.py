@@ -195,7 +195,7 @@ def text_buffers(table: pa.Table, cfg: CurateConfig, shard: Shard, first_row: in
         col = col.cast(pa.large_string())
     chunks = chunks_of(col)
     arr = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
-    return buffers(arr, where=f"{shard.path} (rows from {first_row})"), arr
+    return buffers(arr, where=shard.path, row_base=first_row), arr
 
 
 def by_language(w, table: pa.Table, arr: pa.Array, shard: Shard, li=None):

@@ -181,6 +181,14 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
                           "--counts reads s3://, gs://, hf:// and http(s):// too)")
     mds = load_worldwide(worldwide) if worldwide else {ALL: load_metadata(metadata)}
     total = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
+    seen: dict = {}
+    for p in paths:  # one file given twice would be counted twice
+        ident = p if is_url(p) or not os.path.exists(p) else \
+            (lambda st: (st.st_dev, st.st_ino))(os.stat(p))
+        if ident in seen:
+            raise ConfigError(f"merge-counts: {seen[ident]} and {p} are the same file, whose "
+                              "counts would be summed twice; give each job's counts once")
+        seen[ident] = p
     for p in paths:
         with local_path(p) as local:  # s3://, gs://, hf://, http(s)://: a local copy
             for c, v in read_counts_all(local, mds).items():

@@ -224,6 +224,48 @@ def _balancing_only(old: dict, doc: dict, layout: OutputLayout, stage: str) -> b
     return True
 
 
+def _not_ours(layout: OutputLayout, why: str) -> None:
+    """Refuse a DIR whose paths of gpucurate's output names are not known as a
+    run's: they may be the user's own files."""
+    names = [os.path.basename(p.rstrip("/")) for p in layout.outputs() if os.path.lexists(p)]
+    raise ConfigError(
+        f"{_shown(layout)} {why}, but holds {', '.join(names[:6])}: gpucurate would write "
+        "there, and they may be files of your own. Choose another --out (a new or empty "
+        "directory), or pass --overwrite to remove those paths")
+
+
+def _unfinished_inputs_only(old: dict, doc: dict, layout: OutputLayout) -> bool:
+    """Whether DIR's run differs from this one only in inputs that it never
+    finished (no marker of pass 1 or pass 2: a shard it stopped on, e.g. at a
+    bad row that has since been fixed): those are read anew, the shards done
+    stand. With --limit, also no shard after the first changed one is done
+    (what a shard takes depends on the rows before it)."""
+    was = old.get("fingerprint_doc")
+    if not isinstance(was, dict):
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k != "inputs"}  # noqa: E731
+    a, b = was.get("inputs") or [], doc.get("inputs") or []
+    if strip(was) != strip(doc) or len(a) != len(b) or \
+            any(not isinstance(x, dict) or x.get("path") != y.get("path") for x, y in zip(a, b)):
+        return False
+    changed = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    if not changed:
+        return False
+    done = lambda i: os.path.exists(layout.pass1_marker(i)) or \
+        os.path.exists(layout.stats(i))  # noqa: E731
+    check = range(changed[0], len(b)) if doc.get("limit") else changed
+    if any(done(i) for i in check):
+        return False
+    from ..log import logger
+
+    logger.info("%s: %s changed since that run stopped, which never finished %s: read anew, "
+                "the shards done stand", _shown(layout),
+                ", ".join(b[i]["path"] for i in changed[:3]) +
+                (f" and {len(changed) - 3} more" if len(changed) > 3 else ""),
+                "it" if len(changed) == 1 else "them")
+    return True
+
+
 def _shown(layout: OutputLayout) -> str:
     """DIR as the user gave it: an output URL rather than its staging directory."""
     return remote_of(layout.root) or layout.root
@@ -242,9 +284,16 @@ def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) 
             with open(path) as f:
                 old = json.load(f)
         except (OSError, ValueError):
+            old = None
+        if not (isinstance(old, dict) and "config_fingerprint" in old):
+            # a config.json gpucurate did not write: DIR is the user's, and
+            # its work/, report/, ... may be too; nothing is removed unasked
+            if not cfg.overwrite:
+                _not_ours(layout, "has a config.json that is not a gpucurate run's")
             old = {}
         if old.get("config_fingerprint") != fingerprint and \
-                not (done and _balancing_only(old, doc, layout, stage)):
+                not (done and _balancing_only(old, doc, layout, stage)) and \
+                not (done and _unfinished_inputs_only(old, doc, layout)):
             if done and not cfg.overwrite:
                 change = describe_change(old.get("fingerprint_doc") or {}, doc) \
                     if old.get("fingerprint_doc") else "the configuration differs"
@@ -260,11 +309,16 @@ def prepare_out(cfg: CurateConfig, layout: OutputLayout, doc: dict, stage: str) 
             raise ConfigError(f"{_shown(layout)} holds outputs of a run whose config.json is "
                               "gone, so they cannot be known as this run's. Pass --overwrite "
                               "to replace them, or choose another --out")
+        if not cfg.overwrite:  # gpucurate writes config.json first: these are not its
+            _not_ours(layout, "has no gpucurate config.json")
         for p in layout.outputs():
             _remove(p)
     sweep_tmp(layout)
+    # config.json first: whatever the run writes after it is known as the run's
+    # (cwd: where the config's relative paths lead; rebalance reads them from elsewhere)
+    atomic_write_json(path, {"config_fingerprint": fingerprint, "stage": stage,
+                             "fingerprint_doc": doc, "config": cfg.as_dict(),
+                             "cwd": os.getcwd()})
     for d in layout.marker_dirs():
         os.makedirs(d, exist_ok=True)
-    atomic_write_json(path, {"config_fingerprint": fingerprint, "stage": stage,
-                             "fingerprint_doc": doc, "config": cfg.as_dict()})
     return fingerprint

@@ -31,6 +31,7 @@ from ..config import CurateConfig
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, resolve_inputs
 from ..io import shard_schema
+from ..io.fs import is_url
 from ..keys import key_hashes, probabilities
 from ..log import logger
 from .batches import group_keys, pass1_columns, row_keys, shard_batches
@@ -305,10 +306,22 @@ def rebalance(root: str, survivors: str, key_column: str, out: str, *, t=None,
     if not isinstance(base.get("metadata"), str) or base["metadata"].startswith("<"):
         raise ConfigError(f"{root}: its metadata was given as a list in Python, not a file; "
                           "rerun it with a metadata file")
+    cwd = src.get("cwd")  # the run's paths are as given to it, relative to where it ran
+
+    def at(p: str) -> str:
+        return p if cwd is None or is_url(p) or os.path.isabs(p) else os.path.join(cwd, p)
+
+    metadata = at(base["metadata"])
+    if not is_url(metadata) and not os.path.exists(metadata):
+        raise ConfigError(f"the run in {root} matched against --metadata {base['metadata']} "
+                          f"(its config.json), and {metadata} does not exist"
+                          + ("" if cwd else "; run rebalance from the directory that run "
+                             "ran in, where its relative paths lead") +
+                          ", or restore the list there")
     keys = load_survivors(survivors, key_column)
     kw = {} if batch_bytes is None else {"batch_bytes": batch_bytes}
     cfg = CurateConfig(
-        metadata=base["metadata"], inputs=tuple(base["inputs"]), out=out, t=t,
+        metadata=metadata, inputs=tuple(at(p) for p in base["inputs"]), out=out, t=t,
         tail_fraction=tail_fraction, text_column=base.get("text_column"),
         key_column=key_column, seed=int(base.get("seed", 0)), device=device, threads=threads,
         limit=base.get("limit"), overwrite=overwrite, report=report, executor=executor,

@@ -576,6 +576,10 @@ def _html(d: dict, svgs: dict[str, str]) -> str:
         f'<tr data-lang="{e(code)}"><td>{e(code)}</td>{_num(v.get("pool"))}'
         f'{_num(v.get("matched"))}{_num(v.get("curated"))}{_num(v.get("t"))}</tr>'
         for code, v in sorted(d.get("languages", {}).items())]
+    if s.get("stage") == "balance":
+        sub += (". A balance run: \"before\" is the pool counts it was given (--counts), "
+                "which may cover more shards than this run's; \"after\" is this run's kept "
+                "captions alone")
     if d.get("main"):
         sub += (f". Worldwide run: the entries' plots and tables below (captions per "
                 f"entry, cumulative share, counts, head entries) show language "
