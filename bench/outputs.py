@@ -29,6 +29,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -150,10 +151,13 @@ def download_folder(root: str, tars: list) -> str:
 def bench_wds(work: str, shards: int, per_shard: int, t: int, folder: bool = False) -> dict:
     """The webdataset step against the read of the kept bytes; ``folder``:
     the same tars as a download folder (the captions from its parquet)."""
-    tars = make_wds_pool(os.path.join(work, "wds-pool"), shards, per_shard)
+    # the pools are kept between runs, so named by their size (a pool of another
+    # --per-shard was reused, its sample count misreported)
+    size = f"s{shards}-n{per_shard}"
+    tars = make_wds_pool(os.path.join(work, f"wds-pool-{size}"), shards, per_shard)
     inputs, key = tars, "__key__"
     if folder:
-        inputs, key = [download_folder(os.path.join(work, "dl-pool"), tars)], "key"
+        inputs, key = [download_folder(os.path.join(work, f"dl-pool-{size}"), tars)], "key"
         tars = sorted(glob.glob(os.path.join(inputs[0], "*.tar")))
     os.sync()  # a pool just made is still being written back: not this step's work
     meta = os.path.join(SHARED, "metaclip_metadata", "metadata_proxy.json")
@@ -180,7 +184,7 @@ def bench_wds(work: str, shards: int, per_shard: int, t: int, folder: bool = Fal
     wds_s = min(runs)
     written = sum(os.path.getsize(os.path.join(out, "curated-wds", f))
                   for f in os.listdir(os.path.join(out, "curated-wds")) if f.endswith(".tar"))
-    return {"command": " ".join(cmd[1:]), "input_bytes": sum(os.path.getsize(p) for p in tars),
+    return {"command": shlex.join(cmd), "input_bytes": sum(os.path.getsize(p) for p in tars),
             "samples": shards * per_shard, "kept": s["curated"], "kept_bytes_read": nbytes,
             "written_bytes": written, "webdataset_s": wds_s, "webdataset_runs_s": runs,
             "read_kept_bytes_s": base, "ratio": wds_s / base,
@@ -289,7 +293,7 @@ def bench_plan(work: str, captions: int) -> dict:
         r = subprocess.run(cmd, check=True, env=_env(), capture_output=True, text=True)
         walls.append(time.perf_counter() - t0)
     last = json.loads(r.stdout.strip().splitlines()[-1])
-    return {"command": " ".join(cmd[3:]), "captions": captions, "pairs": pairs,
+    return {"command": shlex.join(cmd), "captions": captions, "pairs": pairs,
             "generate_s": gen, "wall_s": walls[-1], "walls_s": walls, "result": last,
             "goal": "<= 10 s on one core", "met": walls[-1] <= 10.0}
 

@@ -58,9 +58,12 @@ def main(argv=None) -> int:
     alt = pq.read_table(os.path.join(root, "captions", "html_img_alttext.parquet"),
                         columns=["text"]).column("text").combine_chunks()
     alt_texts = alt.to_pylist()
-    t0 = time.perf_counter()
-    codes = identify(alt_texts)
-    lid_s = time.perf_counter() - t0
+    identify(alt_texts[:100])  # warm-up: the model's load and compiled code are no throughput
+    lid_s = float("inf")
+    for _ in range(2):  # best of two, after a warm-up, as the matchers below
+        t0 = time.perf_counter()
+        codes = identify(alt_texts)
+        lid_s = min(lid_s, time.perf_counter() - t0)
     mixed = {}
     for lang in LANGS:
         idx = [i for i, c in enumerate(codes) if c == lang]
