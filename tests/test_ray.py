@@ -472,3 +472,76 @@ def test_ray_address_where_nothing_listens_is_an_error_at_once(tmp_path, metadat
     with pytest.raises(ConfigError, match=f"--address 127.0.0.1:{port}: nothing answers"):
         run(cfg)
     assert time.monotonic() - t0 < 30
+
+
+def test_ray_keeps_the_command_lines_sigterm(tmp_path, metadata_path):
+    """ray.init installs its own SIGTERM handler (sys.exit(15)): a SIGTERM to a
+    --executor ray run then exited 15 without a word. The executor keeps the
+    command line's, which stops the run with its message and status 143."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys, time\n"
+        "from gpucurate.cli.main import Terminated, _on_sigterm\n"
+        "from gpucurate.config import CurateConfig\n"
+        "from gpucurate.executors.ray import RayExecutor\n"
+        "signal.signal(signal.SIGTERM, _on_sigterm)\n"
+        "ex = RayExecutor(CurateConfig(metadata=sys.argv[1], inputs=('x.parquet',), "
+        "out=sys.argv[2], executor='ray', device='cpu'))\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(10)\n"
+        "    print('not stopped')\n"
+        "except Terminated:\n"
+        "    print('terminated')\n"
+        "finally:\n"
+        "    ex.close()\n")
+    r = subprocess.run([sys.executable, "-c", code, str(metadata_path), str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "terminated", \
+        (r.returncode, r.stdout[-500:], r.stderr[-2000:])
+
+
+def test_ray_raises_the_first_failure_in_call_order(tmp_path, metadata_path):
+    """Two shards fail: the first's error is raised whatever ends first (Ray
+    raised the first to arrive: the later shard's, whose bad line comes
+    first), as the local executor does."""
+    from gpucurate.errors import InputError
+
+    d = tmp_path / "in"
+    d.mkdir()
+    texts = pq.read_table(caption_file("redcaps_explore_samples"),
+                          columns=["text"]).column("text").to_pylist()[:300000]
+    import json
+
+    with open(d / "a.jsonl", "w") as f:  # shard 0: its bad line at its end
+        f.writelines(json.dumps({"text": x}) + "\n" for x in texts)
+        f.write("not json in a\n")
+    (d / "b.jsonl").write_text("not json in b\n" + json.dumps({"text": "a dog"}) + "\n")
+    for ex in ("local", "ray"):
+        cfg = CurateConfig(metadata=str(metadata_path), inputs=(str(d),),
+                           out=str(tmp_path / ex), t=3, device="cpu", threads=1, executor=ex,
+                           report=False, extra={"ray_workers": 2} if ex == "ray" else {})
+        with pytest.raises(InputError, match="a.jsonl: line 300001"):
+            run(cfg)
+
+
+def test_ray_auth_advice_says_the_mode_when_a_token_is_at_hand(monkeypatch, tmp_path):
+    """With ~/.ray/auth_token present but RAY_AUTH_MODE unset, Ray 2.60's
+    driver sends no token: the advice is to set the mode (it said the token
+    was the wrong one); with the mode set, a refusal is the token's."""
+    from gpucurate.executors.ray import auth_failure
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    refused = RuntimeError("Failed to connect: UNAUTHENTICATED")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "abc")
+    why = auth_failure(refused, None)
+    assert "RAY_AUTH_MODE=unset" in why and "set RAY_AUTH_MODE=token" in why
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    assert "ray get-auth-token" in auth_failure(refused, None)  # and where to find one
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "abc")
+    assert "refuses this driver's token" in auth_failure(refused, None)

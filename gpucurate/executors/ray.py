@@ -46,6 +46,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import signal
+import threading
 import time
 
 from ..config import CurateConfig, threads_choice
@@ -220,13 +222,31 @@ def auth_failure(exc: BaseException, address: str | None) -> str | None:
         return ("the cluster uses token authentication and this driver has it off "
                 "(RAY_AUTH_MODE=disabled): set RAY_AUTH_MODE=token and the cluster's token"
                 + ("" if _driver_token() else " " + where))
-    if (mode or "").lower() != "token" and not _driver_token():
+    if (mode or "").lower() != "token":  # a token at hand is not sent unless the mode says
         return (f"the cluster uses token authentication and this driver sends no token "
-                f"(RAY_AUTH_MODE={mode or 'unset'}): set RAY_AUTH_MODE=token and the "
-                f"cluster's token {where}")
+                f"(RAY_AUTH_MODE={mode or 'unset'}): set RAY_AUTH_MODE=token"
+                + (" (the token is then read from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                   "~/.ray/auth_token)" if _driver_token() else
+                   f" and the cluster's token {where}"))
     return ("the cluster refuses this driver's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
             "~/.ray/auth_token, first found): it is not the one the cluster was started "
             "with (`ray get-auth-token` on the head prints that one)")
+
+
+@contextlib.contextmanager
+def _keep_sigterm():
+    """Keep this process's SIGTERM handler across ``ray.init``, which installs
+    its own (``sys.exit(15)``) in the driver: the command line's stops the run
+    with its message and status 143, as on the local executor."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 # ----------------------------------------------------------- node loss
@@ -334,8 +354,15 @@ class _Fleet:
         tries = [0] * len(work)
         left = len(work)
         no_worker_since = None
+        failed: dict = {}  # call -> its error: the first in call order is raised, as
+        # the local executor does (not the first to arrive), once every call before it is in
         while left or (not work and not self.idle):
-            while todo and self.idle:
+            if failed:
+                first = min(failed)
+                if not any(j < first for j, _ in running.values()) and \
+                        not any(j < first for j in todo):
+                    raise failed[first]
+            while todo and self.idle and (not failed or todo[0] < min(failed)):
                 a = self.idle.pop()
                 i = todo.popleft()
                 running[a.run.remote(fn, work[i])] = (i, a)
@@ -383,7 +410,11 @@ class _Fleet:
                             results[i] = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001
                         if not _lost_worker(ray, exc):
-                            raise
+                            del running[ref]
+                            self.busy -= 1
+                            self.idle.append(a)  # its call failed; the actor stands
+                            failed[i] = exc
+                            continue
                         del running[ref]
                         self.busy -= 1
                         self.drop(a)
@@ -440,7 +471,7 @@ class RayExecutor:
         if cfg.address is None:
             self._env_old = _private_token_env()
             try:
-                with _loopback_only() as lo:
+                with _loopback_only() as lo, _keep_sigterm():
                     ray.init(address="local", **{**lo, **kw})
             except BaseException:
                 _restore_env(self._env_old)
@@ -456,7 +487,8 @@ class RayExecutor:
                 kw["runtime_env"] = {"env_vars": env}
             _check_reachable(cfg.address)
             try:
-                ray.init(address=cfg.address, **kw)
+                with _keep_sigterm():
+                    ray.init(address=cfg.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 why = auth_failure(exc, _gcs_address(cfg.address))
                 if why:
