@@ -230,7 +230,7 @@ def cold_pair(out: str, inputs: list, tars: list, key: str) -> tuple:
     w, r = [], []
     for rep in range(4):
         shutil.rmtree(lay.curated_wds_dir, ignore_errors=True)
-        os.remove(lay.join("work", "wds", "plan.json"))
+        os.remove(lay.wds_plan)
         _evict(tars)
         t0 = time.perf_counter()
         write_webdataset(lay, shards, kept, 10000)

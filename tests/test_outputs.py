@@ -568,7 +568,7 @@ def test_webdataset_from_pass1_spans_equals_a_whole_walk(metadata_path, tmp_path
     for i in range(2):
         os.remove(lay.wds_spans(i))
     shutil.rmtree(lay.curated_wds_dir)
-    os.remove(lay.join("work", "wds", "plan.json"))
+    os.remove(lay.wds_plan)
     shards = resolve_inputs([str(src)])
     kept = [json.load(open(lay.stats(sh.index)))["kept"] for sh in shards]
     write_webdataset(lay, shards, kept, 40)

@@ -58,8 +58,8 @@ def _pool_args(p, need_t: bool, pass1: bool = True):
                             "alt-texts): one caption per group is picked by the pinned draw")
     p.add_argument("--input", nargs="+", action="extend", required=True, metavar="PATH",
                    help="caption shards: files, directories or globs of .parquet, .jsonl "
-                        "(.gz, .zst) and WebDataset .tar; processed in sorted order of their "
-                        "resolved paths (a symlink by its target's; repeatable)")
+                        "(.gz, .zst) and WebDataset .tar (.tar.gz, .tgz); processed in sorted "
+                        "order of their resolved paths (a symlink by its target's; repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     if need_t:
         g = p.add_mutually_exclusive_group(required=True)
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sorted, distinct) per input row, in input order.")
     p.add_argument("--metadata", required=True, help="metadata list (.json or one per line)")
     p.add_argument("--input", required=True, metavar="FILE",
-                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar (a path, or an "
+                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz] (a path, or an "
                         "s3://, gs://, hf:// or http(s):// object)")
     p.add_argument("--out", required=True, metavar="OUT.parquet", help="a local file")
     p.add_argument("--text-column", default="text", help="caption column (default: text)")

@@ -28,7 +28,7 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
     if is_url(path):  # one object of s3://, gs://, hf:// or http(s)://
         shards = resolve_inputs([path])
         if len(shards) != 1 or shard_format(path) is None:
-            raise InputError(f"{path}: match takes one .parquet, .jsonl[.gz|.zst] or .tar "
+            raise InputError(f"{path}: match takes one .parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz] "
                              "object (curate takes prefixes and globs)")
         shard = shards[0]
     else:
@@ -37,7 +37,7 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
             raise InputError(f"{path} does not exist; give a .parquet, .jsonl[.gz|.zst] or "
                              ".tar file")
         if not os.path.isfile(path) or fmt is None:
-            raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar file")
+            raise InputError(f"{path}: not a .parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz] file")
         shard = Shard(0, os.path.realpath(path), os.path.basename(path), fmt,
                       compression_of(path))
     if os.path.isdir(out):

@@ -11,7 +11,7 @@ from ..errors import InputError
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".jsonl.zst": "jsonl",
            ".tar": "tar", ".tar.gz": "tar", ".tgz": "tar"}
-KINDS = ".parquet, .jsonl[.gz|.zst] or .tar[.gz]"
+KINDS = ".parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz]"
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,21 @@
     work/pass1/shard-NNNNN.lang.npy  worldwide, language ID: each row's language
     work/pass1/shard-NNNNN.groups.parquet  --group-column: (group, choice, row)
     work/pass1/shard-NNNNN.schema    jsonl and tar: the shard's columns (Arrow IPC schema)
-    work/matches/shard-NNNNN.bin     pass 1's matches for pass 2 (raw), removed once it is done
-    work/rows/shard-NNNNN/           jsonl and tar: pass 1's rows for pass 2 (Arrow IPC), likewise
+    work/matches/shard-NNNNN.bin     pass 1's matches for pass 2 (raw CSR frames), removed once
+                                     it is done (.parquet: a saved index lent by rebalance)
+    work/rows/shard-NNNNN.d          jsonl and tar: pass 1's rows for pass 2 (Arrow IPC), likewise
     work/groups/shard-NNNNN.npy      --group-column: the rows chosen for their group
     work/prob.npz                    prob per entry, per language
+    work/pass2/shard-NNNNN.kept.npz  kept captions per entry of shard NNNNN (for the report)
+    work/wds/shard-NNNNN.spans.parquet  a tar shard's samples' byte ranges (from pass 1)
+    work/wds/plan.json               --outputs webdataset: the kept samples of each output tar
     matches/shard-NNNNN.parquet      with --save-matches: (entry_id, text_id) uint32
                                      (worldwide: and lang, the language of entry_id)
     entry_counts.parquet             entry_id, entry, count (uint64), prob
     entry_counts/<lang>.parquet      the same per language (worldwide)
     curated/part-NNNNN.parquet       kept rows of shard NNNNN, plus entry_ids (and lang)
     curated-wds/NNNNN.tar            kept samples as WebDataset shards (--outputs webdataset)
+    curated-wds/sizes.json           {tar name: samples}
     uids.npy                         kept DataComp uids (--outputs uids)
     rejected/part-NNNNN.parquet      rows skipped with --on-bad-row skip
     stats/shard-NNNNN.json           per-shard stats (the pass-2 marker)
@@ -148,6 +153,16 @@ class OutputLayout:
     def wds_spans(self, i: int) -> str:
         """A tar shard's samples' byte ranges, from pass 1, for the WebDataset writer."""
         return self.join("work", "wds", _name(i, "shard", "spans.parquet"))
+
+    @property
+    def wds_plan(self) -> str:
+        """Which kept samples go to which output tar, recorded before any is written."""
+        return self.join("work", "wds", "plan.json")
+
+    @property
+    def wds_sizes(self) -> str:
+        """{tar name: samples} of curated-wds/ (what open_clip reads)."""
+        return self.join("curated-wds", "sizes.json")
 
     def work_matches(self, i: int) -> str:
         return self.join("work", "matches", _name(i, "shard", "bin"))

@@ -1,7 +1,8 @@
 """Pass 2 of one shard: the keep decision per row, then its kept rows written
 as they come (one part file per input shard, written whole).
 
-The matches come from pass 1 (its inverted index, read batch by batch beside
+The matches come from pass 1 (its CSR frames spilled to ``work/matches/``, or
+a saved inverted index that ``rebalance`` lends, read batch by batch beside
 the shard), so pass 2 does not match again; only a ``balance`` run, which has
 no pass 1, matches here.
 """

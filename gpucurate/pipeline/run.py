@@ -348,7 +348,10 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
 
 def curate(metadata, inputs, out, *, t=None, tail_fraction=None, progress: bool = False,
            **kw) -> dict:
-    """Python API of ``python -m gpucurate curate`` (same keywords as the flags).
+    """Python API of ``python -m gpucurate curate``: the keywords are
+    :class:`~gpucurate.config.CurateConfig`'s fields, named as the flags are
+    (``--key-column`` is ``key_column``) but for ``inputs`` (``--input``) and
+    ``report=False`` (``--no-report``).
     It logs through the ``gpucurate`` logger; ``progress=True`` also shows the
     log and the run's progress on stderr, as the command line does."""
     if progress:

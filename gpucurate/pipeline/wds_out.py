@@ -858,7 +858,7 @@ def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: 
     output tar is one call of ``executor`` (local threads, Ray's workers) when
     given, else they are written here one after another."""
     out_dir = layout.curated_wds_dir
-    plan_path = layout.join("work", "wds", "plan.json")
+    plan_path = layout.wds_plan
     plan = make_plan(kept, per_shard)
     old = None
     if os.path.exists(plan_path):
@@ -883,5 +883,5 @@ def write_webdataset(layout: OutputLayout, shards: list, kept: list, per_shard: 
     else:
         for c in calls:
             write_tar_call(None, *c)
-    atomic_write_json(os.path.join(out_dir, "sizes.json"), sizes)
+    atomic_write_json(layout.wds_sizes, sizes)
     return sizes
