@@ -148,9 +148,17 @@ def parquet_text_batches(shard, text_column: str, batch_bytes: int, max_rows: in
             return
         try:
             df = cudf.read_parquet(shard.path, columns=[text_column], row_groups=[groups])
+        except MemoryError as exc:  # the device's (std::bad_alloc): no fault of the file
+            from .errors import DeviceError
+
+            raise DeviceError(f"{shard.path}: the GPU ran out of memory reading row groups "
+                              f"{groups[0]}-{groups[-1]} ({exc}); give a smaller --batch-bytes "
+                              "(a row group is read whole: rewrite the file with smaller row "
+                              "groups), or use --reader arrow") from None
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{shard.path}: cuDF cannot read row groups {groups[0]}-{groups[-1]}"
-                             f" ({exc}); re-export the file, or use --reader arrow") from None
+                             f" ({exc}); the file may be damaged (pyarrow reads it with "
+                             "--reader arrow), or cuDF cannot read its encoding") from None
         s = df[text_column]  # a string column: check_text_column read the schema above
         if max_rows is not None and first + len(s) > max_rows:
             s = s.iloc[: max_rows - first]

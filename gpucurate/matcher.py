@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import buffers, chunks_of, csr_to_arrow
+from .errors import ConfigError
 from .engine import make_engine, resolve_device
 from .metadata import load_metadata
 from .tables import load_tables, load_tables_ww
@@ -48,10 +49,14 @@ class Matcher:
         for cudf input. Null captions give empty lists.
         """
         if type(texts).__module__.startswith("cudf"):
+            if not hasattr(self.engine, "match_cudf"):
+                raise ConfigError("a cudf Series is matched on the GPU engine; this Matcher "
+                                  f"runs on the {self.engine.name.upper()}: pass "
+                                  "series.to_arrow(), or make the Matcher with device='gpu'")
             return self.engine.match_cudf(texts)
         parts, row = [], 0
         for chunk in chunks_of(texts):
-            tb = buffers(chunk, where=f"captions (chunk from row {row})")
+            tb = buffers(chunk, where="captions", row_base=row)
             parts.append(self.engine.match(tb))
             row += len(chunk)
         if not parts:

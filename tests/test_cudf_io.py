@@ -57,3 +57,45 @@ def test_reader_choice(tmp_path):
     with pytest.raises(ConfigError, match="--reader must be"):
         curate(str(meta), [str(tmp_path / "a.parquet")], str(tmp_path / "o2"), t=1,
                device="cpu", reader="spark", report=False)
+
+
+def test_the_gpu_readers_shards_have_their_keys_checked_on_the_host(tmp_path):
+    """cuDF reads the text alone: the key column of such a shard is checked on
+    the host before any output, as the arrow path checks it (a null key, a key
+    that is no integer or string, or none at all stopped the run only in pass 2)."""
+    from gpucurate.config import CurateConfig
+    from gpucurate.errors import InputError
+    from gpucurate.io import resolve_inputs
+    from gpucurate.pipeline.pass1 import _check_keys_on_host
+
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["a dog"] * 5, "id": [1, 2, 3, None, 5],
+                             "f": [0.5] * 5}), p, row_group_size=2)
+    shard = resolve_inputs([str(p)])[0]
+    names = ["text", "id", "f"]
+
+    def cfg(key):
+        return CurateConfig(metadata=str(p), inputs=(str(p),), out=str(tmp_path / "o"),
+                            key_column=key)
+
+    with pytest.raises(InputError, match="row 3"):
+        _check_keys_on_host(cfg("id"), shard, names, None)
+    _check_keys_on_host(cfg("id"), shard, names, 3)  # --limit 3: the null is not in the pool
+    with pytest.raises(InputError, match="no key column 'nokey'"):
+        _check_keys_on_host(cfg("nokey"), shard, names, None)
+    with pytest.raises(InputError, match="double"):
+        _check_keys_on_host(cfg("f"), shard, names, None)
+
+
+def test_a_cudf_series_on_the_cpu_engine_is_a_clear_error(tmp_path):
+    """A cudf Series (cuDF cannot be installed here: a class of its module name
+    stands for it) given to a CPU Matcher: an error saying what to do, not an
+    AttributeError."""
+    from gpucurate import Matcher
+
+    class Series:
+        pass
+
+    Series.__module__ = "cudf.core.series"
+    with pytest.raises(ConfigError, match="to_arrow"):
+        Matcher(["dog"], device="cpu").match(Series())

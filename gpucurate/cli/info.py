@@ -41,14 +41,12 @@ def info() -> dict:
     d = {"gpucurate": __version__, "python": platform.python_version(),
          "platform": platform.platform(), "numpy": np.__version__, "pyarrow": pa.__version__,
          "numba": numba.__version__}
-    for mod, dist in (("numba_cuda", "numba-cuda"), ("cupy", "cupy"), ("cudf", "cudf"),
-                      ("rmm", "rmm"), ("ray", "ray")):
-        try:
-            from importlib.metadata import version
+    from ..pipeline.run import versions  # pip names them cudf-cu13, rmm-cu12, cupy-cuda13x, ...
 
-            d[dist] = version(dist) if dist != "cupy" else __import__("cupy").__version__
-        except Exception:  # noqa: BLE001 - not installed (or broken): say so
-            d[dist] = "not installed"
+    have = versions()
+    for mod, name in (("numba_cuda", "numba-cuda"), ("cupy", "cupy"), ("cudf", "cudf"),
+                      ("rmm", "rmm"), ("ray", "ray")):
+        d[name] = have.get(mod, "not installed")
     ok, why = gpu_status()
     d["gpu"] = ("usable: " if ok else "not usable: ") + why
     choice = device_choice(None)

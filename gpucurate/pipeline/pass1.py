@@ -135,6 +135,25 @@ def _u32(ids: np.ndarray) -> np.ndarray:
     return ids.view(np.uint32) if ids.dtype == np.int32 else ids.astype(np.uint32)
 
 
+def _check_keys_on_host(cfg, shard: Shard, names, max_rows: int | None) -> None:
+    """The key column of a shard the GPU reads (the text alone), checked on
+    the host as the arrow path checks it: there, of integers or strings, with
+    no null (a null key stopped the run only in pass 2, after pass 1's outputs)."""
+    if cfg.key_column not in names:
+        raise InputError(f"{shard.path}: no key column {cfg.key_column!r} (columns: "
+                         f"{', '.join(names)})")
+    from ..io.parquet import open_parquet
+
+    first = 0
+    for b in open_parquet(shard.path).iter_batches(batch_size=1 << 20,
+                                                   columns=[cfg.key_column]):
+        if max_rows is not None and first >= max_rows:
+            break
+        t = pa.Table.from_batches([b])
+        check_keys(cfg, shard, t if max_rows is None else t.slice(0, max_rows - first), first)
+        first += b.num_rows
+
+
 def pass1_shard(w, layout: OutputLayout, shard: Shard, max_rows: int | None,
                 spill: bool = False) -> dict:
     """Match and count one shard (``w``: this process's
@@ -194,6 +213,10 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
     if on_device:  # cuDF reads the text onto the GPU; nothing of it comes back
         from ..cudf_io import device_buffers, parquet_text_batches
 
+        names = shard_schema(shard).names  # what the arrow path checks before any output
+        check_added(cfg, shard, names)
+        if cfg.key_column and cfg.key_column in pass1_columns(cfg, shard, names):
+            _check_keys_on_host(cfg, shard, names, max_rows)
         eng = w.engines[ALL]
         for series, first in parquet_text_batches(shard, cfg.text_column, cfg.batch_bytes,
                                                   max_rows):
@@ -284,7 +307,8 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
         rows_cache.close()
     stats = {"shard": shard.name, "path": shard.path, "captions": captions,
              "null_captions": nulls, "matched": matched, "seconds_pass1": seconds,
-             "failed_downloads": tally.get("failed_downloads", 0), "rejected": n_rejected}
+             "failed_downloads": tally.get("failed_downloads", 0), "rejected": n_rejected,
+             "reader": "cudf" if on_device else "arrow"}
     if cfg.worldwide:
         stats["languages"] = per
     atomic_write_json(layout.pass1_marker(shard.index), stats)

@@ -323,6 +323,10 @@ def _summary(cfg, stage, fp, p1, p2, counts: dict, ts: dict | None, seconds, ex)
     if p2 is not None:
         s["curated"] = sum(x["kept"] for x in p2)
     if p1 is not None:
+        # the reader the shards were read by (cudf only where the on-device path applies)
+        readers = sorted({x["reader"] for x in p1 if x.get("reader")})
+        if readers:
+            s["reader"] = "+".join(readers)
         s["failed_downloads"] = sum(x.get("failed_downloads", 0) for x in p1)
         s["rejected"] = sum(x.get("rejected", 0) for x in p1)
     elif cfg.on_bad_row == "skip" and p2 is not None:  # balance: pass 2 found them
