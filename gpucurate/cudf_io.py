@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from .errors import ConfigError
+from .io.parquet import row_group_runs  # noqa: F401 - one rule for both readers
 from .log import logger
 
 READERS = ("auto", "arrow", "cudf")
@@ -99,22 +100,6 @@ def device_buffers(series, xp):
     mask = col.null_mask()
     mask = xp.asarray(mask).view(np.uint8) if mask is not None and col.null_count() else None
     return arrow_layout(offsets, chars, mask, offset, size, xp)
-
-
-def row_group_runs(row_group_bytes, row_group_rows, batch_bytes: int):
-    """Runs of consecutive row groups, each with at most ``batch_bytes`` of text
-    (a row group larger than that is a run of its own): [(groups, first_row, rows)]."""
-    runs, cur, first, row, acc = [], [], 0, 0, 0
-    for g, (b, n) in enumerate(zip(row_group_bytes, row_group_rows)):
-        if cur and acc + b > batch_bytes:
-            runs.append((cur, first, row - first))
-            cur, first, acc = [], row, 0
-        cur.append(g)
-        acc += b
-        row += n
-    if cur:
-        runs.append((cur, first, row - first))
-    return runs
 
 
 def parquet_text_batches(shard, text_column: str, batch_bytes: int, max_rows: int | None):

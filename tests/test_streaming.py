@@ -579,3 +579,62 @@ def test_balance_over_a_tar_whose_field_changes_kind_is_an_error_at_every_batch_
                            report=False, counts_file=str(counts))
         with pytest.raises(InputError, match="field 's'.*one type"):
             run(cfg, stage="balance")
+
+
+def test_batches_of_wide_rows_follow_the_batch_size(tmp_path):
+    """Rows wider than batch_bytes / 1024 (an image column): batches of fewer
+    rows than 1,024 (a floor of 1,024 rows made 512 KiB rows into 512 MiB
+    batches, whatever --batch-bytes); captions then wide rows: each run of row
+    groups sized by its own rows, not the file's average (an 802 MB batch at
+    32 MiB). jsonl: the whole line counts, not the caption alone."""
+    from gpucurate.io import Shard
+    from gpucurate.io.jsonl import read_jsonl
+    from gpucurate.io.parquet import read_parquet
+
+    batch = 64 << 10
+    img = b"\x89" * (8 << 10)  # 8 KiB a row: 8 rows a batch
+    t = pa.table({"text": [f"a dog {i}" for i in range(200)] * 2,
+                  "image": pa.array([b""] * 200 + [img] * 200, pa.binary())})
+    path = tmp_path / "skew.parquet"
+    pq.write_table(t, path, row_group_size=100, use_dictionary=False)
+    got = list(read_parquet(Shard(0, str(path), "skew.parquet", "parquet"), "text", batch))
+    assert sum(b.num_rows for b in got) == 400
+    assert pa.concat_tables(got).equals(pq.read_table(path))
+    assert max(b.nbytes for b in got) <= 2 * batch, [b.nbytes for b in got]
+    assert min(b.num_rows for b in got) < 1024
+    j = tmp_path / "wide.jsonl"
+    j.write_text("".join(json.dumps({"text": f"a dog {i}", "jpg_b64": "A" * (8 << 10)}) + "\n"
+                         for i in range(200)))
+    got = list(read_jsonl(Shard(0, str(j), "wide.jsonl", "jsonl"), "text", batch))
+    assert sum(b.num_rows for b in got) == 200
+    assert max(b.nbytes for b in got) <= batch, [b.nbytes for b in got]
+
+
+def test_a_part_of_unknown_columns_is_spilled_not_held(tmp_path):
+    """balance over jsonl or tar (no schema from a pass 1): the kept batches go
+    to IPC files beside the part and are written one at a time at the end
+    (held in memory, they grew with the shard); the part holds every batch's
+    columns; the spill is gone once the part is written or given up."""
+    from gpucurate.io import Shard
+    from gpucurate.pipeline.pass2 import PartWriter
+
+    shard = Shard(0, "x.jsonl", "x.jsonl", "jsonl")
+    path = str(tmp_path / "curated" / "part-00000.parquet")
+    w = PartWriter(path, None, "x.jsonl", None, lambda s: s)
+    batches = [pa.table({"text": ["a"], "n": [1]}),
+               pa.table({"text": ["b", "c"], "n": [2, 3], "extra": ["x", None]})]
+    for i, b in enumerate(batches):
+        w.saw(b.schema, shard, i)
+        w.write(b)
+    assert w.spilled == 2 and len(os.listdir(w.spill_dir)) == 2
+    w.close(None)
+    got = pq.read_table(path)
+    assert got.to_pylist() == [{"text": "a", "n": 1, "extra": None},
+                               {"text": "b", "n": 2, "extra": "x"},
+                               {"text": "c", "n": 3, "extra": None}]
+    assert os.listdir(tmp_path / "curated") == ["part-00000.parquet"]
+    w = PartWriter(path + "2", None, "x.jsonl", None, lambda s: s)
+    w.saw(batches[0].schema, shard, 0)
+    w.write(batches[0])
+    w.abort()
+    assert os.listdir(tmp_path / "curated") == ["part-00000.parquet"]

@@ -187,10 +187,11 @@ def read_jsonl(shard: Shard, text_column: str, batch_bytes: int,
                     rejects.append({"file": shard.path, "row": line_no - 1,
                                     "reason": str(exc), "raw": bytes(raw[:4096])})
                     continue
-                v = obj.get(text_column)
                 rows.append(obj)
                 lines.append((line_no, bytes(raw[:4096]) if rejects is not None else b""))
-                acc += len(v) if v else 0
+                # the whole line counts (a line's other fields may be most of it: an
+                # image in base64); decoded, a line takes a few times its bytes
+                acc += len(raw)
                 if acc >= batch_bytes // 4 or len(rows) >= 65536:
                     table, schema = _rows_table(rows, shard, text_column, lines, schema,
                                                 rejects)

@@ -55,10 +55,6 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
         raise InputError(f"{shard.path}: has several columns named {dup[0]!r}; rename them so "
                          "every column name is unique")
     md = f.metadata
-    # Rows per batch: batch_bytes of the columns read (decoded), so that a
-    # batch's memory follows batch_bytes whatever else the shard holds.
-    avg = max(1, columns_bytes(md, columns) // max(1, md.num_rows))
-    rows = int(min(max(1024, batch_bytes // avg), 1 << 22))
     first = 0
     if columns is not None:
         missing = [c for c in columns if c not in schema.names]
@@ -66,16 +62,25 @@ def read_parquet(shard: Shard, text_column: str, batch_bytes: int,
             raise InputError(f"{shard.path}: no column {missing[0]!r} (columns: "
                              f"{', '.join(schema.names)})")
         columns = [c for c in schema.names if c in set(columns)]
+    # Rows per batch: batch_bytes of the columns read, from each run of row
+    # groups' own sizes (a file's average let a run of wide rows, images
+    # after captions, make batches of 25x batch_bytes), down to one row (a
+    # floor of 1,024 made a 512 KiB-row shard's batches 512 MiB)
+    gbytes = columns_bytes_per_group(md, columns)
+    grows = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
     try:
-        for rb in f.iter_batches(batch_size=rows, columns=columns):
-            table = normal_text(pa.Table.from_batches([rb]), text_column)
-            n = table.num_rows
-            if rejects is not None:
-                table = drop_bad_strings(table, shard.path, first, rejects)
-            else:
-                check_other_strings(table, text_column, shard.path, first)
-            first += n
-            yield from split(table, text_column, batch_bytes)
+        for groups, _, n_rows in row_group_runs(gbytes, grows, batch_bytes):
+            avg = max(1, sum(gbytes[g] for g in groups) // max(1, n_rows))
+            rows = int(min(max(1, batch_bytes // avg), 1 << 22))
+            for rb in f.iter_batches(batch_size=rows, row_groups=groups, columns=columns):
+                table = normal_text(pa.Table.from_batches([rb]), text_column)
+                n = table.num_rows
+                if rejects is not None:
+                    table = drop_bad_strings(table, shard.path, first, rejects)
+                else:
+                    check_other_strings(table, text_column, shard.path, first)
+                first += n
+                yield from split(table, text_column, batch_bytes)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{shard.path}: cannot read parquet near row {first} ({exc}); the file "
                          "is truncated or corrupt: re-export it") from None
@@ -85,17 +90,39 @@ def count_parquet(path: str) -> int:
     return open_parquet(path).metadata.num_rows
 
 
+def row_group_runs(row_group_bytes, row_group_rows, batch_bytes: int):
+    """Runs of consecutive row groups, each with at most ``batch_bytes`` (a row
+    group larger than that is a run of its own): [(groups, first_row, rows)]."""
+    runs, cur, first, row, acc = [], [], 0, 0, 0
+    for g, (b, n) in enumerate(zip(row_group_bytes, row_group_rows)):
+        if cur and acc + b > batch_bytes:
+            runs.append((cur, first, row - first))
+            cur, first, acc = [], row, 0
+        cur.append(g)
+        acc += b
+        row += n
+    if cur:
+        runs.append((cur, first, row - first))
+    return runs
+
+
+def columns_bytes_per_group(md: pq.FileMetaData, columns: list | None) -> list:
+    """Per row group, the uncompressed bytes of these columns (every column's
+    when None, or when the footer cannot be read by ``io.footer``)."""
+    facts = row_group_facts(md)
+    if facts is None:
+        return [md.row_group(rg).total_byte_size for rg in range(md.num_row_groups)]
+    names = set(columns) if columns is not None else None
+    return [sum(c.uncompressed or 0 for c in g.columns
+                if names is None or c.path.split(".")[0] in names) for g in facts]
+
+
 def columns_bytes(md: pq.FileMetaData, columns: list | None) -> int:
     """The uncompressed bytes of these columns (of every column when None) in
     the whole file, from the footer (``io.footer``: pyarrow's per-column
     metadata would end the process on a footer that does not fit its schema);
     every column's when the footer cannot be read so."""
-    facts = row_group_facts(md)
-    if facts is None:
-        return sum(md.row_group(rg).total_byte_size for rg in range(md.num_row_groups))
-    names = set(columns) if columns is not None else None
-    return sum(c.uncompressed or 0 for g in facts for c in g.columns
-               if names is None or c.path.split(".")[0] in names)
+    return sum(columns_bytes_per_group(md, columns))
 
 
 def no_nulls(path: str, column: str) -> bool:

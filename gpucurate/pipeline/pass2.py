@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -232,8 +233,9 @@ def _normal(schema: pa.Schema, text_column: str) -> pa.Schema:
 class PartWriter:
     """The curated part of one shard, written batch by batch on a thread of
     its own into a temporary file, renamed when whole. With no schema known in
-    advance (a ``balance`` run over jsonl or tar), the batches are kept and
-    written at the end."""
+    advance (a ``balance`` run over jsonl or tar), the batches are spilled to
+    Arrow IPC files beside it and written at the end, one at a time (held in
+    memory, they grew with the shard)."""
 
     def __init__(self, path: str, schema: pa.Schema | None, where: str,
                  key_column: str | None, schema_of):
@@ -242,7 +244,8 @@ class PartWriter:
         self.schema_of = schema_of  # no schema: the part's columns from the input's
         self.union = None           # the columns of every batch read (see ``saw``)
         self.tmp = tmp_path(path)
-        self.parts: list = []
+        self.spill_dir = None  # no schema: the batches, one IPC file each
+        self.spilled = 0
         self.writer = None
         self.behind = None
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -271,29 +274,47 @@ class PartWriter:
 
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.parts.append(table)
+            self._spill(table)
             return
         self.behind.put(self._fit(table, self.schema))
+
+    def _spill(self, table: pa.Table) -> None:
+        if self.spill_dir is None:  # a .tmp-<pid> name: swept if the run is cut short
+            self.spill_dir = tmp_path(self.path + ".d")
+            os.makedirs(self.spill_dir, exist_ok=True)
+        with pa.OSFile(os.path.join(self.spill_dir, f"{self.spilled:06d}.arrow"), "wb") as f, \
+                pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+        self.spilled += 1
 
     def close(self, empty: pa.Table) -> None:
         if self.writer is None:
             if self.union is None:  # no batch read
-                table = empty
+                pq.write_table(empty, self.tmp, **part_options(empty.schema, self.key_column))
             else:
                 schema = self.schema_of(self.union)
-                table = pa.concat_tables([self._fit(p, schema) for p in self.parts]) \
-                    if self.parts else schema.empty_table()
-            pq.write_table(table, self.tmp, **part_options(table.schema, self.key_column))
+                with pq.ParquetWriter(self.tmp, schema,
+                                      **part_options(schema, self.key_column)) as w:
+                    for i in range(self.spilled):
+                        src = pa.memory_map(os.path.join(self.spill_dir, f"{i:06d}.arrow"))
+                        w.write_table(self._fit(pa.ipc.open_file(src).read_all(), schema))
+            self._drop_spill()
         else:
             self.behind.close()
             self.writer.close()
         commit(self.tmp, self.path)
+
+    def _drop_spill(self) -> None:
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            self.spill_dir = None
 
     def abort(self) -> None:
         if self.behind is not None:
             self.behind.abort()
         if self.writer is not None:
             self.writer.close()
+        self._drop_spill()
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
 
