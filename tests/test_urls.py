@@ -308,7 +308,9 @@ def test_counts_and_match_read_urls(tmp_path, pool, s3, metadata_path):
     assert main([*bal, "--counts", url, "--out", str(tmp_path / "b2")]) == 0
     assert _rows(str(tmp_path / "b1")) == _rows(str(tmp_path / "b2"))
     assert len(_rows(str(tmp_path / "b1"))[0]) > 0
-    assert main(["merge-counts", str(counts), str(counts), "--out", str(tmp_path / "m1.parquet"),
+    twin = tmp_path / "twin.parquet"  # another job's counts (one file twice is refused)
+    twin.write_bytes(counts.read_bytes())
+    assert main(["merge-counts", str(counts), str(twin), "--out", str(tmp_path / "m1.parquet"),
                  "--metadata", str(metadata_path), "--quiet"]) == 0
     assert main(["merge-counts", url, str(counts), "--out", str(tmp_path / "m2.parquet"),
                  "--metadata", str(metadata_path), "--quiet"]) == 0
