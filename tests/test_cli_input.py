@@ -93,6 +93,9 @@ def test_match_never_writes_over_its_input(pool, tmp_path, capsys):
 def test_files_of_no_shard_format_are_said(pool, tmp_path, capsys):
     """A directory's files that are no shard (b.json, c.ndjson) are named in a
     warning, not dropped unsaid; the shards are read."""
+    from gpucurate.log import configure
+
+    configure()  # the command line's log on stderr (a test run alone has no handler)
     meta, p = pool
     d = tmp_path / "d"
     d.mkdir()
@@ -105,6 +108,11 @@ def test_files_of_no_shard_format_are_said(pool, tmp_path, capsys):
     said = [x for x in capsys.readouterr().err.splitlines() if "not read" in x]
     assert len(said) == 1 and "2 input files" in said[0] and "b.json" in said[0] \
         and "c.ndjson" in said[0]
+    glob = [str(d / "**" / "*")]  # the run's own files below: no input, unsaid
+    _cur(meta, glob, d / "run")
+    _cur(meta, glob, d / "run")
+    said = [x for x in capsys.readouterr().err.splitlines() if "not read" in x]
+    assert said and all("run" not in x.split("(")[1] for x in said), said
 
 
 def test_one_file_by_two_names_is_read_once(pool, tmp_path, capsys):

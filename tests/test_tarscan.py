@@ -624,6 +624,28 @@ def test_json_lines_equals_the_checks_it_replaces():
     assert accepted > 300 and refused > 300, (accepted, refused)
 
 
+def test_json_members_with_many_brackets_never_reach_arrow():
+    """A member holding more than MAX_ARROW_OPENS '{' and '[' bytes (strings
+    included) goes to json's rules: Arrow's reader overflows its stack on deep
+    nesting (it crashed the process at 20000 levels). The one-pass check and
+    its statement agree at the bound."""
+    import numpy as np
+
+    k = tarscan.MAX_ARROW_OPENS
+    cases = {b'{"x": "' + b"[" * (k - 1) + b'"}': True,  # k opens: handed to Arrow
+             b'{"x": "' + b"[" * k + b'"}': False,
+             b'{"x": ' + b"[" * (k - 1) + b"]" * (k - 1) + b"}": True,
+             b'{"x": ' + b"[" * k + b"]" * k + b"}": False,
+             b'{"a": {"b": ' * (k // 2) + b"1" + b"}" * k: True,
+             b'{"a": {"b": ' * (k // 2 + 1) + b"1" + b"}" * (k + 2): False}
+    for m, want in cases.items():
+        rows = np.array([[0, 0, len(m), 0, 0]], np.int64)
+        out = np.zeros(len(m) + 1, np.uint8)
+        got = tarscan._json_lines(np.frombuffer(m, np.uint8), rows, out)
+        buf = m + b"\n"
+        assert got == want == (not tarscan._json_rules_needed(buf, np.frombuffer(buf, np.uint8))), m
+
+
 def test_tar_json_integers_past_2_53_are_never_rounded(tmp_path):
     """A .json field holding a fraction in one sample and an integer past
     2**53 in another: Arrow's JSON reader made both doubles (the integer

@@ -43,8 +43,8 @@ How the work is laid out:
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import heapq
 import os
 import signal
 import threading
@@ -245,7 +245,7 @@ def _keep_sigterm():
     try:
         yield
     finally:
-        if old is not None:
+        if callable(old):  # the caller's own; without one, Ray's exit (its clean-up) stays
             signal.signal(signal.SIGTERM, old)
 
 
@@ -349,7 +349,7 @@ class _Fleet:
 
     def _run(self, fn, work, errors, progress, names, running) -> list:
         ray = self.ray
-        todo = collections.deque(range(len(work)))
+        todo = list(range(len(work)))  # a heap: the lowest call first, reruns included
         results: list = [None] * len(work)
         tries = [0] * len(work)
         left = len(work)
@@ -360,11 +360,11 @@ class _Fleet:
             if failed:
                 first = min(failed)
                 if not any(j < first for j, _ in running.values()) and \
-                        not any(j < first for j in todo):
+                        not (todo and todo[0] < first):
                     raise failed[first]
             while todo and self.idle and (not failed or todo[0] < min(failed)):
                 a = self.idle.pop()
-                i = todo.popleft()
+                i = heapq.heappop(todo)
                 running[a.run.remote(fn, work[i])] = (i, a)
                 self.busy += 1
             self.fill()
@@ -429,7 +429,7 @@ class _Fleet:
                                 "--threads), a rerun resumes from the calls done") from None
                         logger.warning("ray: a worker was lost (%s); its shard runs again",
                                        type(exc).__name__)
-                        todo.appendleft(i)
+                        heapq.heappush(todo, i)
                         continue
                     del running[ref]
                     self.busy -= 1

@@ -120,7 +120,8 @@ def resolve_inputs(inputs, need_unique_names: bool = True,
                              f"of {KINDS} shards")
         kept = [(p, n) for p, n in pairs if shard_format(p)]
         other += [os.path.join(arg, n) if os.path.isdir(arg) else p
-                  for p, n in pairs if not shard_format(p)]
+                  for p, n in pairs if not shard_format(p)
+                  and not any(_under(os.path.realpath(p), sk) for sk in skips)]
         if not kept:
             if not os.path.isdir(arg) and not glob.has_magic(arg):
                 raise InputError(f"input {arg}: unknown format; supported: .parquet, .jsonl, "

@@ -1124,29 +1124,16 @@ def _json_rules_needed(buf: bytes, raw: np.ndarray) -> bool:
     return bool(run.size and run.max() >= 16 and _WIDE_INT.search(buf))
 
 
-MAX_ARROW_DEPTH = 64  # nesting handed to Arrow's JSON reader (it crashes near 20000)
+MAX_ARROW_OPENS = 64  # '{' and '[' in a member handed to Arrow's JSON reader (it
+# overflows its stack near 20000 levels of nesting; a member with more opening
+# brackets, strings included, goes to json's rules: a nested value does anyway)
 
 
 def _too_deep(buf: bytes) -> bool:
-    """Whether '{' and '[' outside strings nest deeper than MAX_ARROW_DEPTH in
-    a line of ``buf`` (a member)."""
-    return any(_too_deep_line(line) for line in buf.split(b"\n"))
-
-
-def _too_deep_line(buf: bytes) -> bool:
-    depth, instr, esc = 0, False, False
-    for c in buf:
-        if instr:
-            esc, instr = (False, True) if esc else (c == 0x5C, c != 0x22)
-        elif c == 0x22:
-            instr = True
-        elif c in (0x7B, 0x5B):
-            depth += 1
-            if depth > MAX_ARROW_DEPTH:
-                return True
-        elif c in (0x7D, 0x5D):
-            depth -= 1
-    return False
+    """Whether a line of ``buf`` (a member) holds more than MAX_ARROW_OPENS
+    '{' and '[' bytes (so none handed to Arrow nests deeper than that)."""
+    return any(line.count(b"{") + line.count(b"[") > MAX_ARROW_OPENS
+               for line in buf.split(b"\n"))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1154,8 +1141,8 @@ def _json_lines(js, rows, out):
     """Copy the batch's .json members (``rows[:, 1]`` start, ``rows[:, 2]``
     length) into ``out``, each followed by a line break, checking in the same
     pass what would send the batch to json's rules: an empty member, one not
-    starting with "{" and ending with "}", nesting deeper than
-    ``MAX_ARROW_DEPTH``, a byte below 0x20, a UTF-8 BOM, a
+    starting with "{" and ending with "}", more than ``MAX_ARROW_OPENS``
+    '{' and '[' bytes, a byte below 0x20, a UTF-8 BOM, a
     "\\ud"/"\\uD" escape, or what ``_NEG_ZERO`` or ``_WIDE_INT`` match (a
     ':', ',' or '[', whitespace, then "-0" not followed by a digit, '.', 'e'
     or 'E', or an optional '-' and 16 digits). True when none is found (then
@@ -1168,36 +1155,27 @@ def _json_lines(js, rows, out):
             return False
         state = 0  # 1: after ':' ',' '[' and whitespace; 2: then '-'; 3: then digits
         digits = 0
-        depth = 0  # of '{' and '[' outside strings (Arrow's reader overflows its stack
-        instr = False  # on deep nesting: such a member goes to json's rules)
-        esc = False
+        opens = 0  # '{' and '[' (Arrow's reader overflows its stack on deep nesting)
         for i in range(a, a + n):
             c = js[i]
             out[o] = c
             o += 1
             if c < 0x20:  # tab and line breaks too: \s in the patterns is a space here
                 return False
-            if instr:
-                if esc:
-                    esc = False
-                elif c == 0x5C:
-                    esc = True
-                elif c == 0x22:
-                    instr = False
-            elif c == 0x22:
-                instr = True
-            elif c == 0x7B or c == 0x5B:
-                depth += 1
-                if depth > MAX_ARROW_DEPTH:
+            if c == 0x7B:
+                opens += 1
+                if opens > MAX_ARROW_OPENS:
                     return False
-            elif c == 0x7D or c == 0x5D:
-                depth -= 1
             if c == 0xEF and i + 2 < a + n and js[i + 1] == 0xBB and js[i + 2] == 0xBF:
                 return False
             if c == 0x5C and i + 2 < a + n and js[i + 1] == 0x75 and (
                     js[i + 2] == 0x64 or js[i + 2] == 0x44):
                 return False
             if c == 0x3A or c == 0x2C or c == 0x5B:
+                if c == 0x5B:
+                    opens += 1
+                    if opens > MAX_ARROW_OPENS:
+                        return False
                 state = 1
                 digits = 0
             elif state == 1 and c == 0x20:
