@@ -59,11 +59,17 @@ def chunks_of(col) -> list[pa.Array]:
     out = []
     for c in chunks:
         t = c.type
-        if pa.types.is_string_view(t):
+        if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or
+                                          pa.types.is_large_string(t.value_type) or
+                                          pa.types.is_string_view(t.value_type)):
+            c = c.dictionary_decode().cast(pa.large_string())  # (a pandas category)
+        elif pa.types.is_null(t):
+            c = pa.nulls(len(c), pa.large_string())
+        elif pa.types.is_string_view(t):
             c = c.cast(pa.large_string())
         elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             raise InputError(f"captions must be a string column, got {t}; cast it to string "
-                             "or choose another --text-column")
+                             "(on the command line: choose another --text-column)")
         out.append(c)
     return out
 

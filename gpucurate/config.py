@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
+import operator
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -31,11 +34,22 @@ def device_choice(value: str | None = None) -> str:
     return choice
 
 
+def whole(flag: str, value) -> int:
+    """``value`` as an int when it is one (a Python or NumPy integer, not a
+    bool, a float or a string: those were truncated or raised TypeError)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{flag} must be an integer, not {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(f"{flag} must be an integer, not {value!r}") from None
+
+
 def threads_choice(value: int | None = None) -> int:
     """CPU engine threads: an explicit value, else ``$GPUCURATE_THREADS``, else
     every core this process may run on."""
     if value is not None:
-        if int(value) < 1:
+        if whole("--threads", value) < 1:
             raise ConfigError(f"--threads must be >= 1, not {value}")
         return int(value)
     env = os.environ.get("GPUCURATE_THREADS")
@@ -111,18 +125,22 @@ class CurateConfig:
         if (self.metadata is None) == (self.worldwide is None):
             raise ConfigError("give exactly one of --metadata FILE and --worldwide DIR")
         if self.t is not None:
-            if isinstance(self.t, bool) or int(self.t) != self.t or self.t < 1:
+            if isinstance(self.t, bool) or not isinstance(self.t, numbers.Real) or \
+                    not math.isfinite(self.t) or int(self.t) != self.t or self.t < 1:
                 raise ConfigError(f"--t must be an integer >= 1, not {self.t!r}")
             object.__setattr__(self, "t", int(self.t))
-        if self.tail_fraction is not None and not (0.0 < self.tail_fraction <= 1.0):
+        if self.tail_fraction is not None and (
+                isinstance(self.tail_fraction, (bool, str, bytes)) or
+                not isinstance(self.tail_fraction, numbers.Real) or
+                not (0.0 < self.tail_fraction <= 1.0)):
             raise ConfigError(f"--tail-fraction must be in (0, 1], not {self.tail_fraction!r}")
-        if not (0 <= int(self.seed) < 2**64):
+        if not (0 <= whole("--seed", self.seed) < 2**64):
             raise ConfigError(f"--seed must be in [0, 2**64), not {self.seed!r}")
-        if self.batch_bytes < 1:
+        if whole("--batch-bytes", self.batch_bytes) < 1:
             raise ConfigError(f"--batch-bytes must be >= 1, not {self.batch_bytes}")
-        if self.threads is not None and self.threads < 1:
+        if self.threads is not None and whole("--threads", self.threads) < 1:
             raise ConfigError(f"--threads must be >= 1, not {self.threads}")
-        if self.limit is not None and self.limit < 1:
+        if self.limit is not None and whole("--limit", self.limit) < 1:
             raise ConfigError(f"--limit must be >= 1, not {self.limit}")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"--executor must be local or ray, not {self.executor!r}")

@@ -24,7 +24,16 @@ def key_hashes(column, where: str = "key column", first_row: int = 0,
     and ``fix``."""
     from .kernels.keys import hash_rows
 
-    col = to_arrow(column)
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        col = column
+    elif isinstance(column, np.ndarray) and column.dtype.kind in "iu":
+        col = pa.array(column)  # integer ids: their values, not captions
+    else:
+        seq = list(column)
+        if seq and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+                       for x in seq):
+            return _int_keys(seq, where, first_row)
+        col = to_arrow(seq)
     if col.null_count:
         isnull = pc.is_null(col)
         row = int(pc.index(isnull, True).as_py())
@@ -96,6 +105,15 @@ def keep(entry_ids, prob, keys, seed: int = 0) -> np.ndarray:
     if isinstance(lists, pa.ChunkedArray):
         lists = lists.combine_chunks() if lists.num_chunks else \
             pa.array([], pa.list_(pa.int32()))
+    t = lists.type
+    if pa.types.is_list_view(t) or pa.types.is_large_list_view(t) or \
+            pa.types.is_fixed_size_list(t):  # views and fixed sizes: as offsets they are not
+        # (rebuilt from Python: pyarrow 26.0.1's cast of a list view makes an invalid array)
+        lists = pa.array(lists.to_pylist(), pa.large_list(t.value_type))
+    if not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type)) or \
+            not pa.types.is_integer(lists.type.value_type):
+        raise InputError(f"entry_ids: lists of integer entry ids are needed (list<int32>, as "
+                         f"the curated parts hold), not {t}")
     if lists.null_count:  # a caption with no list: no match
         lists = pa.array([x if x is not None else [] for x in lists.to_pylist()],
                          pa.list_(pa.int32()))
@@ -115,7 +133,9 @@ def keep(entry_ids, prob, keys, seed: int = 0) -> np.ndarray:
     k = _key_array(keys)
     if k.size != len(lists):
         raise InputError(f"keys: {k.size} keys for {len(lists)} captions; give one per caption")
-    if isinstance(seed, bool) or not 0 <= int(seed) < 2**64:
+    from .config import whole
+
+    if not 0 <= whole("seed", seed) < 2**64:
         raise ConfigError(f"seed must be in [0, 2**64), not {seed!r}")
     out = np.zeros(len(lists), np.uint8)
     keep_range(used.astype(np.int32), offsets, k, prob, np.uint64(int(seed)), out)
@@ -134,5 +154,20 @@ def _key_array(keys) -> np.ndarray:
     if not seq:
         return np.zeros(0, np.uint64)
     if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq):
-        return np.array([int(x) & 0xFFFFFFFFFFFFFFFF for x in seq], np.uint64)
-    return key_hashes(pa.array(seq), where="keys")
+        return _int_keys(seq, "keys", 0)
+    try:
+        arr = pa.array(seq)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+        raise InputError(f"keys: {exc}; give one key per caption, all integers or all "
+                         "strings") from None
+    return key_hashes(arr, where="keys")
+
+
+def _int_keys(seq: list, where: str, first_row: int) -> np.ndarray:
+    """Python or NumPy integer keys as their 64-bit two's complement; one
+    outside [-2**63, 2**64) has none (it would share another key's draws)."""
+    for i, x in enumerate(seq):
+        if not -2**63 <= int(x) < 2**64:
+            raise InputError(f"{where}: row {first_row + i} is {int(x)}, outside 64 bits "
+                             "(-2**63 to 2**64 - 1); give keys that fit, or strings")
+    return np.array([int(x) & 0xFFFFFFFFFFFFFFFF for x in seq], np.uint64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 
 from .errors import MetadataError
 
@@ -165,7 +166,7 @@ def _save_entries(path: str, entries) -> int | None:
 
         path = path[:-len(".json")] + ".arrow"
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"  # per thread: two may build it
         table = pa.table({"entry": pa.array(entries, pa.string())})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as w:
@@ -182,7 +183,7 @@ def _save_entries(path: str, entries) -> int | None:
 def _save_digest(path: str, digest: str, n: int, arrow_crc32: int | None) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"  # per thread: two may build it
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"sha256": digest, "entries": n, "arrow_crc32": arrow_crc32}, f)
         os.replace(tmp, path)

@@ -16,6 +16,7 @@ import importlib.util
 import mmap
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass, fields
 
@@ -266,7 +267,7 @@ def cache_save(kind: str, sha256: str, obj) -> None:
     header += b" " * (-(len(MAGIC) + 8 + len(header)) % PAGE)  # the arrays on a page
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"  # per thread: two may build it
         with open(tmp, "wb") as f:
             f.write(MAGIC + len(header).to_bytes(8, "little") + header)
             for c in chunks:

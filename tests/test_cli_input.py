@@ -272,3 +272,59 @@ def test_rebalance_finds_a_runs_relative_paths_from_anywhere(pool, tmp_path, mon
     s = rebalance(str(tmp_path / "o9"), str(tmp_path / "surv.parquet"), "id",
                   str(tmp_path / "o9b"), t=5, device="cpu", report=False)
     assert s["pool"] == 20
+
+
+def test_python_api_inputs_of_the_wrong_kind_are_errors_of_its_own(pool, tmp_path):
+    """curate, keep and Matcher: settings of the wrong type are ConfigError (a
+    float seed ran as its integer part, a str raised ValueError); keys outside
+    64 bits, mixed keys and lists that are no integer lists are InputError (a
+    list view was read as plain offsets, wrongly); a Python list or NumPy array
+    of integer keys is hashed as integers; dictionary and null caption columns
+    are matched as the pipeline reads them."""
+    import numpy as np
+
+    import gpucurate
+    from gpucurate.keys import key_hashes
+
+    meta, p = pool
+    for kw in (dict(t="x"), dict(t=float("inf")), dict(t=5, seed=1.5), dict(t=5, seed=None),
+               dict(t=5, threads="2"), dict(t=5, batch_bytes=None), dict(tail_fraction="0.5")):
+        with pytest.raises(ConfigError):
+            gpucurate.curate(meta, [p], str(tmp_path / "o"), report=False, device="cpu", **kw)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError):
+        gpucurate.keep([[0]], [0.5], [1], seed=1.7)
+    lv = pa.array([[0, 1], [2], [1]], pa.list_view(pa.int32()))
+    assert gpucurate.keep(lv, np.ones(3), [1, 2, 3], seed=0).tolist() == [True] * 3
+    for lists, keys in ((pa.array([[0.5]]), [1]), ([[0]], [2**64 + 5]), ([[0], [0]], [1, "a"])):
+        with pytest.raises(InputError):
+            gpucurate.keep(lists, [0.5], keys, seed=0)
+    want = key_hashes(pa.array([1, -2]))
+    assert key_hashes([1, -2]).tolist() == key_hashes(np.array([1, -2])).tolist() == want.tolist()
+    m = gpucurate.Matcher(["dog"], device="cpu")
+    assert m.match(pa.array(["a dog", None]).dictionary_encode()).to_pylist() == [[0], []]
+    assert m.match(pa.nulls(2)).to_pylist() == [[], []]
+
+
+def test_progress_shows_the_log_for_its_own_call_only(pool, tmp_path):
+    """curate(progress=True) sends the log to stderr for that call; the logger's
+    handlers, level and propagation (an application's own logging) are as
+    they were after it (they stayed changed for the rest of the process)."""
+    import logging
+
+    import gpucurate
+    from gpucurate.log import logger
+
+    meta, p = pool
+    was = (list(logger.handlers), logger.propagate, logger.level)
+    logger.handlers[:] = []  # an application's set-up: none of the command line's
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+    try:
+        gpucurate.curate(meta, [p], str(tmp_path / "o"), t=5, report=False, device="cpu",
+                         progress=True)
+        assert (logger.handlers, logger.propagate, logger.level) == ([], True, logging.NOTSET)
+    finally:
+        logger.handlers[:] = was[0]
+        logger.propagate = was[1]
+        logger.setLevel(was[2])

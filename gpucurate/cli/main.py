@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sorted, distinct) per input row, in input order.")
     p.add_argument("--metadata", required=True, help="metadata list (.json or one per line)")
     p.add_argument("--input", required=True, metavar="FILE",
-                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz] (a path, or an "
-                        "s3://, gs://, hf:// or http(s):// object)")
+                   help="one caption file: .parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz] (a "
+                        "path, or an s3://, gs://, hf:// or http(s):// object)")
     p.add_argument("--out", required=True, metavar="OUT.parquet", help="a local file")
     p.add_argument("--text-column", default="text", help="caption column (default: text)")
     _device(p)

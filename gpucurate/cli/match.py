@@ -28,8 +28,8 @@ def match_file(metadata, path: str, out: str, text_column: str = "text", device=
     if is_url(path):  # one object of s3://, gs://, hf:// or http(s)://
         shards = resolve_inputs([path])
         if len(shards) != 1 or shard_format(path) is None:
-            raise InputError(f"{path}: match takes one .parquet, .jsonl[.gz|.zst] or .tar[.gz|.tgz] "
-                             "object (curate takes prefixes and globs)")
+            raise InputError(f"{path}: match takes one .parquet, .jsonl[.gz|.zst] or "
+                             ".tar[.gz|.tgz] object (curate takes prefixes and globs)")
         shard = shards[0]
     else:
         fmt = shard_format(path)

@@ -357,10 +357,18 @@ def curate(metadata, inputs, out, *, t=None, tail_fraction=None, progress: bool 
     (``--key-column`` is ``key_column``) but for ``inputs`` (``--input``) and
     ``report=False`` (``--no-report``).
     It logs through the ``gpucurate`` logger; ``progress=True`` also shows the
-    log and the run's progress on stderr, as the command line does."""
-    if progress:
-        configure()
+    log and the run's progress on stderr, as the command line does, for this
+    call only (the logger's handlers, level and propagation are restored)."""
     cfg = CurateConfig(metadata=os.fspath(metadata) if isinstance(metadata, os.PathLike)
                        else metadata, inputs=inputs, out=os.fspath(out), t=t,
                        tail_fraction=tail_fraction, **kw)
-    return run(cfg, "curate")
+    if not progress:
+        return run(cfg, "curate")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    configure()
+    try:
+        return run(cfg, "curate")
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.propagate = saved[1]
+        logger.setLevel(saved[2])
