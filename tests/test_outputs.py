@@ -364,6 +364,15 @@ def test_plan_of_a_grouped_run_counts_the_chosen_captions(tmp_path):
         np.multiply.at(keepnot, tid[sel], 1 - p)
         assert expected == pytest.approx(float(np.sum(1 - keepnot[np.unique(tid[sel])])),
                                          abs=1e-6)
+    # a count run of the same (what plan's docs name first) plans alike: it
+    # left no chosen rows, and plan told to rerun it, which changed nothing
+    from gpucurate.config import CurateConfig
+    from gpucurate.pipeline import run
+
+    run(CurateConfig(metadata=str(meta), inputs=(str(tmp_path / "in"),),
+                     out=str(tmp_path / "cnt"), group_column="img", device="cpu", report=False,
+                     save_matches=True), stage="count")
+    assert plan(str(tmp_path / "cnt"), 300)["table"] == d["table"]
 
 
 def test_plan_needs_saved_matches(base_parquet_run):

@@ -176,6 +176,8 @@ def _run_locked(cfg: CurateConfig, stage: str, layout: OutputLayout, mds: dict, 
             counts = given
         if stage == "count":
             write_entry_counts(layout, mds, counts, None)
+            if cfg.group_column:  # each group's chosen caption, which plan sums over
+                choose_groups(layout, plan)
             describe_workers(ex, setup, layout)
             summary = _summary(cfg, stage, fp, p1, None, counts, None, seconds, ex)
             _keep_timings(layout, summary, done)
