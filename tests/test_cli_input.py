@@ -328,3 +328,17 @@ def test_progress_shows_the_log_for_its_own_call_only(pool, tmp_path):
         logger.handlers[:] = was[0]
         logger.propagate = was[1]
         logger.setLevel(was[2])
+
+
+def test_a_jsonl_key_that_is_no_uid_stops_the_run_before_any_output(pool, tmp_path):
+    """--outputs uids over jsonl: a key that is no DataComp uid is an error at
+    its input row, in pass 1 (it was found only when uids.npy was written,
+    after the whole run, by its row in a curated part)."""
+    meta, _ = pool
+    f = tmp_path / "a.jsonl"
+    f.write_text("".join(json.dumps({"text": "a dog", "uid": f"{i:032x}" if i != 37 else "abc"})
+                         + "\n" for i in range(50)))
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match=r"a.jsonl \(key column 'uid'\): row 37 .*'abc'"):
+        _cur(meta, f, out, key_column="uid", outputs=("parquet", "uids"))
+    assert not (out / "entry_counts.parquet").exists() and not (out / "curated").exists()

@@ -236,6 +236,12 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
             check_added(cfg, shard, file_schema.names)
         cols = pass1_columns(cfg, shard, file_schema.names) if file_schema is not None else None
         rejects = [] if cfg.on_bad_row == "skip" else None
+        # --outputs uids: a parquet shard's keys are checked before the run; a jsonl or
+        # tar shard's as pass 1 reads them (they were checked only when uids.npy was
+        # written, after the whole run, by their row in the curated part)
+        uids = "uids" in cfg.outputs and file_schema is None
+        if uids:
+            from .outputs import uid_pairs
         batches = _read_stage(w, cfg, shard, shard_batches(cfg, shard, max_rows, cols, tally,
                                                           rejects, spans))
         for table, first, tb, arr, li in prefetch(batches):
@@ -250,6 +256,9 @@ def _pass1(w, cfg, layout: OutputLayout, shard: Shard, max_rows, inv, rows_cache
                 keys = row_keys(cfg, shard, table, first)
             elif cfg.key_column and (file_schema is None or cfg.key_column in (cols or [])):
                 check_keys(cfg, shard, table, first)  # a null key stops the run here
+            if uids and cfg.key_column in table.column_names:  # before any output is written
+                uid_pairs(table.column(cfg.key_column),
+                          f"{shard.path} (key column {cfg.key_column!r})", first)
             li, groups = by_language(w, table, arr, shard, li)
             if li is not None:
                 routed.append(li.astype(np.int16))
