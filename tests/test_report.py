@@ -256,7 +256,7 @@ def test_figures_of_edge_cases():
         before = np.asarray(before, np.int64)
         after = None if after is None else np.asarray(after, np.int64)
         summary = {"pool": s.get("pool", 10), "null_captions": 1, "matched": 5, "t": t,
-                   "rejected": s.get("rejected", 0)}
+                   "rejected": s.get("rejected", 0), "unrouted": s.get("unrouted", 0)}
         if after is not None:
             summary["curated"] = s.get("curated", 3)
         d = {"summary": summary, "before": before, "after": after, "shards": [],
@@ -295,6 +295,10 @@ def test_figures_of_edge_cases():
     assert f["counts.svg"][0] == {"before": "polyline", "after": "polyline"}
     assert {"1", "100", "1M", "100T", "1016"} <= set(f["counts.svg"][2])  # 10 with superscript 16
     assert f"{big:,}" in f["funnel.svg"][2] and "bad rows skipped" in f["funnel.svg"][2]
+    # worldwide: captions in a language without a list are a stage of their own
+    f = figures([5, 3], [2, 1], 2, unrouted=4)
+    labels = f["funnel.svg"][2]
+    assert labels.index("no metadata list") < labels.index("matched") and "4" in labels
 
 
 def test_report_imports_no_plotting_library(run_dir, tmp_path):

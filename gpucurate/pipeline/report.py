@@ -465,8 +465,8 @@ def _plots(d: dict) -> dict[str, str]:
 
     # funnel: one bar per stage, its value at its end
     stages = _funnel(s)
-    colors = {"rejected": PURPLE, "pool": GREY, "null_captions": RED, "matched": BLUE,
-              "curated": ORANGE}
+    colors = {"rejected": PURPLE, "pool": GREY, "null_captions": RED, "unrouted": RED,
+              "matched": BLUE, "curated": ORANGE}
     h = 36 + 30 * len(stages) + 50
     vmax = max([int(v) for _, _, v in stages] + [0])
     texts = [f"{int(v):,}" for _, _, v in stages]
@@ -497,6 +497,8 @@ def _funnel(s: dict) -> list[tuple[str, str, int]]:
             ("matched", "matched", s["matched"])]
     if s.get("rejected"):  # --on-bad-row skip: rows left out, listed in rejected/
         rows.insert(0, ("rejected", "bad rows skipped", s["rejected"]))
+    if s.get("unrouted"):  # worldwide: in a language without a list, never matched
+        rows.insert(len(rows) - 1, ("unrouted", "no metadata list", s["unrouted"]))
     if s.get("curated") is not None:
         rows.append(("curated", "curated", s["curated"]))
     return rows
@@ -589,6 +591,9 @@ def _html(d: dict, svgs: dict[str, str]) -> str:
         f"<h1>gpucurate report</h1><p>{sub}</p><p>{head_text}</p>"
         + ("<h2>Languages</h2>" + _table("languages", ["language", "pool", "matched",
                                                        "curated", "t"], lang_rows)
+           + (f'<p data-key="unrouted">{int(s["unrouted"]):,} captions of the pool were in a '
+              "language without a metadata list (no other.json took them): never matched, in "
+              "no row above.</p>" if s.get("unrouted") else "")
            if lang_rows else ""),
         "<h2>Captions per entry</h2>" + fig("counts.svg"),
         "<h2>Cumulative share</h2>" + fig("cumulative.svg"),
