@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from .errors import ConfigError
-from .io.parquet import row_group_runs  # noqa: F401 - one rule for both readers
+from .io.parquet import row_group_runs  # one rule for both readers' batches
 from .log import logger
 
 READERS = ("auto", "arrow", "cudf")

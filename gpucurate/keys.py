@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .columns import to_arrow
 from .errors import InputError
 
 
@@ -30,10 +29,15 @@ def key_hashes(column, where: str = "key column", first_row: int = 0,
         col = pa.array(column)  # integer ids: their values, not captions
     else:
         seq = list(column)
-        if seq and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-                       for x in seq):
+        if not seq:
+            return np.zeros(0, np.uint64)
+        if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq):
             return _int_keys(seq, where, first_row)
-        col = to_arrow(seq)
+        try:
+            col = pa.array(seq)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: {exc}; give one key per row, all integers or all "
+                             "strings") from None
     if col.null_count:
         isnull = pc.is_null(col)
         row = int(pc.index(isnull, True).as_py())
@@ -148,19 +152,7 @@ def _key_array(keys) -> np.ndarray:
     strings hashed."""
     if isinstance(keys, np.ndarray) and keys.dtype == np.uint64:
         return keys
-    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
-        return key_hashes(keys, where="keys")
-    seq = list(keys)
-    if not seq:
-        return np.zeros(0, np.uint64)
-    if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq):
-        return _int_keys(seq, "keys", 0)
-    try:
-        arr = pa.array(seq)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-        raise InputError(f"keys: {exc}; give one key per caption, all integers or all "
-                         "strings") from None
-    return key_hashes(arr, where="keys")
+    return key_hashes(keys, where="keys")
 
 
 def _int_keys(seq: list, where: str, first_row: int) -> np.ndarray:

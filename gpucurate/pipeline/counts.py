@@ -183,8 +183,11 @@ def merge_count_files(paths, metadata, out_path: str, worldwide: str | None = No
     total = {c: np.zeros(len(md), np.uint64) for c, md in mds.items()}
     seen: dict = {}
     for p in paths:  # one file given twice would be counted twice
-        ident = p if is_url(p) or not os.path.exists(p) else \
-            (lambda st: (st.st_dev, st.st_ino))(os.stat(p))
+        if is_url(p) or not os.path.exists(p):
+            ident = p
+        else:
+            st = os.stat(p)
+            ident = (st.st_dev, st.st_ino)
         if ident in seen:
             raise ConfigError(f"merge-counts: {seen[ident]} and {p} are the same file, whose "
                               "counts would be summed twice; give each job's counts once")

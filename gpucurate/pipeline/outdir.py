@@ -205,6 +205,12 @@ def describe_change(old: dict, new: dict) -> str:
 BALANCING = ("t", "tail_fraction", "t_lang")
 
 
+def _same_but(a: dict, b: dict, keys) -> bool:
+    """Whether two fingerprint documents agree but for ``keys``."""
+    return {k: v for k, v in a.items() if k not in keys} == \
+        {k: v for k, v in b.items() if k not in keys}
+
+
 def _balancing_only(old: dict, doc: dict, layout: OutputLayout, stage: str) -> bool:
     """Whether DIR's run differs from this one in t alone (BALANCING), and
     stopped before any of its pass 2 and summary: its pass 1 stands."""
@@ -214,8 +220,7 @@ def _balancing_only(old: dict, doc: dict, layout: OutputLayout, stage: str) -> b
     if os.path.exists(layout.summary) or (os.path.isdir(layout.stats_dir) and any(
             f.endswith(".json") for f in os.listdir(layout.stats_dir))):
         return False
-    strip = lambda d: {k: v for k, v in d.items() if k not in BALANCING}  # noqa: E731
-    if strip(was) != strip(doc):
+    if not _same_but(was, doc, BALANCING):
         return False
     from ..log import logger
 
@@ -243,9 +248,8 @@ def _unfinished_inputs_only(old: dict, doc: dict, layout: OutputLayout) -> bool:
     was = old.get("fingerprint_doc")
     if not isinstance(was, dict):
         return False
-    strip = lambda d: {k: v for k, v in d.items() if k != "inputs"}  # noqa: E731
     a, b = was.get("inputs") or [], doc.get("inputs") or []
-    if strip(was) != strip(doc) or len(a) != len(b) or \
+    if not _same_but(was, doc, ("inputs",)) or len(a) != len(b) or \
             any(not isinstance(x, dict) or x.get("path") != y.get("path") for x, y in zip(a, b)):
         return False
     changed = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
